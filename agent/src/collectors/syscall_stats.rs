@@ -1,0 +1,283 @@
+//! syscall-stats: count, errors and latency per syscall, optionally per process.
+//!
+//! Kernel side: `src/bpf/syscall_stats.bpf.c` on raw tracepoints `sys_enter` and
+//! `sys_exit` (no tracefs, no kprobes), per-CPU maps, task-local storage for the
+//! entry timestamp. Needs CAP_BPF + CAP_PERFMON (or CAP_SYS_ADMIN) and a kernel
+//! with task storage (5.11+). Syscall names are x86_64's.
+
+use super::filter::FilterGlobals;
+use super::{Collector, CollectorError, CollectorFactory, StartContext, error_chain};
+use crate::capabilities::HostCapabilities;
+use crate::domain::{
+    Kind, KindConfig, Payload, ProcessSyscalls, SyscallStat, SyscallStats, SyscallStatsConfig,
+};
+use aya::maps::{HashMap, MapData, PerCpuArray, PerCpuHashMap};
+use aya::programs::RawTracePoint;
+use aya::programs::raw_trace_point::RawTracePointLink;
+use aya::{Ebpf, EbpfLoader};
+use coral_ebpf_programs::syscall_stats::{LOG2_BUCKETS, OBJECT, SYSCALL_SLOTS, SysKey, SysStat};
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+/// (tgid, syscall) entries kept when per-process counts are asked for.
+pub const PROCESS_ENTRIES: u32 = 16_384;
+
+const PROGRAMS: [(&str, &str); 2] = [
+    ("coral_sys_enter", "sys_enter"),
+    ("coral_sys_exit", "sys_exit"),
+];
+
+pub struct SyscallStatsFactory;
+
+impl CollectorFactory for SyscallStatsFactory {
+    fn kind(&self) -> Kind {
+        Kind::SyscallStats
+    }
+
+    fn hooks(&self) -> &'static [&'static str] {
+        &["raw_tracepoint/sys_enter", "raw_tracepoint/sys_exit"]
+    }
+
+    fn availability(&self, caps: &HostCapabilities) -> Result<(), String> {
+        caps.require_bpf()?;
+        if !caps.raw_tracepoints {
+            return Err("raw tracepoints cannot be attached on this kernel".into());
+        }
+        if !caps.task_storage {
+            return Err("BPF task storage maps are not supported (kernel 5.11+ needed)".into());
+        }
+        Ok(())
+    }
+
+    fn start(&self, ctx: &StartContext) -> Result<Box<dyn Collector>, CollectorError> {
+        let config = match &ctx.spec.config {
+            Some(KindConfig::SyscallStats(c)) => c.clone(),
+            None => SyscallStatsConfig::default(),
+        };
+        let globals = FilterGlobals::resolve(ctx)?;
+        let per_process = u8::from(config.per_process);
+
+        let mut loader = EbpfLoader::new();
+        // aya has no Rust type for task storage; the kernel side is all we need.
+        loader.allow_unsupported_maps();
+        globals.apply(&mut loader);
+        loader.override_global("per_process", &per_process, true);
+        if config.per_process {
+            loader
+                .map_max_entries("proc_stats", PROCESS_ENTRIES)
+                .map_max_entries("comms", PROCESS_ENTRIES);
+        }
+        let mut bpf = loader
+            .load(OBJECT)
+            .map_err(|e| CollectorError::Load(error_chain(&e)))?;
+
+        let mut links = Vec::with_capacity(PROGRAMS.len());
+        let mut program_ids = Vec::with_capacity(PROGRAMS.len());
+        for (name, hook) in PROGRAMS {
+            let attach_err = |reason: String| CollectorError::Attach {
+                program: name,
+                hook,
+                reason,
+            };
+            let program: &mut RawTracePoint = bpf
+                .program_mut(name)
+                .ok_or_else(|| attach_err("program missing from object".into()))?
+                .try_into()
+                .map_err(|e| attach_err(error_chain(&e)))?;
+            program.load().map_err(|e| attach_err(error_chain(&e)))?;
+            if let Ok(info) = program.info() {
+                program_ids.push(info.id());
+            }
+            let id = program
+                .attach(hook)
+                .map_err(|e| attach_err(error_chain(&e)))?;
+            links.push(
+                program
+                    .take_link(id)
+                    .map_err(|e| attach_err(error_chain(&e)))?,
+            );
+        }
+
+        Ok(Box::new(SyscallStatsCollector {
+            stats: take_map(&mut bpf, "stats")?,
+            proc_stats: if config.per_process {
+                Some(take_map(&mut bpf, "proc_stats")?)
+            } else {
+                None
+            },
+            comms: take_map(&mut bpf, "comms")?,
+            drops: take_map(&mut bpf, "drops")?,
+            links,
+            program_ids,
+            config,
+            _bpf: bpf,
+        }))
+    }
+}
+
+fn take_map<T>(bpf: &mut Ebpf, name: &'static str) -> Result<T, CollectorError>
+where
+    T: TryFrom<aya::maps::Map, Error = aya::maps::MapError>,
+{
+    let map = bpf.take_map(name).ok_or(CollectorError::Read {
+        map: name,
+        reason: "missing from object".into(),
+    })?;
+    T::try_from(map).map_err(|e| CollectorError::Read {
+        map: name,
+        reason: error_chain(&e),
+    })
+}
+
+struct SyscallStatsCollector {
+    stats: PerCpuArray<MapData, SysStat>,
+    proc_stats: Option<PerCpuHashMap<MapData, SysKey, SysStat>>,
+    comms: HashMap<MapData, u32, [u8; 16]>,
+    drops: PerCpuArray<MapData, u64>,
+    /// Dropping a link detaches it.
+    links: Vec<RawTracePointLink>,
+    program_ids: Vec<u32>,
+    config: SyscallStatsConfig,
+    /// Owns the programs; dropped last, which unloads them.
+    _bpf: Ebpf,
+}
+
+/// Per-CPU values summed into one.
+fn sum(values: &[SysStat]) -> SysStat {
+    let mut total = SysStat {
+        count: 0,
+        errors: 0,
+        total_ns: 0,
+        log2: [0; LOG2_BUCKETS],
+    };
+    for v in values {
+        total.count += v.count;
+        total.errors += v.errors;
+        total.total_ns += v.total_ns;
+        for (t, b) in total.log2.iter_mut().zip(v.log2.iter()) {
+            *t += b;
+        }
+    }
+    total
+}
+
+fn stat(nr: u32, s: &SysStat) -> SyscallStat {
+    SyscallStat {
+        nr,
+        name: syscall_name(nr),
+        count: s.count,
+        errors: s.errors,
+        total_ns: s.total_ns,
+        latency_log2: trim_buckets(&s.log2),
+    }
+}
+
+/// Drops trailing empty buckets so records stay small.
+fn trim_buckets(buckets: &[u64]) -> Vec<u64> {
+    let used = buckets.iter().rposition(|&b| b != 0).map_or(0, |i| i + 1);
+    buckets[..used].to_vec()
+}
+
+/// The x86_64 name of syscall `nr`, or `syscall_<nr>`.
+pub fn syscall_name(nr: u32) -> String {
+    syscalls::Sysno::new(nr as usize)
+        .map(|s| s.name().to_string())
+        .unwrap_or_else(|| format!("syscall_{nr}"))
+}
+
+fn read_err(map: &'static str) -> impl Fn(aya::maps::MapError) -> CollectorError {
+    move |e| CollectorError::Read {
+        map,
+        reason: error_chain(&e),
+    }
+}
+
+impl SyscallStatsCollector {
+    fn read_processes(&self) -> Result<Vec<ProcessSyscalls>, CollectorError> {
+        let Some(proc_stats) = &self.proc_stats else {
+            return Ok(Vec::new());
+        };
+        let mut by_pid: BTreeMap<u32, Vec<SyscallStat>> = BTreeMap::new();
+        for entry in proc_stats.iter() {
+            let (key, values) = entry.map_err(read_err("proc_stats"))?;
+            let s = sum(&values);
+            by_pid.entry(key.tgid).or_default().push(stat(key.nr, &s));
+        }
+        Ok(by_pid
+            .into_iter()
+            .map(|(pid, mut syscalls)| {
+                syscalls.sort_by(|a, b| b.count.cmp(&a.count).then(a.nr.cmp(&b.nr)));
+                let comm = self
+                    .comms
+                    .get(&pid, 0)
+                    .map(|c| {
+                        String::from_utf8_lossy(c.split(|&b| b == 0).next().unwrap_or(&[]))
+                            .into_owned()
+                    })
+                    .unwrap_or_default();
+                ProcessSyscalls {
+                    pid,
+                    comm,
+                    syscalls,
+                }
+            })
+            .collect())
+    }
+}
+
+impl Collector for SyscallStatsCollector {
+    fn program_ids(&self) -> Vec<u32> {
+        self.program_ids.clone()
+    }
+
+    fn snapshot_interval(&self) -> Duration {
+        self.config.interval
+    }
+
+    fn snapshot(&mut self, elapsed: Duration) -> Result<Payload, CollectorError> {
+        let mut syscalls = Vec::new();
+        for nr in 0..SYSCALL_SLOTS {
+            let values = self.stats.get(&nr, 0).map_err(read_err("stats"))?;
+            let s = sum(&values);
+            if s.count > 0 {
+                syscalls.push(stat(nr, &s));
+            }
+        }
+        syscalls.sort_by(|a, b| b.count.cmp(&a.count).then(a.nr.cmp(&b.nr)));
+        let dropped = self
+            .drops
+            .get(&0, 0)
+            .map_err(read_err("drops"))?
+            .iter()
+            .sum();
+        Ok(Payload::SyscallStats(SyscallStats {
+            elapsed,
+            syscalls,
+            processes: self.read_processes()?,
+            dropped,
+        }))
+    }
+
+    fn detach(&mut self) {
+        self.links.clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_come_from_the_x86_64_table() {
+        assert_eq!(syscall_name(39), "getpid");
+        assert_eq!(syscall_name(110), "getppid");
+        assert_eq!(syscall_name(3), "close");
+        assert_eq!(syscall_name(511), "syscall_511");
+    }
+
+    #[test]
+    fn trailing_empty_buckets_are_trimmed() {
+        assert_eq!(trim_buckets(&[0, 3, 0, 1, 0, 0]), vec![0, 3, 0, 1]);
+        assert!(trim_buckets(&[0, 0]).is_empty());
+    }
+}

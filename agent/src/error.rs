@@ -1,0 +1,64 @@
+//! Errors a client can cause or meet, and the one place they become gRPC
+//! status codes.
+
+use crate::domain::{Kind, State};
+use std::time::Duration;
+use tonic::{Code, Status};
+
+/// Why a request was refused or could not be served.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A malformed request: bad field, unknown kind, kind/config mismatch.
+    #[error("invalid argument: {0}")]
+    InvalidArgument(String),
+    /// A duration of zero.
+    #[error("invalid duration: must be greater than 0")]
+    ZeroDuration,
+    /// A duration over the agent's maximum (never silently shortened).
+    #[error("duration {} exceeds the agent's maximum of {}", fmt_dur(*.requested), fmt_dur(*.max))]
+    DurationTooLong { requested: Duration, max: Duration },
+    /// The running-collector limit is reached.
+    #[error("too many running collectors: the limit is {max} (stop one or wait for one to expire)")]
+    TooManyCollectors { max: u32 },
+    /// No collector with this id (never existed, or reaped after retention).
+    #[error("no collector with id {0}")]
+    NotFound(String),
+    /// The operation needs a running collector.
+    #[error("collector {id} is {state:?}, not running")]
+    NotRunning { id: String, state: State },
+    /// The kernel or the agent's privileges lack what the kind needs.
+    #[error("{kind} is not available on this node: {reason}")]
+    Unavailable { kind: Kind, reason: String },
+    /// Loading, attaching or reading the kernel side failed.
+    #[error("{kind} collector {id} failed: {reason}")]
+    CollectorFailed {
+        kind: Kind,
+        id: String,
+        reason: String,
+    },
+}
+
+fn fmt_dur(d: Duration) -> String {
+    humantime::format_duration(d).to_string()
+}
+
+/// The only mapping from errors to gRPC codes. Exhaustive on purpose: a new
+/// variant does not compile until someone decides its code.
+impl From<Error> for Status {
+    fn from(err: Error) -> Self {
+        let code = match &err {
+            Error::InvalidArgument(_) | Error::ZeroDuration | Error::DurationTooLong { .. } => {
+                Code::InvalidArgument
+            }
+            Error::TooManyCollectors { .. } => Code::ResourceExhausted,
+            Error::NotFound(_) => Code::NotFound,
+            // A start that the kernel refused: almost always something the
+            // node lacks (privilege, hook, map type), which the message names.
+            Error::NotRunning { .. }
+            | Error::Unavailable { .. }
+            | Error::CollectorFailed { .. } => Code::FailedPrecondition,
+        };
+        tracing::debug!(error = %err, ?code, "request refused");
+        Status::new(code, err.to_string())
+    }
+}

@@ -1,0 +1,20 @@
+//! coral-agent: an on-demand eBPF collector manager behind a gRPC API.
+//!
+//! * [`capabilities`] probes what the kernel and the process allow.
+//! * [`manager`] owns the registry, the limits and each collector's lifecycle
+//!   (`Starting -> Running -> Expired | Stopped | Failed`), its deadline and
+//!   its bounded event log.
+//! * [`collectors`] holds one module per kind, each owning its BPF object.
+//! * [`server`] is the gRPC edge: conversions and the service.
+//! * [`error`] is the one place errors become gRPC status codes.
+
+pub mod capabilities;
+pub mod collectors;
+pub mod config;
+pub mod domain;
+pub mod error;
+pub mod manager;
+pub mod server;
+
+pub use config::Limits;
+pub use manager::Manager;

@@ -1,0 +1,388 @@
+//! proto <-> domain conversions. Requests are destructured whole, so a new proto
+//! field fails to compile here until someone decides what it means.
+
+use crate::capabilities::HostCapabilities;
+use crate::config::Limits;
+use crate::domain::{
+    Kind, KindConfig, Payload, ProcessSyscalls, Record, Spec, State, SyscallStat, SyscallStats,
+    SyscallStatsConfig, TargetFilter,
+};
+use crate::error::Error;
+use crate::manager::event_log::unix_nanos;
+use crate::manager::{CollectorView, KindStatus};
+use coral_proto::v1 as pb;
+use std::time::{Duration, SystemTime};
+
+fn nanos(d: Duration) -> u64 {
+    d.as_nanos().min(u64::MAX as u128) as u64
+}
+
+fn opt_nanos(t: Option<SystemTime>) -> u64 {
+    t.map_or(0, unix_nanos)
+}
+
+impl TryFrom<i32> for Kind {
+    type Error = Error;
+
+    fn try_from(v: i32) -> Result<Self, Error> {
+        match pb::CollectorKind::try_from(v) {
+            Ok(pb::CollectorKind::SyscallStats) => Ok(Kind::SyscallStats),
+            Ok(pb::CollectorKind::HttpLatency) => Ok(Kind::HttpLatency),
+            Ok(pb::CollectorKind::CpuProfile) => Ok(Kind::CpuProfile),
+            Ok(pb::CollectorKind::TcpMetrics) => Ok(Kind::TcpMetrics),
+            Ok(pb::CollectorKind::Unspecified) => {
+                Err(Error::InvalidArgument("collector kind is required".into()))
+            }
+            Err(_) => Err(Error::InvalidArgument(format!(
+                "unknown collector kind {v}; known: syscall-stats, http-latency, cpu-profile, tcp-metrics"
+            ))),
+        }
+    }
+}
+
+impl From<Kind> for pb::CollectorKind {
+    fn from(k: Kind) -> Self {
+        match k {
+            Kind::SyscallStats => pb::CollectorKind::SyscallStats,
+            Kind::HttpLatency => pb::CollectorKind::HttpLatency,
+            Kind::CpuProfile => pb::CollectorKind::CpuProfile,
+            Kind::TcpMetrics => pb::CollectorKind::TcpMetrics,
+        }
+    }
+}
+
+impl From<State> for pb::CollectorState {
+    fn from(s: State) -> Self {
+        match s {
+            State::Starting => pb::CollectorState::Starting,
+            State::Running => pb::CollectorState::Running,
+            State::Expired => pb::CollectorState::Expired,
+            State::Stopped => pb::CollectorState::Stopped,
+            State::Failed => pb::CollectorState::Failed,
+        }
+    }
+}
+
+fn interval(ns: u64, default: Duration) -> Duration {
+    if ns == 0 {
+        default
+    } else {
+        Duration::from_nanos(ns)
+    }
+}
+
+impl TryFrom<pb::CollectorSpec> for Spec {
+    type Error = Error;
+
+    fn try_from(spec: pb::CollectorSpec) -> Result<Self, Error> {
+        let pb::CollectorSpec {
+            kind,
+            duration_ns,
+            filter,
+            labels,
+            config,
+        } = spec;
+        let kind = Kind::try_from(kind)?;
+        let pb::TargetFilter { pids, cgroup, comm } = filter.unwrap_or_default();
+        let filter = TargetFilter {
+            pids,
+            cgroup: (!cgroup.is_empty()).then_some(cgroup),
+            comm: (!comm.is_empty()).then_some(comm),
+        };
+        use pb::collector_spec::Config;
+        let config = match (kind, config) {
+            (_, None) => None,
+            (Kind::SyscallStats, Some(Config::SyscallStats(c))) => {
+                let pb::SyscallStatsConfig {
+                    interval_ns,
+                    per_process,
+                } = c;
+                let defaults = SyscallStatsConfig::default();
+                Some(KindConfig::SyscallStats(SyscallStatsConfig {
+                    interval: interval(interval_ns, defaults.interval),
+                    per_process,
+                }))
+            }
+            (kind, Some(other)) => {
+                let given = match other {
+                    Config::SyscallStats(_) => Kind::SyscallStats,
+                    Config::HttpLatency(_) => Kind::HttpLatency,
+                    Config::CpuProfile(_) => Kind::CpuProfile,
+                    Config::TcpMetrics(_) => Kind::TcpMetrics,
+                };
+                if given == kind {
+                    // A kind this agent does not build yet: validation reports it.
+                    None
+                } else {
+                    return Err(Error::InvalidArgument(format!(
+                        "config is for {given} but the kind is {kind}"
+                    )));
+                }
+            }
+        };
+        Ok(Spec {
+            kind,
+            duration: duration_ns.map(Duration::from_nanos),
+            filter,
+            labels: labels.into_iter().collect(),
+            config,
+        })
+    }
+}
+
+impl From<&Spec> for pb::CollectorSpec {
+    fn from(spec: &Spec) -> Self {
+        let config = spec.config.as_ref().map(|c| match c {
+            KindConfig::SyscallStats(c) => {
+                pb::collector_spec::Config::SyscallStats(pb::SyscallStatsConfig {
+                    interval_ns: nanos(c.interval),
+                    per_process: c.per_process,
+                })
+            }
+        });
+        pb::CollectorSpec {
+            kind: pb::CollectorKind::from(spec.kind) as i32,
+            duration_ns: spec.duration.map(nanos),
+            filter: Some(pb::TargetFilter {
+                pids: spec.filter.pids.clone(),
+                cgroup: spec.filter.cgroup.clone().unwrap_or_default(),
+                comm: spec.filter.comm.clone().unwrap_or_default(),
+            }),
+            labels: spec.labels.clone().into_iter().collect(),
+            config,
+        }
+    }
+}
+
+impl From<&CollectorView> for pb::CollectorInfo {
+    fn from(v: &CollectorView) -> Self {
+        pb::CollectorInfo {
+            id: v.id.clone(),
+            spec: Some(pb::CollectorSpec::from(&v.spec)),
+            state: pb::CollectorState::from(v.status.state) as i32,
+            created_unix_nano: unix_nanos(v.created),
+            started_unix_nano: opt_nanos(v.status.started),
+            deadline_unix_nano: opt_nanos(v.status.deadline),
+            ended_unix_nano: opt_nanos(v.status.ended),
+            error: v.status.error.clone().unwrap_or_default(),
+            last_seq: v.log.last_seq,
+            first_retained_seq: v.log.first_retained_seq,
+            dropped_records: v.log.dropped,
+            stream_subscribers: v.log.subscribers,
+            bpf_program_ids: v.status.program_ids.clone(),
+        }
+    }
+}
+
+fn syscall_stat(s: &SyscallStat) -> pb::SyscallStat {
+    pb::SyscallStat {
+        nr: s.nr,
+        name: s.name.clone(),
+        count: s.count,
+        errors: s.errors,
+        total_ns: s.total_ns,
+        latency_log2: s.latency_log2.clone(),
+    }
+}
+
+impl From<&Payload> for pb::record::Payload {
+    fn from(p: &Payload) -> Self {
+        match p {
+            Payload::SyscallStats(SyscallStats {
+                elapsed,
+                syscalls,
+                processes,
+                dropped,
+            }) => pb::record::Payload::SyscallStats(pb::SyscallStats {
+                elapsed_ns: nanos(*elapsed),
+                syscalls: syscalls.iter().map(syscall_stat).collect(),
+                processes: processes
+                    .iter()
+                    .map(
+                        |ProcessSyscalls {
+                             pid,
+                             comm,
+                             syscalls,
+                         }| pb::ProcessSyscalls {
+                            pid: *pid,
+                            comm: comm.clone(),
+                            syscalls: syscalls.iter().map(syscall_stat).collect(),
+                        },
+                    )
+                    .collect(),
+                dropped: *dropped,
+            }),
+        }
+    }
+}
+
+/// A record as clients see it, stamped with where it came from.
+pub fn record(r: &Record, collector_id: &str, agent_id: &str, spec: &Spec) -> pb::Record {
+    pb::Record {
+        seq: r.seq,
+        time_unix_nano: r.time_unix_nano,
+        collector_id: collector_id.to_string(),
+        agent_id: agent_id.to_string(),
+        labels: spec.labels.clone().into_iter().collect(),
+        r#final: r.last,
+        payload: Some((&r.payload).into()),
+    }
+}
+
+pub fn capabilities(
+    agent_id: &str,
+    caps: &HostCapabilities,
+    limits: &Limits,
+    kinds: &[KindStatus],
+) -> pb::Capabilities {
+    let path = |p: &Option<std::path::PathBuf>| {
+        p.as_ref()
+            .map(|p| p.display().to_string())
+            .unwrap_or_default()
+    };
+    pb::Capabilities {
+        agent_id: agent_id.to_string(),
+        agent_version: env!("CARGO_PKG_VERSION").to_string(),
+        kernel_release: caps.kernel_release.clone(),
+        arch: caps.arch.clone(),
+        btf: caps.btf,
+        cap_bpf: caps.cap_bpf,
+        cap_perfmon: caps.cap_perfmon,
+        cap_sys_admin: caps.cap_sys_admin,
+        cap_sys_resource: caps.cap_sys_resource,
+        perf_event_paranoid: caps.perf_event_paranoid,
+        tracefs_path: path(&caps.tracefs_path),
+        tracefs_mounted_by_agent: caps.tracefs_mounted_by_agent,
+        kprobes: caps.kprobes,
+        uprobes: caps.uprobes,
+        raw_tracepoints: caps.raw_tracepoints,
+        ringbuf: caps.ringbuf,
+        perf_events: caps.perf_events,
+        cgroup2_path: path(&caps.cgroup2_path),
+        kinds: kinds
+            .iter()
+            .map(|k| pb::KindAvailability {
+                kind: pb::CollectorKind::from(k.kind) as i32,
+                available: k.available,
+                reason: k.reason.clone(),
+                hooks: k.hooks.clone(),
+            })
+            .collect(),
+        limits: Some(pb::Limits {
+            max_running_collectors: limits.max_running,
+            max_duration_ns: nanos(limits.max_duration),
+            default_duration_ns: nanos(limits.default_duration),
+            max_records_per_collector: limits.max_records as u64,
+            retention_ns: nanos(limits.retention),
+            max_filter_pids: limits.max_filter_pids as u32,
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pb_spec() -> pb::CollectorSpec {
+        pb::CollectorSpec {
+            kind: pb::CollectorKind::SyscallStats as i32,
+            duration_ns: Some(2_000_000_000),
+            filter: Some(pb::TargetFilter {
+                pids: vec![42],
+                cgroup: String::new(),
+                comm: "worker".into(),
+            }),
+            labels: [("service".to_string(), "api".to_string())].into(),
+            config: Some(pb::collector_spec::Config::SyscallStats(
+                pb::SyscallStatsConfig {
+                    interval_ns: 500_000_000,
+                    per_process: true,
+                },
+            )),
+        }
+    }
+
+    #[test]
+    fn spec_round_trips() {
+        let spec = Spec::try_from(pb_spec()).unwrap();
+        assert_eq!(spec.kind, Kind::SyscallStats);
+        assert_eq!(spec.duration, Some(Duration::from_secs(2)));
+        assert_eq!(spec.filter.pids, [42]);
+        assert_eq!(spec.filter.cgroup, None);
+        assert_eq!(spec.filter.comm.as_deref(), Some("worker"));
+        assert_eq!(
+            spec.config,
+            Some(KindConfig::SyscallStats(SyscallStatsConfig {
+                interval: Duration::from_millis(500),
+                per_process: true
+            }))
+        );
+        assert_eq!(pb::CollectorSpec::from(&spec), pb_spec());
+    }
+
+    #[test]
+    fn unknown_and_missing_kinds_are_invalid() {
+        for kind in [0, 99] {
+            let err = Spec::try_from(pb::CollectorSpec { kind, ..pb_spec() }).unwrap_err();
+            assert!(matches!(err, Error::InvalidArgument(_)), "{err}");
+        }
+    }
+
+    #[test]
+    fn config_for_another_kind_is_invalid() {
+        let err = Spec::try_from(pb::CollectorSpec {
+            kind: pb::CollectorKind::TcpMetrics as i32,
+            ..pb_spec()
+        })
+        .unwrap_err();
+        assert!(
+            err.to_string().contains("config is for syscall-stats"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn zero_interval_means_default() {
+        let mut p = pb_spec();
+        p.config = Some(pb::collector_spec::Config::SyscallStats(
+            pb::SyscallStatsConfig {
+                interval_ns: 0,
+                per_process: false,
+            },
+        ));
+        let spec = Spec::try_from(p).unwrap();
+        assert_eq!(
+            spec.config,
+            Some(KindConfig::SyscallStats(SyscallStatsConfig::default()))
+        );
+    }
+
+    #[test]
+    fn payload_converts_every_field() {
+        let stat = SyscallStat {
+            nr: 110,
+            name: "getppid".into(),
+            count: 3,
+            errors: 1,
+            total_ns: 900,
+            latency_log2: vec![0, 1, 2],
+        };
+        let payload = Payload::SyscallStats(SyscallStats {
+            elapsed: Duration::from_millis(1500),
+            syscalls: vec![stat.clone()],
+            processes: vec![ProcessSyscalls {
+                pid: 7,
+                comm: "w".into(),
+                syscalls: vec![stat],
+            }],
+            dropped: 4,
+        });
+        let pb::record::Payload::SyscallStats(s) = pb::record::Payload::from(&payload);
+        assert_eq!(s.elapsed_ns, 1_500_000_000);
+        assert_eq!(s.dropped, 4);
+        assert_eq!(s.syscalls[0].name, "getppid");
+        assert_eq!(s.syscalls[0].latency_log2, [0, 1, 2]);
+        assert_eq!(s.processes[0].pid, 7);
+        assert_eq!(s.processes[0].syscalls[0].errors, 1);
+    }
+}

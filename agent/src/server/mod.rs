@@ -1,0 +1,249 @@
+//! The gRPC edge: `coral.agent.v1.EbpfService` over the manager, plus the
+//! standard health and reflection services. Requests are converted to domain
+//! types on the way in, errors become status codes in `error.rs` only.
+
+pub mod convert;
+pub mod listen;
+
+use crate::domain::Record;
+use crate::error::Error;
+use crate::manager::{Entry, Manager};
+use coral_proto::v1 as pb;
+use coral_proto::v1::ebpf_service_server::{EbpfService, EbpfServiceServer};
+use futures_util::Stream;
+use std::collections::VecDeque;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::broadcast;
+use tonic::{Request, Response, Status};
+
+/// Records one GetEvents call returns when the client does not say.
+const DEFAULT_PAGE: usize = 1000;
+/// And at most, whatever it says.
+const MAX_PAGE: usize = 10_000;
+
+pub struct EbpfApi {
+    manager: Manager,
+}
+
+impl EbpfApi {
+    pub fn new(manager: Manager) -> Self {
+        Self { manager }
+    }
+
+    pub fn into_service(self) -> EbpfServiceServer<Self> {
+        EbpfServiceServer::new(self)
+    }
+
+    fn info(&self, id: &str) -> Result<pb::CollectorInfo, Error> {
+        Ok((&self.manager.get(id)?).into())
+    }
+}
+
+fn check_id(id: &str) -> Result<&str, Error> {
+    if id.is_empty() {
+        return Err(Error::InvalidArgument("collector id is required".into()));
+    }
+    Ok(id)
+}
+
+type EventStream = Pin<Box<dyn Stream<Item = Result<pb::StreamEventsResponse, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl EbpfService for EbpfApi {
+    async fn get_capabilities(
+        &self,
+        _: Request<pb::GetCapabilitiesRequest>,
+    ) -> Result<Response<pb::Capabilities>, Status> {
+        let m = &self.manager;
+        Ok(Response::new(convert::capabilities(
+            m.agent_id(),
+            m.capabilities(),
+            m.limits(),
+            &m.kinds(),
+        )))
+    }
+
+    async fn start_collector(
+        &self,
+        request: Request<pb::StartCollectorRequest>,
+    ) -> Result<Response<pb::StartCollectorResponse>, Status> {
+        let pb::StartCollectorRequest { spec } = request.into_inner();
+        let spec = spec.ok_or_else(|| Error::InvalidArgument("spec is required".into()))?;
+        let started = self.manager.start(spec.try_into()?).await?;
+        Ok(Response::new(pb::StartCollectorResponse {
+            collector: Some((&started.view).into()),
+            warnings: started.warnings,
+        }))
+    }
+
+    async fn stop_collector(
+        &self,
+        request: Request<pb::StopCollectorRequest>,
+    ) -> Result<Response<pb::CollectorInfo>, Status> {
+        let pb::StopCollectorRequest { id } = request.into_inner();
+        let view = self.manager.stop(check_id(&id)?).await?;
+        Ok(Response::new((&view).into()))
+    }
+
+    async fn extend_collector(
+        &self,
+        request: Request<pb::ExtendCollectorRequest>,
+    ) -> Result<Response<pb::CollectorInfo>, Status> {
+        let pb::ExtendCollectorRequest { id, duration_ns } = request.into_inner();
+        let view = self
+            .manager
+            .extend(check_id(&id)?, Duration::from_nanos(duration_ns))?;
+        Ok(Response::new((&view).into()))
+    }
+
+    async fn get_collector(
+        &self,
+        request: Request<pb::GetCollectorRequest>,
+    ) -> Result<Response<pb::CollectorInfo>, Status> {
+        let pb::GetCollectorRequest { id } = request.into_inner();
+        Ok(Response::new(self.info(check_id(&id)?)?))
+    }
+
+    async fn list_collectors(
+        &self,
+        _: Request<pb::ListCollectorsRequest>,
+    ) -> Result<Response<pb::ListCollectorsResponse>, Status> {
+        Ok(Response::new(pb::ListCollectorsResponse {
+            collectors: self.manager.list().iter().map(Into::into).collect(),
+        }))
+    }
+
+    async fn get_events(
+        &self,
+        request: Request<pb::GetEventsRequest>,
+    ) -> Result<Response<pb::GetEventsResponse>, Status> {
+        let pb::GetEventsRequest { id, after_seq, max } = request.into_inner();
+        let entry = self.manager.entry(check_id(&id)?)?;
+        // Read the state first: if it is terminal, the log is already closed
+        // and this page can honestly say whether it is the end.
+        let state = entry.status().state;
+        let max = match max as usize {
+            0 => DEFAULT_PAGE,
+            n => n.min(MAX_PAGE),
+        };
+        let page = entry.log.read(after_seq, max);
+        let next_after_seq = page.records.last().map_or(after_seq, |r| r.seq);
+        let end = state.is_terminal() && next_after_seq >= entry.log.stats().last_seq;
+        let agent_id = self.manager.agent_id();
+        Ok(Response::new(pb::GetEventsResponse {
+            records: page
+                .records
+                .iter()
+                .map(|r| convert::record(r, &entry.id, agent_id, &entry.spec))
+                .collect(),
+            state: pb::CollectorState::from(state) as i32,
+            next_after_seq,
+            end,
+            missed: page.missed,
+        }))
+    }
+
+    type StreamEventsStream = EventStream;
+
+    async fn stream_events(
+        &self,
+        request: Request<pb::StreamEventsRequest>,
+    ) -> Result<Response<EventStream>, Status> {
+        let pb::StreamEventsRequest { id, from_seq } = request.into_inner();
+        let entry = self.manager.entry(check_id(&id)?)?;
+        let sub = entry.log.subscribe(from_seq);
+        let state = StreamState {
+            agent_id: self.manager.agent_id().to_string(),
+            gap: (sub.missed > 0).then_some(pb::Gap {
+                from_seq,
+                count: sub.missed,
+            }),
+            last_seq: from_seq.saturating_sub(1),
+            replay: sub.replay.into(),
+            live: sub.live,
+            entry,
+            done: false,
+        };
+        // No task is spawned: the stream is polled by tonic and dropped with
+        // the connection, which drops the broadcast receiver with it.
+        Ok(Response::new(Box::pin(futures_util::stream::unfold(
+            state,
+            StreamState::next,
+        ))))
+    }
+}
+
+struct StreamState {
+    entry: Arc<Entry>,
+    agent_id: String,
+    gap: Option<pb::Gap>,
+    replay: VecDeque<Arc<Record>>,
+    live: Option<broadcast::Receiver<Arc<Record>>>,
+    last_seq: u64,
+    done: bool,
+}
+
+type Item = Result<pb::StreamEventsResponse, Status>;
+
+impl StreamState {
+    fn event(event: pb::stream_events_response::Event) -> Item {
+        Ok(pb::StreamEventsResponse { event: Some(event) })
+    }
+
+    fn record(&mut self, r: &Record) -> Item {
+        self.last_seq = r.seq;
+        Self::event(pb::stream_events_response::Event::Record(convert::record(
+            r,
+            &self.entry.id,
+            &self.agent_id,
+            &self.entry.spec,
+        )))
+    }
+
+    async fn next(mut self) -> Option<(Item, Self)> {
+        if self.done {
+            return None;
+        }
+        if let Some(gap) = self.gap.take() {
+            return Some((
+                Self::event(pb::stream_events_response::Event::Gap(gap)),
+                self,
+            ));
+        }
+        if let Some(r) = self.replay.pop_front() {
+            let item = self.record(&r);
+            return Some((item, self));
+        }
+        loop {
+            let Some(live) = self.live.as_mut() else {
+                // The collector ended: tell the client how, then close.
+                self.entry.ended().await;
+                let view = crate::manager::CollectorView::from(&*self.entry);
+                self.done = true;
+                let item = Self::event(pb::stream_events_response::Event::Ended((&view).into()));
+                return Some((item, self));
+            };
+            match live.recv().await {
+                Ok(r) if r.seq <= self.last_seq => continue,
+                Ok(r) => {
+                    let item = self.record(&r);
+                    return Some((item, self));
+                }
+                Err(broadcast::error::RecvError::Lagged(count)) => {
+                    let gap = pb::Gap {
+                        from_seq: self.last_seq + 1,
+                        count,
+                    };
+                    self.last_seq += count;
+                    return Some((
+                        Self::event(pb::stream_events_response::Event::Gap(gap)),
+                        self,
+                    ));
+                }
+                Err(broadcast::error::RecvError::Closed) => self.live = None,
+            }
+        }
+    }
+}

@@ -1,0 +1,94 @@
+//! `coral tap events`
+
+use super::view;
+use crate::client::CliError;
+use crate::commands::Ctx;
+use crate::render::{self, Output};
+use coral_proto::v1::{Gap, GetEventsRequest, StreamEventsResponse, stream_events_response::Event};
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Collector id.
+    pub id: String,
+
+    /// Keep following live records until the collector ends.
+    #[arg(long, short)]
+    pub follow: bool,
+
+    /// Only records after this seq (a cursor from an earlier call).
+    #[arg(long, default_value_t = 0)]
+    pub after: u64,
+}
+
+/// Records fetched per GetEvents call.
+const PAGE: u32 = 500;
+
+pub async fn run(mut ctx: Ctx, args: Args) -> anyhow::Result<()> {
+    if args.follow {
+        let followed =
+            view::follow(&mut ctx.client, &args.id, args.after + 1, ctx.output, false).await?;
+        if ctx.output == Output::Table {
+            view::print_result(&followed)?;
+        }
+        return Ok(());
+    }
+    let mut cursor = args.after;
+    let mut last = None;
+    loop {
+        let page = ctx
+            .client
+            .get_events(GetEventsRequest {
+                id: args.id.clone(),
+                after_seq: cursor,
+                max: PAGE,
+            })
+            .await
+            .map_err(CliError::from)?
+            .into_inner();
+        if page.missed > 0 {
+            if ctx.output == Output::Json {
+                let gap = Gap {
+                    from_seq: cursor + 1,
+                    count: page.missed,
+                };
+                render::json_line(&StreamEventsResponse {
+                    event: Some(Event::Gap(gap)),
+                })?;
+            } else {
+                eprintln!(
+                    "warning: {} records after seq {cursor} were dropped",
+                    page.missed
+                );
+            }
+        }
+        let n = page.records.len();
+        for record in page.records {
+            if ctx.output == Output::Json {
+                render::json_line(&StreamEventsResponse {
+                    event: Some(Event::Record(record.clone())),
+                })?;
+            }
+            last = Some(record);
+        }
+        cursor = page.next_after_seq;
+        if n < PAGE as usize {
+            break;
+        }
+    }
+    if ctx.output == Output::Table {
+        match &last {
+            Some(r) => {
+                let flag = if r.r#final { " (final)" } else { "" };
+                render::out(format!(
+                    "seq {}{flag} at {}",
+                    r.seq,
+                    render::timestamp(r.time_unix_nano)
+                ))?;
+                render::out(view::report(r))?;
+            }
+            None => render::out("no records yet")?,
+        }
+        eprintln!("next cursor: --after {cursor}");
+    }
+    Ok(())
+}

@@ -1,0 +1,42 @@
+//! `coral tap start`
+
+use super::target::SpecArgs;
+use super::view;
+use crate::client::CliError;
+use crate::commands::Ctx;
+use crate::render::{self, Output};
+use coral_proto::v1::StartCollectorRequest;
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    #[command(flatten)]
+    pub spec: SpecArgs,
+}
+
+pub async fn run(mut ctx: Ctx, args: Args) -> anyhow::Result<()> {
+    let response = ctx
+        .client
+        .start_collector(StartCollectorRequest {
+            spec: Some(args.spec.to_spec()),
+        })
+        .await
+        .map_err(CliError::from)?
+        .into_inner();
+    if ctx.output == Output::Json {
+        return render::json_line(&response);
+    }
+    for w in &response.warnings {
+        eprintln!("warning: {w}");
+    }
+    if let Some(info) = &response.collector {
+        render::out(&info.id)?;
+        eprintln!(
+            "started {} on {}, expires in {} (coral tap events {} --follow)",
+            view::kind(info),
+            view::target(info),
+            view::remaining(info),
+            info.id
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,120 @@
+//! What to collect and from whom: shared by `tap start` and `tap run`.
+
+use clap::ValueEnum;
+use coral_proto::v1::{self as pb, collector_spec::Config};
+use std::time::Duration;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Kind {
+    /// Count, errors and latency per syscall (raw tracepoints sys_enter/sys_exit).
+    SyscallStats,
+    /// HTTP/1.x request latency per route and status.
+    HttpLatency,
+    /// Sampled, symbolized CPU stacks.
+    CpuProfile,
+    /// TCP connection lifecycle, RTT, retransmits, resets.
+    TcpMetrics,
+}
+
+impl From<Kind> for pb::CollectorKind {
+    fn from(k: Kind) -> Self {
+        match k {
+            Kind::SyscallStats => pb::CollectorKind::SyscallStats,
+            Kind::HttpLatency => pb::CollectorKind::HttpLatency,
+            Kind::CpuProfile => pb::CollectorKind::CpuProfile,
+            Kind::TcpMetrics => pb::CollectorKind::TcpMetrics,
+        }
+    }
+}
+
+fn parse_label(s: &str) -> Result<(String, String), String> {
+    let (k, v) = s
+        .split_once('=')
+        .ok_or_else(|| format!("{s:?} is not key=value"))?;
+    if k.is_empty() {
+        return Err(format!("{s:?} has an empty key"));
+    }
+    Ok((k.to_string(), v.to_string()))
+}
+
+/// Human durations: `500ms`, `60s`, `1m30s`, `2h`.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    humantime::parse_duration(s).map_err(|e| format!("{s:?}: {e} (try 30s, 1m30s, 500ms)"))
+}
+
+#[derive(Debug, clap::Args)]
+pub struct SpecArgs {
+    /// Collector kind.
+    #[arg(long, value_enum)]
+    pub kind: Kind,
+
+    /// How long it runs before it expires by itself (agent default: 60s).
+    #[arg(long, short, value_parser = parse_duration)]
+    pub duration: Option<Duration>,
+
+    /// Only these processes (tgid). Repeat for several.
+    #[arg(long = "pid", short = 'p')]
+    pub pids: Vec<u32>,
+
+    /// Only tasks in this cgroup v2 (and below): a path under the cgroup2 mount.
+    #[arg(long)]
+    pub cgroup: Option<String>,
+
+    /// Only tasks with this exact name (comm, at most 15 bytes).
+    #[arg(long)]
+    pub comm: Option<String>,
+
+    /// Attach a label to every record, e.g. --label service=checkout. Repeatable.
+    #[arg(long = "label", short = 'l', value_parser = parse_label)]
+    pub labels: Vec<(String, String)>,
+
+    /// Snapshot interval (syscall-stats; default 1s).
+    #[arg(long, value_parser = parse_duration)]
+    pub interval: Option<Duration>,
+
+    /// Break syscall counts down per process (syscall-stats).
+    #[arg(long)]
+    pub per_process: bool,
+}
+
+impl SpecArgs {
+    pub fn to_spec(&self) -> pb::CollectorSpec {
+        let config = match self.kind {
+            Kind::SyscallStats => Some(Config::SyscallStats(pb::SyscallStatsConfig {
+                interval_ns: self.interval.map_or(0, |d| d.as_nanos() as u64),
+                per_process: self.per_process,
+            })),
+            _ => None,
+        };
+        pb::CollectorSpec {
+            kind: pb::CollectorKind::from(self.kind) as i32,
+            duration_ns: self.duration.map(|d| d.as_nanos() as u64),
+            filter: Some(pb::TargetFilter {
+                pids: self.pids.clone(),
+                cgroup: self.cgroup.clone().unwrap_or_default(),
+                comm: self.comm.clone().unwrap_or_default(),
+            }),
+            labels: self.labels.iter().cloned().collect(),
+            config,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_are_human() {
+        assert_eq!(parse_duration("1m30s"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert!(parse_duration("soon").is_err());
+    }
+
+    #[test]
+    fn labels_need_a_key() {
+        assert_eq!(parse_label("a=b=c"), Ok(("a".into(), "b=c".into())));
+        assert!(parse_label("=x").is_err());
+        assert!(parse_label("novalue").is_err());
+    }
+}

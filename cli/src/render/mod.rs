@@ -1,0 +1,178 @@
+//! Output for people (aligned tables, log2 histograms, short durations) and
+//! for machines (`-o json`: one proto3-JSON object per line).
+
+pub mod syscalls;
+
+use clap::ValueEnum;
+use comfy_table::{Table, presets::NOTHING};
+use serde::Serialize;
+use std::io::Write;
+use std::time::Duration;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Output {
+    /// Aligned tables and histograms.
+    Table,
+    /// One JSON object per line (proto3 JSON mapping).
+    Json,
+}
+
+/// Prints one JSON object on its own line.
+pub fn json_line<T: Serialize>(value: &T) -> anyhow::Result<()> {
+    let mut out = std::io::stdout().lock();
+    serde_json::to_writer(&mut out, value)?;
+    out.write_all(b"\n")?;
+    out.flush()?;
+    Ok(())
+}
+
+/// Prints `text` and a newline on stdout. Returns the error instead of
+/// panicking like `println!`, so a closed pipe (`coral ... | head`) ends quietly.
+pub fn out(text: impl std::fmt::Display) -> std::io::Result<()> {
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "{text}")?;
+    out.flush()
+}
+
+/// `1.2ms`, `350ns`, `2.5s`, `1m30s`: short and unit-bearing.
+pub fn duration(d: Duration) -> String {
+    let ns = d.as_nanos();
+    match ns {
+        0..1_000 => format!("{ns}ns"),
+        1_000..1_000_000 => format!("{:.1}µs", ns as f64 / 1e3),
+        1_000_000..1_000_000_000 => format!("{:.1}ms", ns as f64 / 1e6),
+        _ if d < Duration::from_secs(60) => format!("{:.2}s", d.as_secs_f64()),
+        _ => humantime::format_duration(Duration::from_secs(d.as_secs()))
+            .to_string()
+            .replace(' ', ""),
+    }
+}
+
+pub fn duration_ns(ns: u64) -> String {
+    duration(Duration::from_nanos(ns))
+}
+
+/// A borderless table with a header row, columns aligned.
+pub fn table<I, S>(header: I) -> Table
+where
+    I: IntoIterator<Item = S>,
+    S: Into<comfy_table::Cell>,
+{
+    let mut t = Table::new();
+    t.load_style(NOTHING).set_header(header);
+    t
+}
+
+/// A borderless two-column `key value` table without header.
+pub fn kv_table() -> Table {
+    let mut t = Table::new();
+    t.load_style(NOTHING);
+    t
+}
+
+/// Right-aligns the given columns (numbers).
+pub fn align_right(t: &mut Table, columns: impl IntoIterator<Item = usize>) {
+    for c in columns {
+        if let Some(col) = t.column_mut(c) {
+            col.set_cell_alignment(comfy_table::CellAlignment::Right);
+        }
+    }
+}
+
+/// Unix nanoseconds as local-independent RFC 3339 (UTC), "-" for 0.
+pub fn timestamp(unix_nano: u64) -> String {
+    if unix_nano == 0 {
+        return "-".into();
+    }
+    humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + Duration::from_nanos(unix_nano))
+        .to_string()
+}
+
+/// A log2 histogram like the bcc tools print: `buckets[i]` counts values in
+/// `[2^i, 2^(i+1))` of `unit`.
+pub fn log2_histogram(buckets: &[u64], unit: &str) -> String {
+    const WIDTH: usize = 40;
+    let Some(first) = buckets.iter().position(|&c| c > 0) else {
+        return String::new();
+    };
+    let last = buckets.iter().rposition(|&c| c > 0).unwrap_or(first);
+    let max = *buckets.iter().max().unwrap_or(&1);
+    let label = |i: usize| if i == 0 { 0u64 } else { 1u64 << i };
+    let hi_width = (1u128 << (last + 1))
+        .saturating_sub(1)
+        .to_string()
+        .len()
+        .max(unit.len());
+    // Header aligned with the `lo -> hi` column of the rows below.
+    let mut out = format!(
+        "{:>w$}{:pad$} : {:<8} distribution\n",
+        unit,
+        "",
+        "count",
+        w = hi_width,
+        pad = hi_width + 4
+    );
+    for (i, &count) in buckets.iter().enumerate().take(last + 1).skip(first) {
+        let hi = (1u128 << (i + 1)) - 1;
+        let stars = (count as u128 * WIDTH as u128).div_ceil(max as u128) as usize;
+        out.push_str(&format!(
+            "{:>w$} -> {:<w$} : {:<8} |{:<WIDTH$}|\n",
+            label(i),
+            hi,
+            count,
+            "*".repeat(stars),
+            w = hi_width
+        ));
+    }
+    out
+}
+
+/// Value at quantile `q` of a log2 histogram, as the upper bound of its bucket
+/// (an over-estimate by less than 2x, as with every log2 histogram).
+pub fn log2_quantile(buckets: &[u64], q: f64) -> Option<u64> {
+    let total: u64 = buckets.iter().sum();
+    if total == 0 {
+        return None;
+    }
+    let rank = ((total as f64) * q).ceil().max(1.0) as u64;
+    let mut seen = 0;
+    for (i, &c) in buckets.iter().enumerate() {
+        seen += c;
+        if seen >= rank {
+            return Some((1u64 << (i + 1).min(63)) - 1);
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_are_short() {
+        assert_eq!(duration(Duration::from_nanos(350)), "350ns");
+        assert_eq!(duration(Duration::from_micros(1200)), "1.2ms");
+        assert_eq!(duration(Duration::from_millis(2500)), "2.50s");
+        assert_eq!(duration(Duration::from_secs(90)), "1m30s");
+    }
+
+    #[test]
+    fn histogram_spans_used_buckets_only() {
+        let h = log2_histogram(&[0, 0, 4, 8, 0, 2], "ns");
+        let lines: Vec<_> = h.lines().collect();
+        assert_eq!(lines.len(), 5, "{h}");
+        assert!(lines[1].starts_with(" 4 -> 7"), "{h}");
+        assert!(lines[2].contains(&"*".repeat(40)), "{h}");
+        assert!(lines[4].starts_with("32 -> 63"), "{h}");
+    }
+
+    #[test]
+    fn quantiles_walk_buckets() {
+        let b = [0, 0, 50, 49, 1];
+        assert_eq!(log2_quantile(&b, 0.5), Some(7));
+        assert_eq!(log2_quantile(&b, 0.99), Some(15));
+        assert_eq!(log2_quantile(&b, 1.0), Some(31));
+        assert_eq!(log2_quantile(&[], 0.5), None);
+    }
+}

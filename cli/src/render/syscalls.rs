@@ -1,0 +1,168 @@
+//! syscall-stats for people: a table by syscall, per-process breakdown, and
+//! log2 latency histograms of the busiest syscalls.
+
+use super::{align_right, duration_ns, log2_histogram, log2_quantile, table};
+use coral_proto::v1::{SyscallStat, SyscallStats};
+use std::fmt::Write;
+
+/// How many histograms the full report shows.
+const HISTOGRAMS: usize = 3;
+
+fn rate(count: u64, elapsed_ns: u64) -> String {
+    if elapsed_ns == 0 {
+        return "-".into();
+    }
+    format!("{:.1}", count as f64 / (elapsed_ns as f64 / 1e9))
+}
+
+fn syscall_table(syscalls: &[SyscallStat], elapsed_ns: u64, limit: usize) -> String {
+    let mut t = table([
+        "SYSCALL", "COUNT", "ERRORS", "RATE/s", "AVG", "P50", "P99", "TOTAL",
+    ]);
+    for s in syscalls.iter().take(limit) {
+        let q = |q| log2_quantile(&s.latency_log2, q).map_or("-".into(), duration_ns);
+        t.add_row([
+            s.name.clone(),
+            s.count.to_string(),
+            s.errors.to_string(),
+            rate(s.count, elapsed_ns),
+            if s.count > 0 {
+                duration_ns(s.total_ns / s.count)
+            } else {
+                "-".into()
+            },
+            q(0.5),
+            q(0.99),
+            duration_ns(s.total_ns),
+        ]);
+    }
+    align_right(&mut t, 1..8);
+    t.to_string()
+}
+
+/// The full report: table, processes, histograms.
+pub fn report(stats: &SyscallStats, limit: usize) -> String {
+    let mut out = String::new();
+    let calls: u64 = stats.syscalls.iter().map(|s| s.count).sum();
+    let errors: u64 = stats.syscalls.iter().map(|s| s.errors).sum();
+    let _ = writeln!(
+        out,
+        "{} syscalls ({} errors) over {}, {} distinct{}",
+        calls,
+        errors,
+        duration_ns(stats.elapsed_ns),
+        stats.syscalls.len(),
+        if stats.syscalls.len() > limit {
+            format!(", top {limit} shown")
+        } else {
+            String::new()
+        }
+    );
+    if stats.syscalls.is_empty() {
+        return out;
+    }
+    out.push_str(&syscall_table(&stats.syscalls, stats.elapsed_ns, limit));
+    out.push('\n');
+    if !stats.processes.is_empty() {
+        let mut t = table(["PID", "COMM", "CALLS", "ERRORS", "TOP SYSCALL"]);
+        let mut procs: Vec<_> = stats
+            .processes
+            .iter()
+            .map(|p| {
+                let calls: u64 = p.syscalls.iter().map(|s| s.count).sum();
+                let errors: u64 = p.syscalls.iter().map(|s| s.errors).sum();
+                (p, calls, errors)
+            })
+            .collect();
+        procs.sort_by(|a, b| b.1.cmp(&a.1));
+        for (p, calls, errors) in procs.iter().take(limit) {
+            let top = p
+                .syscalls
+                .first()
+                .map_or(String::new(), |s| format!("{} ({})", s.name, s.count));
+            t.add_row([
+                p.pid.to_string(),
+                p.comm.clone(),
+                calls.to_string(),
+                errors.to_string(),
+                top,
+            ]);
+        }
+        align_right(&mut t, [0, 2, 3]);
+        let _ = writeln!(out, "\nby process:\n{t}");
+    }
+    for s in stats.syscalls.iter().take(HISTOGRAMS) {
+        let _ = write!(
+            out,
+            "\n{} latency:\n{}",
+            s.name,
+            log2_histogram(&s.latency_log2, "ns")
+        );
+    }
+    out
+}
+
+/// One line for a live view that cannot redraw (not a terminal).
+pub fn summary_line(stats: &SyscallStats) -> String {
+    let calls: u64 = stats.syscalls.iter().map(|s| s.count).sum();
+    let top: Vec<String> = stats
+        .syscalls
+        .iter()
+        .take(3)
+        .map(|s| format!("{} {}", s.name, s.count))
+        .collect();
+    format!(
+        "{:>8}  {} calls  top: {}",
+        duration_ns(stats.elapsed_ns),
+        calls,
+        if top.is_empty() {
+            "-".into()
+        } else {
+            top.join(", ")
+        }
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stats() -> SyscallStats {
+        SyscallStats {
+            elapsed_ns: 2_000_000_000,
+            syscalls: vec![
+                SyscallStat {
+                    nr: 110,
+                    name: "getppid".into(),
+                    count: 1000,
+                    errors: 0,
+                    total_ns: 300_000,
+                    latency_log2: vec![0, 0, 0, 0, 0, 0, 0, 0, 900, 100],
+                },
+                SyscallStat {
+                    nr: 3,
+                    name: "close".into(),
+                    count: 10,
+                    errors: 10,
+                    total_ns: 5_000,
+                    latency_log2: vec![0, 0, 0, 0, 0, 0, 0, 0, 10],
+                },
+            ],
+            processes: vec![],
+            dropped: 0,
+        }
+    }
+
+    #[test]
+    fn report_snapshot() {
+        insta::assert_snapshot!(report(&stats(), 20));
+    }
+
+    #[test]
+    fn summary_names_top_syscalls() {
+        assert_eq!(
+            summary_line(&stats()),
+            "   2.00s  1010 calls  top: getppid 1000, close 10"
+        );
+    }
+}
