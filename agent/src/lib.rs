@@ -15,6 +15,8 @@ pub mod domain;
 pub mod error;
 pub mod manager;
 pub mod server;
+#[cfg(test)]
+mod testing;
 
 pub use config::Limits;
 pub use manager::Manager;

@@ -29,3 +29,10 @@ pub mod probes {
     /// The compiled `probes.bpf.c`.
     pub static OBJECT: &[u8] = crate::bpf_object!("probes");
 }
+
+/// Empty raw_tp `sys_enter` / `sys_exit` programs: the floor of the syscall
+/// overhead benchmark (`src/bpf/bench_floor.bpf.c`, used by `bench/`).
+pub mod bench_floor {
+    /// The compiled `bench_floor.bpf.c`.
+    pub static OBJECT: &[u8] = crate::bpf_object!("bench_floor");
+}

@@ -247,3 +247,6 @@ impl StreamState {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

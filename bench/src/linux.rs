@@ -1,0 +1,237 @@
+//! The Linux implementations of the `coral-bench` subcommands.
+
+use crate::{AttachArgs, LoopArgs};
+use anyhow::{Context, bail, ensure};
+use aya::programs::{Program, RawTracePoint};
+use aya::{Ebpf, EbpfLoader};
+use std::io::Write;
+use std::time::Instant;
+
+/// `loop`: `iters` raw getppid calls, `reps` times, pinned; prints the best.
+pub fn run_loop(args: &LoopArgs) -> anyhow::Result<()> {
+    ensure!(args.iters > 0, "--iters must be positive");
+    ensure!(args.reps > 0, "--reps must be positive");
+    let cpu = match args.cpu {
+        Some(cpu) => cpu,
+        None => *allowed_cpus()?
+            .last()
+            .context("sched_getaffinity returned no CPU")?,
+    };
+    pin_to(cpu)?;
+
+    // Warm up: fault in the code and let the CPU settle on its clock.
+    getppid_loop(args.iters / 10 + 1);
+    let mut best = f64::INFINITY;
+    let mut all = Vec::with_capacity(args.reps as usize);
+    for _ in 0..args.reps {
+        let start = Instant::now();
+        getppid_loop(args.iters);
+        let ns = start.elapsed().as_nanos() as f64 / args.iters as f64;
+        all.push(format!("{ns:.1}"));
+        best = best.min(ns);
+    }
+    println!(
+        "{best:.1} ns/call (best of {} x {} getppid on cpu {cpu}: {})",
+        args.reps,
+        args.iters,
+        all.join(" ")
+    );
+    Ok(())
+}
+
+#[inline(never)]
+fn getppid_loop(iters: u64) {
+    for _ in 0..iters {
+        // SAFETY: getppid takes no arguments, touches no memory of ours and
+        // cannot fail.
+        let r = unsafe { libc::syscall(libc::SYS_getppid) };
+        std::hint::black_box(r);
+    }
+}
+
+/// The CPUs this thread may run on, ascending.
+fn allowed_cpus() -> anyhow::Result<Vec<usize>> {
+    // SAFETY: cpu_set_t is a plain bit array; all zeroes is the empty set.
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    // SAFETY: `set` is a valid, writable cpu_set_t of the size we pass.
+    let rc = unsafe { libc::sched_getaffinity(0, size_of::<libc::cpu_set_t>(), &mut set) };
+    if rc != 0 {
+        return Err(std::io::Error::last_os_error()).context("sched_getaffinity");
+    }
+    let max = 8 * size_of::<libc::cpu_set_t>();
+    Ok((0..max)
+        // SAFETY: CPU_ISSET only reads the set, and `cpu` is below its size.
+        .filter(|&cpu| unsafe { libc::CPU_ISSET(cpu, &set) })
+        .collect())
+}
+
+fn pin_to(cpu: usize) -> anyhow::Result<()> {
+    ensure!(
+        cpu < 8 * size_of::<libc::cpu_set_t>(),
+        "cpu {cpu} out of range"
+    );
+    // SAFETY: as above, all zeroes is the empty set.
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    // SAFETY: `cpu` was checked to fit in the set.
+    unsafe { libc::CPU_SET(cpu, &mut set) };
+    // SAFETY: `set` is a valid cpu_set_t of the size we pass; pid 0 is us.
+    let rc = unsafe { libc::sched_setaffinity(0, size_of::<libc::cpu_set_t>(), &set) };
+    if rc != 0 {
+        return Err(std::io::Error::last_os_error())
+            .with_context(|| format!("sched_setaffinity to cpu {cpu}"));
+    }
+    Ok(())
+}
+
+/// Blocks SIGTERM and SIGINT (so they wait for [`wait_for_signal`] instead of
+/// killing us) and returns the set.
+fn block_stop_signals() -> anyhow::Result<libc::sigset_t> {
+    // SAFETY: sigset_t is plain data; sigemptyset initialises it below.
+    let mut set: libc::sigset_t = unsafe { std::mem::zeroed() };
+    // SAFETY: `set` is a valid sigset_t; the signal numbers are valid.
+    unsafe {
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGTERM);
+        libc::sigaddset(&mut set, libc::SIGINT);
+    }
+    // SAFETY: `set` is initialised; we do not ask for the old mask.
+    let rc = unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) };
+    if rc != 0 {
+        return Err(std::io::Error::from_raw_os_error(rc)).context("pthread_sigmask");
+    }
+    Ok(set)
+}
+
+fn wait_for_signal(set: &libc::sigset_t) -> anyhow::Result<i32> {
+    let mut sig = 0;
+    // SAFETY: `set` is an initialised sigset_t whose signals are blocked;
+    // `sig` is a valid place for the result.
+    let rc = unsafe { libc::sigwait(set, &mut sig) };
+    if rc != 0 {
+        return Err(std::io::Error::from_raw_os_error(rc)).context("sigwait");
+    }
+    Ok(sig)
+}
+
+/// Prints "attached", then holds `bpf` (and so its links) until told to stop.
+fn hold(bpf: Ebpf, set: &libc::sigset_t) -> anyhow::Result<()> {
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "attached")?;
+    out.flush()?;
+    drop(out);
+    let sig = wait_for_signal(set)?;
+    eprintln!("signal {sig}: detaching");
+    drop(bpf);
+    Ok(())
+}
+
+fn load_attach(bpf: &mut Ebpf, name: &str, hook: &str) -> anyhow::Result<()> {
+    let program: &mut RawTracePoint = bpf
+        .program_mut(name)
+        .with_context(|| format!("program {name} not in the object"))?
+        .try_into()
+        .with_context(|| format!("program {name} is not a raw tracepoint program"))?;
+    program
+        .load()
+        .with_context(|| format!("loading {name}"))?;
+    program
+        .attach(hook)
+        .with_context(|| format!("attaching {name} to raw tracepoint {hook}"))?;
+    Ok(())
+}
+
+/// `floor`: the empty programs of `bench_floor.bpf.c`.
+pub fn floor() -> anyhow::Result<()> {
+    let set = block_stop_signals()?;
+    let mut bpf = EbpfLoader::new()
+        .load(coral_ebpf_programs::bench_floor::OBJECT)
+        .context("loading bench_floor")?;
+    load_attach(&mut bpf, "bench_floor_enter", "sys_enter")?;
+    load_attach(&mut bpf, "bench_floor_exit", "sys_exit")?;
+    hold(bpf, &set)
+}
+
+fn split_pair<'a>(s: &'a str, what: &str) -> anyhow::Result<(&'a str, &'a str)> {
+    s.split_once('=')
+        .with_context(|| format!("{what}: expected NAME=VALUE, got {s:?}"))
+}
+
+/// `attach`: any object's raw tracepoint programs (scratch variants).
+pub fn attach(args: &AttachArgs) -> anyhow::Result<()> {
+    let set = block_stop_signals()?;
+    let data = std::fs::read(&args.object)
+        .with_context(|| format!("reading {}", args.object.display()))?;
+
+    let mut u8s = Vec::new();
+    for s in &args.set_u8 {
+        let (name, value) = split_pair(s, "--set-u8")?;
+        u8s.push((name, value.parse::<u8>().context("--set-u8 value")?));
+    }
+    let mut u32s = Vec::new();
+    for s in &args.set_u32 {
+        let (name, value) = split_pair(s, "--set-u32")?;
+        u32s.push((name, value.parse::<u32>().context("--set-u32 value")?));
+    }
+    let mut sizes = Vec::new();
+    for s in &args.max_entries {
+        let (name, value) = split_pair(s, "--max-entries")?;
+        sizes.push((name, value.parse::<u32>().context("--max-entries value")?));
+    }
+    const MAX_PIDS: usize = coral_ebpf_programs::filter::MAX_PIDS;
+    ensure!(args.pids.len() <= MAX_PIDS, "at most {MAX_PIDS} --pid");
+    let mut pids = [0u32; MAX_PIDS];
+    pids[..args.pids.len()].copy_from_slice(&args.pids);
+    let npids = args.pids.len() as u32;
+    let me = std::process::id();
+
+    let mut loader = EbpfLoader::new();
+    // Task storage and friends have no aya type; the kernel side is enough.
+    loader.allow_unsupported_maps();
+    // Like the agent: never trace ourselves.
+    loader.override_global("ignore_tgid", &me, false);
+    if npids > 0 {
+        loader
+            .override_global("filter_pids", &pids, true)
+            .override_global("filter_npids", &npids, true);
+    }
+    for (name, value) in &u8s {
+        loader.override_global(name, value, true);
+    }
+    for (name, value) in &u32s {
+        loader.override_global(name, value, true);
+    }
+    for (name, size) in &sizes {
+        loader.map_max_entries(name, *size);
+    }
+    let mut bpf = loader
+        .load(&data)
+        .with_context(|| format!("loading {}", args.object.display()))?;
+
+    let mut targets = Vec::new();
+    if args.progs.is_empty() {
+        for (name, program) in bpf.programs() {
+            if !matches!(program, Program::RawTracePoint(_)) {
+                continue;
+            }
+            let hook = if name.contains("enter") {
+                "sys_enter"
+            } else if name.contains("exit") {
+                "sys_exit"
+            } else {
+                bail!("cannot guess the tracepoint of {name}: give --prog {name}=TRACEPOINT");
+            };
+            targets.push((name.to_string(), hook.to_string()));
+        }
+    } else {
+        for s in &args.progs {
+            let (name, hook) = split_pair(s, "--prog")?;
+            targets.push((name.to_string(), hook.to_string()));
+        }
+    }
+    ensure!(!targets.is_empty(), "no raw tracepoint program to attach");
+    for (name, hook) in &targets {
+        load_attach(&mut bpf, name, hook)?;
+        eprintln!("{name} on raw_tp/{hook}");
+    }
+    hold(bpf, &set)
+}

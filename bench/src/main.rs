@@ -1,0 +1,90 @@
+//! `coral-bench`: the pieces of Coral's overhead benchmarks that need to be a
+//! program rather than a shell line (see `bench/syscall-overhead.sh` and
+//! `docs/benchmarks.md`).
+//!
+//! - `loop`: a tight raw `getppid` loop pinned to one CPU, printing ns per call.
+//! - `floor`: empty raw_tp `sys_enter` + `sys_exit` programs, attached until
+//!   SIGTERM/SIGINT: the least any syscall tracer built on these hooks costs.
+//! - `attach`: the same for any object file's raw_tp programs, to measure
+//!   variants of a collector's BPF program built outside the tree.
+
+use clap::{Parser, Subcommand};
+
+#[cfg(target_os = "linux")]
+mod linux;
+
+/// Coral benchmark helpers.
+#[derive(Debug, Parser)]
+#[command(version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+#[cfg_attr(not(target_os = "linux"), allow(dead_code))]
+enum Command {
+    /// Run raw getppid syscalls in a tight loop and print ns per call (the
+    /// best of --reps runs) as the first field on stdout.
+    Loop(LoopArgs),
+    /// Attach empty raw_tp sys_enter/sys_exit programs, print "attached",
+    /// stay attached until SIGTERM or SIGINT.
+    Floor,
+    /// Load an object file, attach its raw_tp programs, print "attached",
+    /// stay attached until SIGTERM or SIGINT.
+    Attach(AttachArgs),
+}
+
+#[derive(Debug, clap::Args)]
+#[cfg_attr(not(target_os = "linux"), allow(dead_code))]
+struct LoopArgs {
+    /// Syscalls per run.
+    #[arg(long, default_value_t = 5_000_000)]
+    iters: u64,
+    /// Runs; the fastest one is reported (noise only ever adds time).
+    #[arg(long, default_value_t = 3)]
+    reps: u32,
+    /// CPU to pin to (default: the highest-numbered CPU we may run on).
+    #[arg(long)]
+    cpu: Option<usize>,
+}
+
+#[derive(Debug, clap::Args)]
+#[cfg_attr(not(target_os = "linux"), allow(dead_code))]
+struct AttachArgs {
+    /// The BPF object file (clang -target bpf output).
+    object: std::path::PathBuf,
+    /// Program to attach, as NAME=TRACEPOINT (repeatable). Default: every
+    /// raw tracepoint program, on sys_enter if its name contains "enter",
+    /// on sys_exit if it contains "exit".
+    #[arg(long = "prog", value_name = "NAME=TRACEPOINT")]
+    progs: Vec<String>,
+    /// Fill Coral's pid filter globals (filter_pids, filter_npids), if the
+    /// object has them.
+    #[arg(long = "pid")]
+    pids: Vec<u32>,
+    /// Set a `const volatile __u8` global before load, as NAME=VALUE.
+    #[arg(long = "set-u8", value_name = "NAME=VALUE")]
+    set_u8: Vec<String>,
+    /// Set a `const volatile __u32` global before load, as NAME=VALUE.
+    #[arg(long = "set-u32", value_name = "NAME=VALUE")]
+    set_u32: Vec<String>,
+    /// Resize a map before load, as NAME=ENTRIES.
+    #[arg(long = "max-entries", value_name = "NAME=ENTRIES")]
+    max_entries: Vec<String>,
+}
+
+#[cfg(target_os = "linux")]
+fn main() -> anyhow::Result<()> {
+    match Cli::parse().command {
+        Command::Loop(args) => linux::run_loop(&args),
+        Command::Floor => linux::floor(),
+        Command::Attach(args) => linux::attach(&args),
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn main() -> anyhow::Result<()> {
+    let _ = Cli::parse();
+    anyhow::bail!("coral-bench measures Linux syscalls and eBPF programs: Linux only")
+}
