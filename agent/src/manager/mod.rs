@@ -25,7 +25,6 @@ use crate::error::Error;
 use dashmap::DashMap;
 use event_log::{EventLog, LogStats};
 use std::collections::HashMap;
-use std::path::PathBuf;
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant, SystemTime};
 use tokio::sync::{Notify, watch};
@@ -292,7 +291,7 @@ impl Manager {
         let ctx = StartContext {
             spec,
             agent_pid: std::process::id(),
-            cgroup2_root: self.inner.caps.cgroup2_path.clone().map(PathBuf::from),
+            cgroup2_root: self.inner.caps.cgroup2_path.clone(),
         };
         tokio::spawn(session::run(entry.clone(), factory, ctx, duration));
 

@@ -18,7 +18,11 @@ fn limits() -> Limits {
 }
 
 fn manager(factory: TestFactory) -> Manager {
-    Manager::new(limits(), HostCapabilities::default(), vec![Box::new(factory)])
+    Manager::new(
+        limits(),
+        HostCapabilities::default(),
+        vec![Box::new(factory)],
+    )
 }
 
 fn spec(duration: Option<Duration>) -> Spec {
@@ -62,7 +66,16 @@ async fn start_runs_and_stop_detaches_then_records_final() {
     assert!(entry.log.stats().closed);
 
     let err = m.stop(&id).await.unwrap_err();
-    assert!(matches!(err, Error::NotRunning { state: State::Stopped, .. }), "{err}");
+    assert!(
+        matches!(
+            err,
+            Error::NotRunning {
+                state: State::Stopped,
+                ..
+            }
+        ),
+        "{err}"
+    );
 }
 
 #[tokio::test]
@@ -78,7 +91,10 @@ async fn deadline_expires_by_itself() {
     assert_eq!(status.state, State::Expired);
     let started = status.started.unwrap();
     let ran = status.ended.unwrap().duration_since(started).unwrap();
-    assert!(ran >= Duration::from_millis(95) && ran < Duration::from_secs(2), "{ran:?}");
+    assert!(
+        ran >= Duration::from_millis(95) && ran < Duration::from_secs(2),
+        "{ran:?}"
+    );
 }
 
 #[tokio::test]
@@ -106,12 +122,18 @@ async fn extend_moves_the_deadline() {
 async fn extend_validates_duration() {
     let m = manager(TestFactory::default());
     let id = m.start(spec(None)).await.unwrap().view.id;
-    assert!(matches!(m.extend(&id, Duration::ZERO), Err(Error::ZeroDuration)));
+    assert!(matches!(
+        m.extend(&id, Duration::ZERO),
+        Err(Error::ZeroDuration)
+    ));
     assert!(matches!(
         m.extend(&id, Duration::from_secs(11)),
         Err(Error::DurationTooLong { .. })
     ));
-    assert!(matches!(m.extend("nope", Duration::from_secs(1)), Err(Error::NotFound(_))));
+    assert!(matches!(
+        m.extend("nope", Duration::from_secs(1)),
+        Err(Error::NotFound(_))
+    ));
 }
 
 #[tokio::test]
@@ -121,14 +143,20 @@ async fn durations_are_validated_never_changed() {
         m.start(spec(Some(Duration::ZERO))).await,
         Err(Error::ZeroDuration)
     ));
-    let err = m.start(spec(Some(Duration::from_secs(11)))).await.unwrap_err();
+    let err = m
+        .start(spec(Some(Duration::from_secs(11))))
+        .await
+        .unwrap_err();
     assert!(matches!(err, Error::DurationTooLong { .. }));
     assert!(err.to_string().contains("10s"), "names the maximum: {err}");
     // Unset takes the default.
     let view = m.start(spec(None)).await.unwrap().view;
     let deadline = view.status.deadline.unwrap();
     let left = deadline.duration_since(SystemTime::now()).unwrap();
-    assert!(left > Duration::from_secs(4) && left <= Duration::from_secs(5), "{left:?}");
+    assert!(
+        left > Duration::from_secs(4) && left <= Duration::from_secs(5),
+        "{left:?}"
+    );
 }
 
 #[tokio::test]
@@ -181,8 +209,14 @@ async fn failed_start_is_reported_and_kept() {
     assert_eq!(view.status.state, State::Failed);
     assert!(view.status.error.unwrap().contains("refused"));
     // A failed start does not hold a running slot.
-    assert!(matches!(m.start(spec(None)).await, Err(Error::CollectorFailed { .. })));
-    assert!(matches!(m.start(spec(None)).await, Err(Error::CollectorFailed { .. })));
+    assert!(matches!(
+        m.start(spec(None)).await,
+        Err(Error::CollectorFailed { .. })
+    ));
+    assert!(matches!(
+        m.start(spec(None)).await,
+        Err(Error::CollectorFailed { .. })
+    ));
 }
 
 #[tokio::test]
@@ -214,7 +248,11 @@ async fn retention_limits_records_and_reaper_removes_ended() {
     let entry = m.entry(&id).unwrap();
     entry.ended().await;
     let stats = entry.log.stats();
-    assert_eq!(stats.last_seq - stats.first_retained_seq + 1, 5, "{stats:?}");
+    assert_eq!(
+        stats.last_seq - stats.first_retained_seq + 1,
+        5,
+        "{stats:?}"
+    );
     assert_eq!(stats.dropped, stats.last_seq - 5);
     // Readable during retention, gone after.
     assert!(m.get(&id).is_ok());

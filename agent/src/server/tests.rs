@@ -82,7 +82,10 @@ fn spec(duration_ns: Option<u64>) -> pb::CollectorSpec {
     }
 }
 
-async fn start(h: &mut Harness, duration_ns: Option<u64>) -> Result<pb::StartCollectorResponse, tonic::Status> {
+async fn start(
+    h: &mut Harness,
+    duration_ns: Option<u64>,
+) -> Result<pb::StartCollectorResponse, tonic::Status> {
     h.client
         .start_collector(pb::StartCollectorRequest {
             spec: Some(spec(duration_ns)),
@@ -202,7 +205,10 @@ async fn lifecycle_over_grpc() {
     let record = &first.records[0];
     assert_eq!(record.collector_id, id);
     assert_eq!(record.labels["service"], "checkout");
-    assert!(matches!(record.payload, Some(pb::record::Payload::SyscallStats(_))));
+    assert!(matches!(
+        record.payload,
+        Some(pb::record::Payload::SyscallStats(_))
+    ));
     let rest = h
         .client
         .get_events(pb::GetEventsRequest {
@@ -221,7 +227,12 @@ async fn lifecycle_over_grpc() {
 #[tokio::test]
 async fn stream_replays_then_follows_until_the_end() {
     let mut h = harness("stream").await;
-    let id = start(&mut h, Some(400_000_000)).await.unwrap().collector.unwrap().id;
+    let id = start(&mut h, Some(400_000_000))
+        .await
+        .unwrap()
+        .collector
+        .unwrap()
+        .id;
     tokio::time::sleep(Duration::from_millis(100)).await;
     let mut stream = h
         .client
@@ -310,9 +321,17 @@ async fn every_error_code() {
 
     // INVALID_ARGUMENT
     let (c, m) = code(start(&mut h, Some(0)).await);
-    assert_eq!((c, m.contains("greater than 0")), (Code::InvalidArgument, true), "{m}");
+    assert_eq!(
+        (c, m.contains("greater than 0")),
+        (Code::InvalidArgument, true),
+        "{m}"
+    );
     let (c, m) = code(start(&mut h, Some(31_000_000_000)).await);
-    assert_eq!((c, m.contains("maximum of 30s")), (Code::InvalidArgument, true), "{m}");
+    assert_eq!(
+        (c, m.contains("maximum of 30s")),
+        (Code::InvalidArgument, true),
+        "{m}"
+    );
     let mut bad = spec(None);
     bad.kind = 42;
     let (c, m) = code(
@@ -320,7 +339,11 @@ async fn every_error_code() {
             .start_collector(pb::StartCollectorRequest { spec: Some(bad) })
             .await,
     );
-    assert_eq!((c, m.contains("unknown collector kind 42")), (Code::InvalidArgument, true), "{m}");
+    assert_eq!(
+        (c, m.contains("unknown collector kind 42")),
+        (Code::InvalidArgument, true),
+        "{m}"
+    );
     let (c, _) = code(
         h.client
             .start_collector(pb::StartCollectorRequest { spec: None })
@@ -342,24 +365,42 @@ async fn every_error_code() {
             .start_collector(pb::StartCollectorRequest { spec: Some(tcp) })
             .await,
     );
-    assert_eq!((c, m.contains("tcp-metrics")), (Code::FailedPrecondition, true), "{m}");
+    assert_eq!(
+        (c, m.contains("tcp-metrics")),
+        (Code::FailedPrecondition, true),
+        "{m}"
+    );
 
     // NOT_FOUND on every id-taking RPC.
     let unknown = "00000000-0000-0000-0000-000000000000".to_string();
     let c = &mut h.client;
     let id = || unknown.clone();
     for status in [
-        c.get_collector(pb::GetCollectorRequest { id: id() }).await.map(drop),
-        c.stop_collector(pb::StopCollectorRequest { id: id() }).await.map(drop),
-        c.extend_collector(pb::ExtendCollectorRequest { id: id(), duration_ns: 1 })
+        c.get_collector(pb::GetCollectorRequest { id: id() })
             .await
             .map(drop),
-        c.get_events(pb::GetEventsRequest { id: id(), after_seq: 0, max: 0 })
+        c.stop_collector(pb::StopCollectorRequest { id: id() })
             .await
             .map(drop),
-        c.stream_events(pb::StreamEventsRequest { id: id(), from_seq: 0 })
-            .await
-            .map(drop),
+        c.extend_collector(pb::ExtendCollectorRequest {
+            id: id(),
+            duration_ns: 1,
+        })
+        .await
+        .map(drop),
+        c.get_events(pb::GetEventsRequest {
+            id: id(),
+            after_seq: 0,
+            max: 0,
+        })
+        .await
+        .map(drop),
+        c.stream_events(pb::StreamEventsRequest {
+            id: id(),
+            from_seq: 0,
+        })
+        .await
+        .map(drop),
     ] {
         let (c, m) = code(status);
         assert_eq!(c, Code::NotFound, "{m}");
@@ -370,7 +411,11 @@ async fn every_error_code() {
     let a = start(&mut h, None).await.unwrap().collector.unwrap().id;
     start(&mut h, None).await.unwrap();
     let (c, m) = code(start(&mut h, None).await);
-    assert_eq!((c, m.contains("limit is 2")), (Code::ResourceExhausted, true), "{m}");
+    assert_eq!(
+        (c, m.contains("limit is 2")),
+        (Code::ResourceExhausted, true),
+        "{m}"
+    );
 
     // FAILED_PRECONDITION: stopping what already ended.
     h.client

@@ -12,7 +12,7 @@ use clap::{Parser, Subcommand};
 #[command(name = "coral", version, about, long_about = None, propagate_version = true)]
 pub struct Cli {
     /// Agent address: unix:///path, /path, or http://host:port.
-    #[arg(long, global = true, env = "CORAL_AGENT", default_value = concat!("unix://", "/run/coral/agent.sock"))]
+    #[arg(long, global = true, env = "CORAL_AGENT", hide_env_values = true, default_value = concat!("unix://", "/run/coral/agent.sock"))]
     agent: String,
 
     /// Output format.

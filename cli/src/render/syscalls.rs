@@ -26,11 +26,9 @@ fn syscall_table(syscalls: &[SyscallStat], elapsed_ns: u64, limit: usize) -> Str
             s.count.to_string(),
             s.errors.to_string(),
             rate(s.count, elapsed_ns),
-            if s.count > 0 {
-                duration_ns(s.total_ns / s.count)
-            } else {
-                "-".into()
-            },
+            s.total_ns
+                .checked_div(s.count)
+                .map_or("-".into(), duration_ns),
             q(0.5),
             q(0.99),
             duration_ns(s.total_ns),
@@ -74,7 +72,7 @@ pub fn report(stats: &SyscallStats, limit: usize) -> String {
                 (p, calls, errors)
             })
             .collect();
-        procs.sort_by(|a, b| b.1.cmp(&a.1));
+        procs.sort_by_key(|p| std::cmp::Reverse(p.1));
         for (p, calls, errors) in procs.iter().take(limit) {
             let top = p
                 .syscalls

@@ -196,14 +196,13 @@ pub async fn follow(
                 }
                 followed.last = Some(record);
             }
-            Some(Event::Gap(gap)) => {
-                if output == Output::Table {
-                    eprintln!(
-                        "warning: missed {} records from seq {}",
-                        gap.count, gap.from_seq
-                    );
-                }
+            Some(Event::Gap(gap)) if output == Output::Table => {
+                eprintln!(
+                    "warning: missed {} records from seq {}",
+                    gap.count, gap.from_seq
+                );
             }
+            Some(Event::Gap(_)) => {}
             Some(Event::Ended(info)) => {
                 followed.ended = Some(info);
                 break;

@@ -1,0 +1,319 @@
+//! Harness for the end-to-end tests: a real `coral-agent` process on a
+//! temporary socket, the real `coral` CLI, and workloads whose syscalls are
+//! known exactly.
+//!
+//! Kernel tests need root and a kernel that loads BPF. Without them they skip
+//! with a loud message, unless `CORAL_REQUIRE_KERNEL_TESTS=1` (as in CI), in
+//! which case they fail.
+
+use serde_json::Value;
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, ChildStdout, Command, Output, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+/// The directory holding the workspace's binaries (`target/<profile>`).
+pub fn bin_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("current_exe");
+    // target/<profile>/deps/<test binary>
+    exe.parent()
+        .and_then(Path::parent)
+        .expect("test binary under target/<profile>/deps")
+        .to_path_buf()
+}
+
+pub fn bin(name: &str) -> PathBuf {
+    let path = bin_dir().join(name);
+    assert!(
+        path.exists(),
+        "{} is missing: run the whole suite with `cargo test --workspace` (it builds every binary first)",
+        path.display()
+    );
+    path
+}
+
+/// True when kernel tests can run. Otherwise skips loudly, or panics when
+/// `CORAL_REQUIRE_KERNEL_TESTS=1`.
+pub fn kernel_tests_enabled() -> bool {
+    let required = std::env::var("CORAL_REQUIRE_KERNEL_TESTS").is_ok_and(|v| v == "1");
+    // SAFETY: geteuid has no preconditions.
+    let root = unsafe { libc::geteuid() } == 0;
+    let btf = Path::new("/sys/kernel/btf/vmlinux").exists();
+    let reason = match (root, btf) {
+        (false, _) => "not running as root",
+        (_, false) => "no kernel BTF at /sys/kernel/btf/vmlinux",
+        _ => return true,
+    };
+    if required {
+        panic!("kernel tests are required (CORAL_REQUIRE_KERNEL_TESTS=1) but cannot run: {reason}");
+    }
+    eprintln!(
+        "SKIPPING kernel test: {reason} (set CORAL_REQUIRE_KERNEL_TESTS=1 to make this fatal)"
+    );
+    false
+}
+
+static NEXT: AtomicU32 = AtomicU32::new(0);
+
+/// A running `coral-agent`, killed (SIGTERM, then waited for) on drop.
+pub struct Agent {
+    child: Child,
+    pub socket: PathBuf,
+    pub addr: String,
+}
+
+impl Agent {
+    /// Starts an agent with extra flags and waits until it serves.
+    pub fn start(extra: &[&str]) -> Agent {
+        let n = NEXT.fetch_add(1, Ordering::SeqCst);
+        let socket =
+            std::env::temp_dir().join(format!("coral-e2e-{}-{n}.sock", std::process::id()));
+        let addr = format!("unix://{}", socket.display());
+        let child = Command::new(bin("coral-agent"))
+            .arg("--listen")
+            .arg(&addr)
+            .args(extra)
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::null())
+            .spawn()
+            .expect("spawning coral-agent");
+        let mut agent = Agent {
+            child,
+            socket,
+            addr,
+        };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(status) = agent.child.try_wait().unwrap() {
+                panic!("coral-agent exited during start-up: {status}");
+            }
+            if agent.socket.exists() && agent.coral(&["caps"]).status.success() {
+                return agent;
+            }
+            assert!(Instant::now() < deadline, "coral-agent did not come up");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Runs `coral --agent <this agent> args...`.
+    pub fn coral(&self, args: &[&str]) -> Output {
+        Command::new(bin("coral"))
+            .arg("--agent")
+            .arg(&self.addr)
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .expect("running coral")
+    }
+
+    /// Like [`coral`](Self::coral) with `-o json`, asserting success; one
+    /// JSON value per output line.
+    pub fn coral_json(&self, args: &[&str]) -> Vec<Value> {
+        let mut full = vec!["-o", "json"];
+        full.extend_from_slice(args);
+        let out = self.coral(&full);
+        assert!(
+            out.status.success(),
+            "coral {full:?} failed: {}\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        json_lines(&out.stdout)
+    }
+
+    /// Starts a collector; returns its CollectorInfo JSON.
+    pub fn start_collector(&self, args: &[&str]) -> Value {
+        let mut full = vec!["tap", "start"];
+        full.extend_from_slice(args);
+        let resp = self.coral_json(&full).remove(0);
+        resp["collector"].clone()
+    }
+
+    pub fn get(&self, id: &str) -> Value {
+        self.coral_json(&["tap", "get", id]).remove(0)
+    }
+
+    /// Polls until the collector reaches `state` (e.g. "COLLECTOR_STATE_EXPIRED").
+    pub fn wait_state(&self, id: &str, state: &str, timeout: Duration) -> Value {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let info = self.get(id);
+            if info["state"] == state {
+                return info;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "collector {id} did not reach {state}: {info}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Every record of a collector (poll mode), in order.
+    pub fn records(&self, id: &str) -> Vec<Value> {
+        self.coral_json(&["tap", "events", id])
+            .into_iter()
+            .filter_map(|v| v.get("record").cloned())
+            .collect()
+    }
+
+    /// The final record's syscall-stats payload.
+    pub fn final_syscalls(&self, id: &str) -> Value {
+        let records = self.records(id);
+        let last = records.last().expect("no records");
+        assert_eq!(last["final"], true, "last record is not final: {last}");
+        last["syscallStats"].clone()
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        // SAFETY: kill(2) on our own child's pid; the worst case is ESRCH.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn json_lines(bytes: &[u8]) -> Vec<Value> {
+    String::from_utf8_lossy(bytes)
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("bad JSON line {l:?}: {e}")))
+        .collect()
+}
+
+/// A proto3-JSON uint64 (a string), number, or absent (0).
+pub fn u64_of(v: &Value) -> u64 {
+    match v {
+        Value::String(s) => s.parse().unwrap_or_else(|_| panic!("not a u64: {s}")),
+        Value::Number(n) => n.as_u64().unwrap(),
+        Value::Null => 0,
+        other => panic!("not a u64: {other}"),
+    }
+}
+
+/// The entry for syscall `name` in a SyscallStats JSON (or Null).
+pub fn syscall<'a>(stats: &'a Value, name: &str) -> &'a Value {
+    stats["syscalls"]
+        .as_array()
+        .and_then(|a| a.iter().find(|s| s["name"] == name))
+        .unwrap_or(&Value::Null)
+}
+
+/// A `coral-workload` child: waits for [`go`](Self::go), then makes its calls.
+pub struct Workload {
+    child: Child,
+    stdin: Option<ChildStdin>,
+    stdout: BufReader<ChildStdout>,
+    pub pid: u32,
+}
+
+impl Workload {
+    pub fn spawn(args: &[&str]) -> Workload {
+        let mut child = Command::new(bin("coral-workload"))
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("spawning coral-workload");
+        let stdin = child.stdin.take();
+        let mut stdout = BufReader::new(child.stdout.take().unwrap());
+        let mut line = String::new();
+        stdout.read_line(&mut line).unwrap();
+        let pid = line
+            .trim()
+            .strip_prefix("ready ")
+            .and_then(|p| p.parse().ok())
+            .unwrap_or_else(|| panic!("workload said {line:?}"));
+        Workload {
+            child,
+            stdin,
+            stdout,
+            pid,
+        }
+    }
+
+    /// Lets it make its calls and waits until it has.
+    pub fn go(&mut self) {
+        let stdin = self.stdin.as_mut().unwrap();
+        stdin.write_all(b"go\n").unwrap();
+        stdin.flush().unwrap();
+        let mut line = String::new();
+        self.stdout.read_line(&mut line).unwrap();
+        assert_eq!(line.trim(), "done");
+    }
+}
+
+impl Drop for Workload {
+    fn drop(&mut self) {
+        drop(self.stdin.take());
+        let _ = self.child.wait();
+    }
+}
+
+/// Program ids `bpftool prog show` lists right now.
+pub fn loaded_prog_ids() -> Vec<u64> {
+    let out = Command::new("bpftool")
+        .args(["-j", "prog", "show"])
+        .output()
+        .expect("running bpftool (install it: apt-get install bpftool)");
+    assert!(out.status.success(), "bpftool failed");
+    let v: Value = serde_json::from_slice(&out.stdout).expect("bpftool JSON");
+    v.as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|p| p["id"].as_u64())
+        .collect()
+}
+
+/// A cgroup v2 directory for one test, removed on drop.
+pub struct Cgroup {
+    pub path: PathBuf,
+    root: PathBuf,
+}
+
+impl Cgroup {
+    pub fn create(name: &str) -> Cgroup {
+        let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap();
+        let root = mounts
+            .lines()
+            .find_map(|l| {
+                let f: Vec<_> = l.split_whitespace().collect();
+                (f.get(2) == Some(&"cgroup2")).then(|| PathBuf::from(f[1]))
+            })
+            .expect("no cgroup2 mount");
+        let path = root.join(format!("{name}-{}", std::process::id()));
+        std::fs::create_dir_all(&path).expect("creating cgroup");
+        Cgroup { path, root }
+    }
+
+    pub fn add(&self, pid: u32) {
+        std::fs::write(self.path.join("cgroup.procs"), pid.to_string())
+            .expect("moving into cgroup");
+    }
+}
+
+impl Drop for Cgroup {
+    fn drop(&mut self) {
+        // Move any survivors back to the root so the directory can go.
+        if let Ok(procs) = std::fs::read_to_string(self.path.join("cgroup.procs")) {
+            for pid in procs.lines() {
+                let _ = std::fs::write(self.root.join("cgroup.procs"), pid);
+            }
+        }
+        let _ = std::fs::remove_dir(&self.path);
+    }
+}
