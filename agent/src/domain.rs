@@ -71,26 +71,14 @@ impl TargetFilter {
     }
 }
 
-/// Per-kind configuration.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum KindConfig {
-    SyscallStats(SyscallStatsConfig),
-}
+/// Per-kind configuration, as the client sent it. Each collector validates
+/// its own (`CollectorFactory::validate`), so adding a kind touches no core code.
+pub type KindConfig = coral_proto::v1::collector_spec::Config;
 
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct SyscallStatsConfig {
-    pub interval: Duration,
-    pub per_process: bool,
-}
-
-impl Default for SyscallStatsConfig {
-    fn default() -> Self {
-        Self {
-            interval: Duration::from_secs(1),
-            per_process: false,
-        }
-    }
-}
+/// A record's content: a kind's aggregate snapshot or one discrete event.
+/// Records are pure data on their way to clients, so the wire type is used
+/// as is rather than mirrored.
+pub type Payload = coral_proto::v1::record::Payload;
 
 /// What a client asked for, validated.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -102,39 +90,6 @@ pub struct Spec {
     pub labels: BTreeMap<String, String>,
     /// `None`: defaults for the kind.
     pub config: Option<KindConfig>,
-}
-
-/// A record's content.
-#[derive(Clone, Debug, PartialEq)]
-pub enum Payload {
-    SyscallStats(SyscallStats),
-}
-
-/// Cumulative syscall statistics since the collector started.
-#[derive(Clone, Debug, Default, PartialEq)]
-pub struct SyscallStats {
-    pub elapsed: Duration,
-    pub syscalls: Vec<SyscallStat>,
-    pub processes: Vec<ProcessSyscalls>,
-    pub dropped: u64,
-}
-
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct SyscallStat {
-    pub nr: u32,
-    pub name: String,
-    pub count: u64,
-    pub errors: u64,
-    pub total_ns: u64,
-    /// `latency_log2[i]`: calls that took `[2^i, 2^(i+1))` ns.
-    pub latency_log2: Vec<u64>,
-}
-
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct ProcessSyscalls {
-    pub pid: u32,
-    pub comm: String,
-    pub syscalls: Vec<SyscallStat>,
 }
 
 /// One entry of a collector's event log.

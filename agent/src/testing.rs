@@ -2,7 +2,8 @@
 
 use crate::capabilities::HostCapabilities;
 use crate::collectors::{Collector, CollectorError, CollectorFactory, StartContext};
-use crate::domain::{Kind, Payload, SyscallStats};
+use crate::domain::{Kind, Payload};
+use coral_proto::v1::SyscallStats;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
@@ -25,17 +26,23 @@ impl Collector for TestCollector {
     fn program_ids(&self) -> Vec<u32> {
         vec![7, 8]
     }
-    fn snapshot_interval(&self) -> Duration {
+    fn tick_interval(&self) -> Duration {
         Duration::from_millis(20)
     }
-    fn snapshot(&mut self, elapsed: Duration) -> Result<Payload, CollectorError> {
+    fn collect(
+        &mut self,
+        elapsed: Duration,
+        _last: bool,
+        out: &mut Vec<Payload>,
+    ) -> Result<(), CollectorError> {
         self.snapshots += 1;
-        Ok(Payload::SyscallStats(SyscallStats {
-            elapsed,
+        out.push(Payload::SyscallStats(SyscallStats {
+            elapsed_ns: elapsed.as_nanos() as u64,
             // Encodes "was it still attached" for the final-record test.
             dropped: u64::from(self.attached.load(Ordering::SeqCst)),
             ..Default::default()
-        }))
+        }));
+        Ok(())
     }
     fn detach(&mut self) {
         self.attached.store(false, Ordering::SeqCst);

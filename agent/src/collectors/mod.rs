@@ -7,7 +7,7 @@
 //! `snapshot` every interval, `detach` at the end, one last `snapshot`, drop.
 
 use crate::capabilities::HostCapabilities;
-use crate::domain::{Kind, Payload, Spec};
+use crate::domain::{Kind, KindConfig, Payload, Spec};
 use std::time::Duration;
 
 #[cfg(target_os = "linux")]
@@ -51,13 +51,21 @@ pub trait Collector: Send {
     /// Ids of the BPF programs it loaded, for `GetCollector` and leak checks.
     fn program_ids(&self) -> Vec<u32>;
 
-    /// How often the manager asks for a snapshot.
-    fn snapshot_interval(&self) -> Duration;
+    /// How often the manager calls [`collect`](Self::collect).
+    fn tick_interval(&self) -> Duration;
 
-    /// Reads the kernel-side aggregates. `elapsed` is the time since start.
-    fn snapshot(&mut self, elapsed: Duration) -> Result<Payload, CollectorError>;
+    /// Drains what the kernel has into `out`: discrete events and/or an
+    /// aggregate snapshot. `elapsed` is the time since start. The last call,
+    /// made after [`detach`](Self::detach), has `last` set and must end with
+    /// the collector's final result.
+    fn collect(
+        &mut self,
+        elapsed: Duration,
+        last: bool,
+        out: &mut Vec<Payload>,
+    ) -> Result<(), CollectorError>;
 
-    /// Detaches every program now; maps stay readable for the final snapshot.
+    /// Detaches every program now; maps stay readable for the final collect.
     fn detach(&mut self);
 }
 
@@ -70,6 +78,13 @@ pub trait CollectorFactory: Send + Sync {
 
     /// `Err(reason)` when this node cannot run the kind.
     fn availability(&self, caps: &HostCapabilities) -> Result<(), String>;
+
+    /// Checks the kind's own configuration; `Err` becomes INVALID_ARGUMENT.
+    /// The manager has already checked that the config is for this kind.
+    fn validate(&self, config: Option<&KindConfig>) -> Result<(), String> {
+        let _ = config;
+        Ok(())
+    }
 
     /// Loads and attaches. Blocking (the verifier can take milliseconds).
     fn start(&self, ctx: &StartContext) -> Result<Box<dyn Collector>, CollectorError>;

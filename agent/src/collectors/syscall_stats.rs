@@ -8,16 +8,20 @@
 use super::filter::FilterGlobals;
 use super::{Collector, CollectorError, CollectorFactory, StartContext, error_chain};
 use crate::capabilities::HostCapabilities;
-use crate::domain::{
-    Kind, KindConfig, Payload, ProcessSyscalls, SyscallStat, SyscallStats, SyscallStatsConfig,
-};
+use crate::domain::{Kind, KindConfig, Payload};
 use aya::maps::{HashMap, MapData, PerCpuArray, PerCpuHashMap};
 use aya::programs::RawTracePoint;
 use aya::programs::raw_trace_point::RawTracePointLink;
 use aya::{Ebpf, EbpfLoader};
 use coral_ebpf_programs::syscall_stats::{LOG2_BUCKETS, OBJECT, SYSCALL_SLOTS, SysKey, SysStat};
+use coral_proto::v1::{ProcessSyscalls, SyscallStat, SyscallStats, SyscallStatsConfig};
 use std::collections::BTreeMap;
 use std::time::Duration;
+
+/// Snapshot interval when the request gives none.
+pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(1);
+/// Shortest snapshot interval accepted: each snapshot reads 512 map slots.
+pub const MIN_INTERVAL: Duration = Duration::from_millis(100);
 
 /// (tgid, syscall) entries kept when per-process counts are asked for.
 pub const PROCESS_ENTRIES: u32 = 16_384;
@@ -49,10 +53,27 @@ impl CollectorFactory for SyscallStatsFactory {
         Ok(())
     }
 
+    fn validate(&self, config: Option<&KindConfig>) -> Result<(), String> {
+        if let Some(KindConfig::SyscallStats(c)) = config
+            && c.interval_ns != 0
+            && Duration::from_nanos(c.interval_ns) < MIN_INTERVAL
+        {
+            return Err(format!(
+                "interval must be at least {}ms",
+                MIN_INTERVAL.as_millis()
+            ));
+        }
+        Ok(())
+    }
+
     fn start(&self, ctx: &StartContext) -> Result<Box<dyn Collector>, CollectorError> {
         let config = match &ctx.spec.config {
-            Some(KindConfig::SyscallStats(c)) => c.clone(),
-            None => SyscallStatsConfig::default(),
+            Some(KindConfig::SyscallStats(c)) => *c,
+            _ => SyscallStatsConfig::default(),
+        };
+        let interval = match config.interval_ns {
+            0 => DEFAULT_INTERVAL,
+            ns => Duration::from_nanos(ns),
         };
         let globals = FilterGlobals::resolve(ctx)?;
         let per_process = u8::from(config.per_process);
@@ -109,7 +130,7 @@ impl CollectorFactory for SyscallStatsFactory {
             drops: take_map(&mut bpf, "drops")?,
             links,
             program_ids,
-            config,
+            interval,
             _bpf: bpf,
         }))
     }
@@ -137,7 +158,7 @@ struct SyscallStatsCollector {
     /// Dropping a link detaches it.
     links: Vec<RawTracePointLink>,
     program_ids: Vec<u32>,
-    config: SyscallStatsConfig,
+    interval: Duration,
     /// Owns the programs; dropped last, which unloads them.
     _bpf: Ebpf,
 }
@@ -230,11 +251,16 @@ impl Collector for SyscallStatsCollector {
         self.program_ids.clone()
     }
 
-    fn snapshot_interval(&self) -> Duration {
-        self.config.interval
+    fn tick_interval(&self) -> Duration {
+        self.interval
     }
 
-    fn snapshot(&mut self, elapsed: Duration) -> Result<Payload, CollectorError> {
+    fn collect(
+        &mut self,
+        elapsed: Duration,
+        _last: bool,
+        out: &mut Vec<Payload>,
+    ) -> Result<(), CollectorError> {
         let mut syscalls = Vec::new();
         for nr in 0..SYSCALL_SLOTS {
             let values = self.stats.get(&nr, 0).map_err(read_err("stats"))?;
@@ -250,12 +276,13 @@ impl Collector for SyscallStatsCollector {
             .map_err(read_err("drops"))?
             .iter()
             .sum();
-        Ok(Payload::SyscallStats(SyscallStats {
-            elapsed,
+        out.push(Payload::SyscallStats(SyscallStats {
+            elapsed_ns: elapsed.as_nanos() as u64,
             syscalls,
             processes: self.read_processes()?,
             dropped,
-        }))
+        }));
+        Ok(())
     }
 
     fn detach(&mut self) {

@@ -164,7 +164,7 @@ impl EventLog {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::SyscallStats;
+    use coral_proto::v1::SyscallStats;
 
     fn payload(n: u64) -> Payload {
         Payload::SyscallStats(SyscallStats {

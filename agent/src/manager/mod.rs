@@ -232,6 +232,9 @@ impl Manager {
                 reason: "not implemented in this agent version".into(),
             })?;
         factory
+            .validate(spec.config.as_ref())
+            .map_err(|e| Error::InvalidArgument(format!("{} config: {e}", spec.kind)))?;
+        factory
             .availability(&self.inner.caps)
             .map_err(|reason| Error::Unavailable {
                 kind: spec.kind,

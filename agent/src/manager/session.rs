@@ -39,7 +39,8 @@ pub(super) async fn run(
     });
     tracing::info!(id = %entry.id, kind = %entry.spec.kind, ?duration, "collector running");
 
-    let interval = collector.snapshot_interval().max(Duration::from_millis(10));
+    let interval = collector.tick_interval().max(Duration::from_millis(10));
+    let mut batch = Vec::new();
     let mut tick = interval_at((started + interval).into(), interval);
     tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
 
@@ -50,9 +51,11 @@ pub(super) async fn run(
             _ = sleep_until(deadline.into()) => break End::Expired,
             // Extended: re-arm the timer with the new deadline.
             Ok(()) = deadline_rx.changed() => continue,
-            _ = tick.tick() => match collector.snapshot(started.elapsed()) {
-                Ok(payload) => {
-                    entry.log.push(payload, false);
+            _ = tick.tick() => match collector.collect(started.elapsed(), false, &mut batch) {
+                Ok(()) => {
+                    for payload in batch.drain(..) {
+                        entry.log.push(payload, false);
+                    }
                 }
                 Err(e) => break End::Failed(e.to_string()),
             },
@@ -61,14 +64,18 @@ pub(super) async fn run(
 
     // Detach first, so the final numbers cover exactly the collector's life.
     collector.detach();
-    let last = collector.snapshot(started.elapsed());
+    batch.clear();
+    let last = collector.collect(started.elapsed(), true, &mut batch);
     drop(collector);
 
     let (state, error) = match (end, last) {
         (End::Failed(e), _) => (State::Failed, Some(e)),
         (_, Err(e)) => (State::Failed, Some(format!("final read: {e}"))),
-        (end, Ok(payload)) => {
-            entry.log.push(payload, true);
+        (end, Ok(())) => {
+            let n = batch.len();
+            for (i, payload) in batch.drain(..).enumerate() {
+                entry.log.push(payload, i + 1 == n);
+            }
             match end {
                 End::Expired => (State::Expired, None),
                 _ => (State::Stopped, None),

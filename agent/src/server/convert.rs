@@ -3,10 +3,7 @@
 
 use crate::capabilities::HostCapabilities;
 use crate::config::Limits;
-use crate::domain::{
-    Kind, KindConfig, Payload, ProcessSyscalls, Record, Spec, State, SyscallStat, SyscallStats,
-    SyscallStatsConfig, TargetFilter,
-};
+use crate::domain::{Kind, KindConfig, Record, Spec, State, TargetFilter};
 use crate::error::Error;
 use crate::manager::event_log::unix_nanos;
 use crate::manager::{CollectorView, KindStatus};
@@ -63,11 +60,13 @@ impl From<State> for pb::CollectorState {
     }
 }
 
-fn interval(ns: u64, default: Duration) -> Duration {
-    if ns == 0 {
-        default
-    } else {
-        Duration::from_nanos(ns)
+/// The kind a per-kind config belongs to.
+fn config_kind(config: &KindConfig) -> Kind {
+    match config {
+        KindConfig::SyscallStats(_) => Kind::SyscallStats,
+        KindConfig::HttpLatency(_) => Kind::HttpLatency,
+        KindConfig::CpuProfile(_) => Kind::CpuProfile,
+        KindConfig::TcpMetrics(_) => Kind::TcpMetrics,
     }
 }
 
@@ -89,37 +88,14 @@ impl TryFrom<pb::CollectorSpec> for Spec {
             cgroup: (!cgroup.is_empty()).then_some(cgroup),
             comm: (!comm.is_empty()).then_some(comm),
         };
-        use pb::collector_spec::Config;
-        let config = match (kind, config) {
-            (_, None) => None,
-            (Kind::SyscallStats, Some(Config::SyscallStats(c))) => {
-                let pb::SyscallStatsConfig {
-                    interval_ns,
-                    per_process,
-                } = c;
-                let defaults = SyscallStatsConfig::default();
-                Some(KindConfig::SyscallStats(SyscallStatsConfig {
-                    interval: interval(interval_ns, defaults.interval),
-                    per_process,
-                }))
+        if let Some(config) = &config {
+            let given = config_kind(config);
+            if given != kind {
+                return Err(Error::InvalidArgument(format!(
+                    "config is for {given} but the kind is {kind}"
+                )));
             }
-            (kind, Some(other)) => {
-                let given = match other {
-                    Config::SyscallStats(_) => Kind::SyscallStats,
-                    Config::HttpLatency(_) => Kind::HttpLatency,
-                    Config::CpuProfile(_) => Kind::CpuProfile,
-                    Config::TcpMetrics(_) => Kind::TcpMetrics,
-                };
-                if given == kind {
-                    // A kind this agent does not build yet: validation reports it.
-                    None
-                } else {
-                    return Err(Error::InvalidArgument(format!(
-                        "config is for {given} but the kind is {kind}"
-                    )));
-                }
-            }
-        };
+        }
         Ok(Spec {
             kind,
             duration: duration_ns.map(Duration::from_nanos),
@@ -132,14 +108,6 @@ impl TryFrom<pb::CollectorSpec> for Spec {
 
 impl From<&Spec> for pb::CollectorSpec {
     fn from(spec: &Spec) -> Self {
-        let config = spec.config.as_ref().map(|c| match c {
-            KindConfig::SyscallStats(c) => {
-                pb::collector_spec::Config::SyscallStats(pb::SyscallStatsConfig {
-                    interval_ns: nanos(c.interval),
-                    per_process: c.per_process,
-                })
-            }
-        });
         pb::CollectorSpec {
             kind: pb::CollectorKind::from(spec.kind) as i32,
             duration_ns: spec.duration.map(nanos),
@@ -149,7 +117,7 @@ impl From<&Spec> for pb::CollectorSpec {
                 comm: spec.filter.comm.clone().unwrap_or_default(),
             }),
             labels: spec.labels.clone().into_iter().collect(),
-            config,
+            config: spec.config,
         }
     }
 }
@@ -174,48 +142,6 @@ impl From<&CollectorView> for pb::CollectorInfo {
     }
 }
 
-fn syscall_stat(s: &SyscallStat) -> pb::SyscallStat {
-    pb::SyscallStat {
-        nr: s.nr,
-        name: s.name.clone(),
-        count: s.count,
-        errors: s.errors,
-        total_ns: s.total_ns,
-        latency_log2: s.latency_log2.clone(),
-    }
-}
-
-impl From<&Payload> for pb::record::Payload {
-    fn from(p: &Payload) -> Self {
-        match p {
-            Payload::SyscallStats(SyscallStats {
-                elapsed,
-                syscalls,
-                processes,
-                dropped,
-            }) => pb::record::Payload::SyscallStats(pb::SyscallStats {
-                elapsed_ns: nanos(*elapsed),
-                syscalls: syscalls.iter().map(syscall_stat).collect(),
-                processes: processes
-                    .iter()
-                    .map(
-                        |ProcessSyscalls {
-                             pid,
-                             comm,
-                             syscalls,
-                         }| pb::ProcessSyscalls {
-                            pid: *pid,
-                            comm: comm.clone(),
-                            syscalls: syscalls.iter().map(syscall_stat).collect(),
-                        },
-                    )
-                    .collect(),
-                dropped: *dropped,
-            }),
-        }
-    }
-}
-
 /// A record as clients see it, stamped with where it came from.
 pub fn record(r: &Record, collector_id: &str, agent_id: &str, spec: &Spec) -> pb::Record {
     pb::Record {
@@ -225,7 +151,7 @@ pub fn record(r: &Record, collector_id: &str, agent_id: &str, spec: &Spec) -> pb
         agent_id: agent_id.to_string(),
         labels: spec.labels.clone().into_iter().collect(),
         r#final: r.last,
-        payload: Some((&r.payload).into()),
+        payload: Some(r.payload.clone()),
     }
 }
 
@@ -312,8 +238,8 @@ mod tests {
         assert_eq!(spec.filter.comm.as_deref(), Some("worker"));
         assert_eq!(
             spec.config,
-            Some(KindConfig::SyscallStats(SyscallStatsConfig {
-                interval: Duration::from_millis(500),
+            Some(KindConfig::SyscallStats(pb::SyscallStatsConfig {
+                interval_ns: 500_000_000,
                 per_process: true
             }))
         );
@@ -339,50 +265,5 @@ mod tests {
             err.to_string().contains("config is for syscall-stats"),
             "{err}"
         );
-    }
-
-    #[test]
-    fn zero_interval_means_default() {
-        let mut p = pb_spec();
-        p.config = Some(pb::collector_spec::Config::SyscallStats(
-            pb::SyscallStatsConfig {
-                interval_ns: 0,
-                per_process: false,
-            },
-        ));
-        let spec = Spec::try_from(p).unwrap();
-        assert_eq!(
-            spec.config,
-            Some(KindConfig::SyscallStats(SyscallStatsConfig::default()))
-        );
-    }
-
-    #[test]
-    fn payload_converts_every_field() {
-        let stat = SyscallStat {
-            nr: 110,
-            name: "getppid".into(),
-            count: 3,
-            errors: 1,
-            total_ns: 900,
-            latency_log2: vec![0, 1, 2],
-        };
-        let payload = Payload::SyscallStats(SyscallStats {
-            elapsed: Duration::from_millis(1500),
-            syscalls: vec![stat.clone()],
-            processes: vec![ProcessSyscalls {
-                pid: 7,
-                comm: "w".into(),
-                syscalls: vec![stat],
-            }],
-            dropped: 4,
-        });
-        let pb::record::Payload::SyscallStats(s) = pb::record::Payload::from(&payload);
-        assert_eq!(s.elapsed_ns, 1_500_000_000);
-        assert_eq!(s.dropped, 4);
-        assert_eq!(s.syscalls[0].name, "getppid");
-        assert_eq!(s.syscalls[0].latency_log2, [0, 1, 2]);
-        assert_eq!(s.processes[0].pid, 7);
-        assert_eq!(s.processes[0].syscalls[0].errors, 1);
     }
 }
