@@ -18,6 +18,8 @@ pub struct Limits {
     pub retention: Duration,
     /// Pids one filter may name (the kernel side compares against a fixed array).
     pub max_filter_pids: usize,
+    /// Highest cpu-profile sampling frequency a client may ask for.
+    pub max_profile_frequency_hz: u32,
 }
 
 impl Default for Limits {
@@ -29,6 +31,7 @@ impl Default for Limits {
             max_records: 65_536,
             retention: Duration::from_secs(600),
             max_filter_pids: 64,
+            max_profile_frequency_hz: 1000,
         }
     }
 }

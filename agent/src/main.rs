@@ -35,6 +35,10 @@ struct Args {
     #[arg(long, default_value_t = Limits::default().max_records)]
     max_records: usize,
 
+    /// Highest cpu-profile sampling frequency clients may ask for (Hz).
+    #[arg(long, default_value_t = Limits::default().max_profile_frequency_hz)]
+    max_profile_frequency: u32,
+
     /// How long ended collectors stay readable.
     #[arg(long, default_value = "10m", value_parser = humantime::parse_duration)]
     retention: Duration,
@@ -59,6 +63,7 @@ async fn main() -> anyhow::Result<()> {
         default_duration: args.default_duration,
         max_records: args.max_records,
         retention: args.retention,
+        max_profile_frequency_hz: args.max_profile_frequency,
         ..Limits::default()
     };
     anyhow::ensure!(

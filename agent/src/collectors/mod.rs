@@ -7,6 +7,7 @@
 //! `snapshot` every interval, `detach` at the end, one last `snapshot`, drop.
 
 use crate::capabilities::HostCapabilities;
+use crate::config::Limits;
 use crate::domain::{Kind, KindConfig, Payload, Spec};
 use std::time::Duration;
 
@@ -81,8 +82,8 @@ pub trait CollectorFactory: Send + Sync {
 
     /// Checks the kind's own configuration; `Err` becomes INVALID_ARGUMENT.
     /// The manager has already checked that the config is for this kind.
-    fn validate(&self, config: Option<&KindConfig>) -> Result<(), String> {
-        let _ = config;
+    fn validate(&self, config: Option<&KindConfig>, limits: &Limits) -> Result<(), String> {
+        let _ = (config, limits);
         Ok(())
     }
 

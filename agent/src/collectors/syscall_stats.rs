@@ -8,6 +8,7 @@
 use super::filter::FilterGlobals;
 use super::{Collector, CollectorError, CollectorFactory, StartContext, error_chain};
 use crate::capabilities::HostCapabilities;
+use crate::config::Limits;
 use crate::domain::{Kind, KindConfig, Payload};
 use aya::maps::{HashMap, MapData, PerCpuArray, PerCpuHashMap};
 use aya::programs::RawTracePoint;
@@ -53,7 +54,7 @@ impl CollectorFactory for SyscallStatsFactory {
         Ok(())
     }
 
-    fn validate(&self, config: Option<&KindConfig>) -> Result<(), String> {
+    fn validate(&self, config: Option<&KindConfig>, _: &Limits) -> Result<(), String> {
         if let Some(KindConfig::SyscallStats(c)) = config
             && c.interval_ns != 0
             && Duration::from_nanos(c.interval_ns) < MIN_INTERVAL

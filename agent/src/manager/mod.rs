@@ -232,7 +232,7 @@ impl Manager {
                 reason: "not implemented in this agent version".into(),
             })?;
         factory
-            .validate(spec.config.as_ref())
+            .validate(spec.config.as_ref(), limits)
             .map_err(|e| Error::InvalidArgument(format!("{} config: {e}", spec.kind)))?;
         factory
             .availability(&self.inner.caps)

@@ -14,6 +14,7 @@ fn limits() -> Limits {
         max_records: 5,
         retention: Duration::from_millis(200),
         max_filter_pids: 3,
+        max_profile_frequency_hz: 1000,
     }
 }
 
@@ -61,7 +62,9 @@ async fn start_runs_and_stop_detaches_then_records_final() {
     let last = records.last().unwrap();
     assert!(last.last);
     assert!(records[..records.len() - 1].iter().all(|r| !r.last));
-    let Payload::SyscallStats(s) = &last.payload;
+    let Payload::SyscallStats(s) = &last.payload else {
+        panic!("test collector makes syscall stats")
+    };
     assert_eq!(s.dropped, 0, "final snapshot is taken after detach");
     assert!(entry.log.stats().closed);
 

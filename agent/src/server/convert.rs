@@ -117,7 +117,7 @@ impl From<&Spec> for pb::CollectorSpec {
                 comm: spec.filter.comm.clone().unwrap_or_default(),
             }),
             labels: spec.labels.clone().into_iter().collect(),
-            config: spec.config,
+            config: spec.config.clone(),
         }
     }
 }
@@ -201,6 +201,7 @@ pub fn capabilities(
             max_records_per_collector: limits.max_records as u64,
             retention_ns: nanos(limits.retention),
             max_filter_pids: limits.max_filter_pids as u32,
+            max_profile_frequency_hz: limits.max_profile_frequency_hz,
         }),
     }
 }

@@ -30,6 +30,7 @@ async fn harness(name: &str) -> Harness {
         max_records: 100,
         retention: Duration::from_secs(60),
         max_filter_pids: 4,
+        max_profile_frequency_hz: 1000,
     };
     let manager = Manager::new(
         limits,

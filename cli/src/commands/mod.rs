@@ -29,7 +29,7 @@ enum Command {
     Caps(caps::Args),
     /// Start, watch and manage collectors ("taps").
     #[command(subcommand)]
-    Tap(tap::Command),
+    Tap(Box<tap::Command>),
 }
 
 /// What every command gets.
@@ -46,7 +46,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     };
     match cli.command {
         Command::Caps(args) => caps::run(ctx, args).await,
-        Command::Tap(cmd) => tap::run(ctx, cmd).await,
+        Command::Tap(cmd) => tap::run(ctx, *cmd).await,
     }
 }
 

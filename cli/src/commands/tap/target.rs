@@ -68,23 +68,71 @@ pub struct SpecArgs {
     #[arg(long = "label", short = 'l', value_parser = parse_label)]
     pub labels: Vec<(String, String)>,
 
-    /// Snapshot interval (syscall-stats; default 1s).
+    /// Aggregate snapshot interval (syscall-stats, tcp-metrics, http-latency; default 1s).
     #[arg(long, value_parser = parse_duration)]
     pub interval: Option<Duration>,
 
     /// Break syscall counts down per process (syscall-stats).
     #[arg(long)]
     pub per_process: bool,
+
+    /// Samples per second per CPU (cpu-profile; default 49).
+    #[arg(long, short = 'F')]
+    pub frequency: Option<u32>,
+
+    /// Count samples of idle CPUs too (cpu-profile).
+    #[arg(long)]
+    pub include_idle: bool,
+
+    /// Only connections on this local port (tcp-metrics). Repeatable.
+    #[arg(long = "local-port")]
+    pub local_ports: Vec<u16>,
+
+    /// Only connections to this remote port (tcp-metrics). Repeatable.
+    #[arg(long = "remote-port")]
+    pub remote_ports: Vec<u16>,
+
+    /// Only connections whose remote address is in this prefix, e.g. 10.0.0.0/8 (tcp-metrics).
+    #[arg(long)]
+    pub remote_prefix: Option<String>,
+
+    /// Keep one RTT sample of every N ACKs (tcp-metrics; default 1).
+    #[arg(long)]
+    pub rtt_sample_every: Option<u32>,
+
+    /// Also trace outgoing requests made by the target (http-latency).
+    #[arg(long)]
+    pub client_side: bool,
+
+    /// Distinct (method, route, status) groups kept (http-latency; default 256).
+    #[arg(long)]
+    pub max_routes: Option<u32>,
 }
 
 impl SpecArgs {
     pub fn to_spec(&self) -> pb::CollectorSpec {
+        let interval_ns = self.interval.map_or(0, |d| d.as_nanos() as u64);
         let config = match self.kind {
-            Kind::SyscallStats => Some(Config::SyscallStats(pb::SyscallStatsConfig {
-                interval_ns: self.interval.map_or(0, |d| d.as_nanos() as u64),
+            Kind::SyscallStats => Config::SyscallStats(pb::SyscallStatsConfig {
+                interval_ns,
                 per_process: self.per_process,
-            })),
-            _ => None,
+            }),
+            Kind::CpuProfile => Config::CpuProfile(pb::CpuProfileConfig {
+                frequency_hz: self.frequency.unwrap_or(0),
+                include_idle: self.include_idle,
+            }),
+            Kind::TcpMetrics => Config::TcpMetrics(pb::TcpMetricsConfig {
+                interval_ns,
+                local_ports: self.local_ports.iter().map(|&p| u32::from(p)).collect(),
+                remote_ports: self.remote_ports.iter().map(|&p| u32::from(p)).collect(),
+                remote_prefix: self.remote_prefix.clone().unwrap_or_default(),
+                rtt_sample_every: self.rtt_sample_every.unwrap_or(0),
+            }),
+            Kind::HttpLatency => Config::HttpLatency(pb::HttpLatencyConfig {
+                interval_ns,
+                client_side: self.client_side,
+                max_routes: self.max_routes.unwrap_or(0),
+            }),
         };
         pb::CollectorSpec {
             kind: pb::CollectorKind::from(self.kind) as i32,
@@ -95,7 +143,7 @@ impl SpecArgs {
                 comm: self.comm.clone().unwrap_or_default(),
             }),
             labels: self.labels.iter().cloned().collect(),
-            config,
+            config: Some(config),
         }
     }
 }

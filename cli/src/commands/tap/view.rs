@@ -117,6 +117,8 @@ pub fn describe(info: &CollectorInfo) -> String {
 pub fn report(record: &Record) -> String {
     match &record.payload {
         Some(Payload::SyscallStats(s)) => syscalls::report(s, TABLE_ROWS),
+        // Kinds without a human renderer yet: show the data as it is.
+        Some(other) => format!("{other:#?}\n"),
         None => "(empty record)\n".into(),
     }
 }
@@ -124,7 +126,7 @@ pub fn report(record: &Record) -> String {
 fn summary(record: &Record) -> String {
     match &record.payload {
         Some(Payload::SyscallStats(s)) => syscalls::summary_line(s),
-        None => String::new(),
+        Some(_) | None => String::new(),
     }
 }
 
