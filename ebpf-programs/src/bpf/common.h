@@ -7,9 +7,15 @@
 #ifndef CORAL_COMMON_H
 #define CORAL_COMMON_H
 
-#include <linux/types.h>
-#include <linux/bpf.h>
+/*
+ * vmlinux.h: every kernel type, dumped from the BTF of the kernel Coral is
+ * developed on (`bpftool btf dump file /sys/kernel/btf/vmlinux format c`).
+ * CO-RE relocations make programs built against it run on other kernels.
+ */
+#include "vmlinux.h"
 #include <bpf/bpf_helpers.h>
+#include <bpf/bpf_tracing.h>
+#include <bpf/bpf_core_read.h>
 
 #define CORAL_MAX_PIDS 64
 #define CORAL_COMM_LEN 16

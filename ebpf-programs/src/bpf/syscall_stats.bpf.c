@@ -18,8 +18,6 @@ char LICENSE[] SEC("license") = "GPL";
 
 const volatile __u8 per_process = 0;
 
-struct task_struct;
-
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
 	__uint(max_entries, CORAL_SYSCALL_SLOTS);
@@ -126,7 +124,7 @@ int coral_sys_enter(__u64 *ctx)
 		record(tgid, nr, 0, 0);
 		return 0;
 	}
-	st = bpf_task_storage_get(&starts, (struct task_struct *)bpf_get_current_task_btf(), 0,
+	st = bpf_task_storage_get(&starts, bpf_get_current_task_btf(), 0,
 				  BPF_LOCAL_STORAGE_GET_F_CREATE);
 	if (!st)
 		return 0;
@@ -141,7 +139,7 @@ int coral_sys_exit(__u64 *ctx)
 	struct coral_sys_start *st;
 	__u64 now, ts;
 
-	st = bpf_task_storage_get(&starts, (struct task_struct *)bpf_get_current_task_btf(), 0, 0);
+	st = bpf_task_storage_get(&starts, bpf_get_current_task_btf(), 0, 0);
 	if (!st || !st->ts)
 		return 0;
 	now = bpf_ktime_get_ns();
