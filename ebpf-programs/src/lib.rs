@@ -6,6 +6,7 @@
 //! compile-time size asserts, so drift breaks the build.
 
 pub mod syscall_stats;
+pub mod tcp_metrics;
 
 /// Embeds an object file from `OUT_DIR` with the 8-byte alignment the ELF
 /// parser needs.

@@ -467,8 +467,16 @@ fn bad_input_gets_clear_errors() {
         2,
         "soon",
     );
+    // A collector whose kernel side cannot start (its cgroup does not exist).
     expect(
-        &["tap", "start", "--kind", "tcp-metrics"],
+        &[
+            "tap",
+            "start",
+            "--kind",
+            "syscall-stats",
+            "--cgroup",
+            "/no/such/cgroup",
+        ],
         4,
         "FAILED_PRECONDITION",
     );

@@ -15,6 +15,8 @@ use std::time::Duration;
 mod filter;
 #[cfg(target_os = "linux")]
 pub mod syscall_stats;
+#[cfg(target_os = "linux")]
+pub mod tcp_metrics;
 
 /// Why a collector could not start or read its kernel state.
 #[derive(Debug, thiserror::Error)]
@@ -112,7 +114,10 @@ pub fn error_chain(e: &dyn std::error::Error) -> String {
 pub fn builtin() -> Vec<Box<dyn CollectorFactory>> {
     #[cfg(target_os = "linux")]
     {
-        vec![Box::new(syscall_stats::SyscallStatsFactory)]
+        vec![
+            Box::new(syscall_stats::SyscallStatsFactory),
+            Box::new(tcp_metrics::TcpMetricsFactory),
+        ]
     }
     #[cfg(not(target_os = "linux"))]
     {

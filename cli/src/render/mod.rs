@@ -2,6 +2,7 @@
 //! for machines (`-o json`: one proto3-JSON object per line).
 
 pub mod syscalls;
+pub mod tcp;
 
 use clap::ValueEnum;
 use comfy_table::{Table, presets::NOTHING};

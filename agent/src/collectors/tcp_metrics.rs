@@ -1,0 +1,739 @@
+//! tcp-metrics: one event per closed TCP connection and per-remote aggregates
+//! (connections, smoothed-RTT histogram, retransmits, resets, bytes).
+//!
+//! Kernel side: `src/bpf/tcp_metrics.bpf.c`, tracepoints only, so it works on
+//! kernels without kprobes or fentry (where libbpf-tools' tcprtt and
+//! tcpconnlat cannot run):
+//! - raw tracepoints `inet_sock_set_state`, `tcp_destroy_sock`, `tcp_probe`,
+//!   `tcp_retransmit_skb`, `tcp_send_reset`, `tcp_receive_reset` (no tracefs,
+//!   no trace record formatted per ACK);
+//! - tracepoints `syscalls:sys_exit_accept{,4}` (through perf_event, so tracefs
+//!   must be mounted; the agent mounts it): an accepted connection belongs to
+//!   the process that accepts it, since its handshake ran in softirq context.
+//!
+//! Needs CAP_BPF + CAP_PERFMON (or CAP_SYS_ADMIN), BTF (CO-RE) and BPF ring
+//! buffers (5.8+). Only connections opened while the collector runs are
+//! tracked.
+//!
+//! User space drains the ring buffer every [`TICK`] and reads the per-CPU
+//! aggregates every interval; the final collect also reports connections that
+//! closed but whose socket the owner had not released yet.
+
+use super::filter::FilterGlobals;
+use super::{Collector, CollectorError, CollectorFactory, StartContext, error_chain};
+use crate::capabilities::HostCapabilities;
+use crate::config::Limits;
+use crate::domain::{Kind, KindConfig, Payload};
+use aya::maps::{HashMap, MapData, PerCpuArray, PerCpuHashMap, RingBuf};
+use aya::programs::raw_trace_point::RawTracePointLink;
+use aya::programs::trace_point::TracePointLink;
+use aya::programs::{RawTracePoint, TracePoint};
+use aya::{Ebpf, EbpfLoader};
+use coral_ebpf_programs::tcp_metrics::{
+    AF_INET, AF_INET6, DROP_SLOTS, FLAG_ACTIVE, FLAG_ESTABLISHED, FLAG_OWNED, MAX_PORTS, OBJECT,
+    RTT_BUCKETS, Remote, RemoteKey, SOCK_CLOSED, SOCK_TARGET, SOCK_TUPLE_MATCH, Sock, TcpEvent,
+};
+use coral_proto::v1::{TcpConnection, TcpMetricsConfig, TcpRemoteStats, TcpStats};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::path::Path;
+use std::time::Duration;
+
+/// Aggregate snapshot interval when the request gives none.
+pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(1);
+/// Shortest snapshot interval accepted.
+pub const MIN_INTERVAL: Duration = Duration::from_millis(100);
+/// How often the ring buffer is drained: closed connections show up this fast.
+pub const TICK: Duration = Duration::from_millis(200);
+/// Live connections tracked at once (the kernel map's size).
+pub const SOCK_ENTRIES: u32 = 65_536;
+/// Distinct remote endpoints aggregated.
+pub const REMOTE_ENTRIES: u32 = 8_192;
+
+/// Raw tracepoints: (program, tracepoint).
+const RAW_PROGRAMS: [(&str, &str); 6] = [
+    ("coral_tcp_state", "inet_sock_set_state"),
+    ("coral_tcp_destroy", "tcp_destroy_sock"),
+    ("coral_tcp_rtt", "tcp_probe"),
+    ("coral_tcp_retransmit", "tcp_retransmit_skb"),
+    ("coral_tcp_send_reset", "tcp_send_reset"),
+    ("coral_tcp_receive_reset", "tcp_receive_reset"),
+];
+
+/// perf_event tracepoints: (program, category, name).
+const TP_PROGRAMS: [(&str, &str, &str); 2] = [
+    ("coral_tcp_accept4", "syscalls", "sys_exit_accept4"),
+    ("coral_tcp_accept", "syscalls", "sys_exit_accept"),
+];
+
+/// Category of each raw tracepoint, to find it under tracefs.
+fn category(tracepoint: &str) -> &'static str {
+    if tracepoint == "inet_sock_set_state" {
+        "sock"
+    } else {
+        "tcp"
+    }
+}
+
+/// A remote address prefix, as the kernel side compares it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Prefix {
+    /// `AF_INET` or `AF_INET6`.
+    pub family: u8,
+    /// IPv4 in the first 4 bytes.
+    pub addr: [u8; 16],
+    pub len: u32,
+}
+
+/// Parses `10.0.0.0/8`, `fd00::/8`, or a bare address (a full-length prefix).
+pub fn parse_prefix(s: &str) -> Result<Prefix, String> {
+    let (addr, len) = match s.split_once('/') {
+        Some((a, l)) => (a, Some(l)),
+        None => (s, None),
+    };
+    let ip: IpAddr = addr
+        .trim()
+        .parse()
+        .map_err(|_| format!("remote_prefix {s:?}: {addr:?} is not an IP address"))?;
+    let (family, max, mut bytes) = match ip {
+        IpAddr::V4(v4) => {
+            let mut b = [0u8; 16];
+            b[..4].copy_from_slice(&v4.octets());
+            (AF_INET, 32, b)
+        }
+        IpAddr::V6(v6) => (AF_INET6, 128, v6.octets()),
+    };
+    let len = match len {
+        None => max,
+        Some(l) => l
+            .trim()
+            .parse::<u32>()
+            .ok()
+            .filter(|&l| l <= max)
+            .ok_or_else(|| format!("remote_prefix {s:?}: prefix length must be 0 to {max}"))?,
+    };
+    // Host bits are ignored, so `10.1.2.3/8` means 10.0.0.0/8.
+    for (i, b) in bytes.iter_mut().enumerate() {
+        let bit = i as u32 * 8;
+        if bit >= len {
+            *b = 0;
+        } else if len - bit < 8 {
+            *b &= 0xffu8 << (8 - (len - bit));
+        }
+    }
+    Ok(Prefix {
+        family,
+        addr: bytes,
+        len,
+    })
+}
+
+fn check_ports(what: &str, ports: &[u32]) -> Result<(), String> {
+    if ports.len() > MAX_PORTS {
+        return Err(format!("at most {MAX_PORTS} {what} ports"));
+    }
+    if let Some(p) = ports.iter().find(|&&p| p == 0 || p > 65_535) {
+        return Err(format!("{what} port {p} is not in 1..65535"));
+    }
+    Ok(())
+}
+
+fn port_array(ports: &[u32]) -> [u16; MAX_PORTS] {
+    let mut out = [0u16; MAX_PORTS];
+    for (o, &p) in out.iter_mut().zip(ports) {
+        *o = p as u16;
+    }
+    out
+}
+
+pub struct TcpMetricsFactory;
+
+impl CollectorFactory for TcpMetricsFactory {
+    fn kind(&self) -> Kind {
+        Kind::TcpMetrics
+    }
+
+    fn hooks(&self) -> &'static [&'static str] {
+        &[
+            "raw_tracepoint/inet_sock_set_state",
+            "raw_tracepoint/tcp_destroy_sock",
+            "raw_tracepoint/tcp_probe",
+            "raw_tracepoint/tcp_retransmit_skb",
+            "raw_tracepoint/tcp_send_reset",
+            "raw_tracepoint/tcp_receive_reset",
+            "tracepoint/syscalls/sys_exit_accept4",
+            "tracepoint/syscalls/sys_exit_accept",
+        ]
+    }
+
+    fn availability(&self, caps: &HostCapabilities) -> Result<(), String> {
+        caps.require_bpf()?;
+        if !caps.btf {
+            return Err(
+                "no kernel BTF (/sys/kernel/btf/vmlinux): CO-RE programs cannot load".into(),
+            );
+        }
+        if !caps.raw_tracepoints {
+            return Err("raw tracepoints cannot be attached on this kernel".into());
+        }
+        if !caps.ringbuf {
+            return Err("BPF ring buffers are not supported (kernel 5.8+ needed)".into());
+        }
+        let tracefs = caps.tracefs_path.as_deref().ok_or(
+            "tracefs is not mounted and the agent could not mount it: \
+             the syscalls:sys_exit_accept tracepoints attach through it",
+        )?;
+        missing_tracepoint(tracefs).map_or(Ok(()), Err)
+    }
+
+    fn validate(&self, config: Option<&KindConfig>, _: &Limits) -> Result<(), String> {
+        let Some(KindConfig::TcpMetrics(c)) = config else {
+            return Ok(());
+        };
+        if c.interval_ns != 0 && Duration::from_nanos(c.interval_ns) < MIN_INTERVAL {
+            return Err(format!(
+                "interval must be at least {}ms",
+                MIN_INTERVAL.as_millis()
+            ));
+        }
+        check_ports("local", &c.local_ports)?;
+        check_ports("remote", &c.remote_ports)?;
+        if !c.remote_prefix.is_empty() {
+            parse_prefix(&c.remote_prefix)?;
+        }
+        Ok(())
+    }
+
+    fn start(&self, ctx: &StartContext) -> Result<Box<dyn Collector>, CollectorError> {
+        let config = match &ctx.spec.config {
+            Some(KindConfig::TcpMetrics(c)) => c.clone(),
+            _ => TcpMetricsConfig::default(),
+        };
+        let interval = match config.interval_ns {
+            0 => DEFAULT_INTERVAL,
+            ns => Duration::from_nanos(ns),
+        };
+        let globals = FilterGlobals::resolve(ctx)?;
+        let prefix = if config.remote_prefix.is_empty() {
+            Prefix {
+                family: 0,
+                addr: [0; 16],
+                len: 0,
+            }
+        } else {
+            parse_prefix(&config.remote_prefix).map_err(CollectorError::Filter)?
+        };
+        let local_ports = port_array(&config.local_ports);
+        let n_local_ports = config.local_ports.len().min(MAX_PORTS) as u32;
+        let remote_ports = port_array(&config.remote_ports);
+        let n_remote_ports = config.remote_ports.len().min(MAX_PORTS) as u32;
+        let rtt_sample_every = config.rtt_sample_every.max(1);
+
+        let mut loader = EbpfLoader::new();
+        globals.apply(&mut loader);
+        loader
+            .override_global("local_ports", &local_ports, true)
+            .override_global("n_local_ports", &n_local_ports, true)
+            .override_global("remote_ports", &remote_ports, true)
+            .override_global("n_remote_ports", &n_remote_ports, true)
+            .override_global("prefix_family", &prefix.family, true)
+            .override_global("prefix_addr", &prefix.addr, true)
+            .override_global("prefix_len", &prefix.len, true)
+            .override_global("rtt_sample_every", &rtt_sample_every, true)
+            .map_max_entries("socks", SOCK_ENTRIES)
+            .map_max_entries("remotes", REMOTE_ENTRIES);
+        let mut bpf = loader
+            .load(OBJECT)
+            .map_err(|e| CollectorError::Load(error_chain(&e)))?;
+
+        let mut program_ids = Vec::new();
+        let mut raw_links = Vec::with_capacity(RAW_PROGRAMS.len());
+        for (name, hook) in RAW_PROGRAMS {
+            let attach_err = |reason: String| CollectorError::Attach {
+                program: name,
+                hook,
+                reason,
+            };
+            let program: &mut RawTracePoint = bpf
+                .program_mut(name)
+                .ok_or_else(|| attach_err("program missing from object".into()))?
+                .try_into()
+                .map_err(|e| attach_err(error_chain(&e)))?;
+            program.load().map_err(|e| attach_err(error_chain(&e)))?;
+            if let Ok(info) = program.info() {
+                program_ids.push(info.id());
+            }
+            let id = program
+                .attach(hook)
+                .map_err(|e| attach_err(error_chain(&e)))?;
+            raw_links.push(
+                program
+                    .take_link(id)
+                    .map_err(|e| attach_err(error_chain(&e)))?,
+            );
+        }
+        let mut tp_links = Vec::with_capacity(TP_PROGRAMS.len());
+        for (name, category, hook) in TP_PROGRAMS {
+            let attach_err = |reason: String| CollectorError::Attach {
+                program: name,
+                hook,
+                reason,
+            };
+            let program: &mut TracePoint = bpf
+                .program_mut(name)
+                .ok_or_else(|| attach_err("program missing from object".into()))?
+                .try_into()
+                .map_err(|e| attach_err(error_chain(&e)))?;
+            program.load().map_err(|e| attach_err(error_chain(&e)))?;
+            if let Ok(info) = program.info() {
+                program_ids.push(info.id());
+            }
+            let id = program
+                .attach(category, hook)
+                .map_err(|e| attach_err(error_chain(&e)))?;
+            tp_links.push(
+                program
+                    .take_link(id)
+                    .map_err(|e| attach_err(error_chain(&e)))?,
+            );
+        }
+
+        Ok(Box::new(TcpMetricsCollector {
+            events: take_map(&mut bpf, "events")?,
+            socks: take_map(&mut bpf, "socks")?,
+            remotes: take_map(&mut bpf, "remotes")?,
+            drops: take_map(&mut bpf, "drops")?,
+            raw_links,
+            tp_links,
+            program_ids,
+            interval,
+            next_snapshot: interval,
+            clock: Clock::now(),
+            _bpf: bpf,
+        }))
+    }
+}
+
+/// The first tracepoint this kernel lacks, as a reason, if any.
+fn missing_tracepoint(tracefs: &Path) -> Option<String> {
+    let events = tracefs.join("events");
+    for (_, tp) in RAW_PROGRAMS {
+        let cat = category(tp);
+        if !events.join(cat).join(tp).is_dir() {
+            return Some(format!(
+                "kernel tracepoint {cat}:{tp} is missing (not under {})",
+                events.display()
+            ));
+        }
+    }
+    for (_, cat, tp) in TP_PROGRAMS {
+        if !events.join(cat).join(tp).join("id").exists() {
+            return Some(format!(
+                "kernel tracepoint {cat}:{tp} is missing (not under {}; \
+                 syscall tracepoints need CONFIG_FTRACE_SYSCALLS)",
+                events.display()
+            ));
+        }
+    }
+    None
+}
+
+fn take_map<T>(bpf: &mut Ebpf, name: &'static str) -> Result<T, CollectorError>
+where
+    T: TryFrom<aya::maps::Map, Error = aya::maps::MapError>,
+{
+    let map = bpf.take_map(name).ok_or(CollectorError::Read {
+        map: name,
+        reason: "missing from object".into(),
+    })?;
+    T::try_from(map).map_err(|e| CollectorError::Read {
+        map: name,
+        reason: error_chain(&e),
+    })
+}
+
+fn read_err(map: &'static str) -> impl Fn(aya::maps::MapError) -> CollectorError {
+    move |e| CollectorError::Read {
+        map,
+        reason: error_chain(&e),
+    }
+}
+
+/// Converts `bpf_ktime_get_ns` (CLOCK_MONOTONIC) to Unix time.
+#[derive(Clone, Copy, Debug)]
+struct Clock {
+    /// CLOCK_REALTIME - CLOCK_MONOTONIC, in ns, taken at start.
+    offset: i128,
+}
+
+fn clock_ns(id: libc::clockid_t) -> i128 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes one timespec into a valid, owned struct.
+    let rc = unsafe { libc::clock_gettime(id, &mut ts) };
+    if rc != 0 {
+        return 0;
+    }
+    i128::from(ts.tv_sec) * 1_000_000_000 + i128::from(ts.tv_nsec)
+}
+
+impl Clock {
+    fn now() -> Self {
+        Self {
+            offset: clock_ns(libc::CLOCK_REALTIME) - clock_ns(libc::CLOCK_MONOTONIC),
+        }
+    }
+
+    fn unix(self, ktime_ns: u64) -> u64 {
+        if ktime_ns == 0 {
+            return 0;
+        }
+        (i128::from(ktime_ns) + self.offset).clamp(0, u64::MAX as i128) as u64
+    }
+}
+
+struct TcpMetricsCollector {
+    events: RingBuf<MapData>,
+    socks: HashMap<MapData, u64, Sock>,
+    remotes: PerCpuHashMap<MapData, RemoteKey, Remote>,
+    drops: PerCpuArray<MapData, u64>,
+    /// Dropping a link detaches it.
+    raw_links: Vec<RawTracePointLink>,
+    tp_links: Vec<TracePointLink>,
+    program_ids: Vec<u32>,
+    interval: Duration,
+    /// Elapsed time at which the next aggregate snapshot is due.
+    next_snapshot: Duration,
+    clock: Clock,
+    /// Owns the programs; dropped last, which unloads them.
+    _bpf: Ebpf,
+}
+
+/// `addr` of `family` as text; IPv4 sits in the first 4 bytes.
+fn addr_string(family: u8, addr: &[u8; 16]) -> String {
+    if family == AF_INET {
+        Ipv4Addr::new(addr[0], addr[1], addr[2], addr[3]).to_string()
+    } else {
+        Ipv6Addr::from(*addr).to_string()
+    }
+}
+
+fn family_number(family: u8) -> u32 {
+    if family == AF_INET { 4 } else { 6 }
+}
+
+fn comm_string(comm: &[u8; 16]) -> String {
+    String::from_utf8_lossy(comm.split(|&b| b == 0).next().unwrap_or(&[])).into_owned()
+}
+
+/// How a connection ended, from what the kernel left in the socket.
+pub fn close_reason(ev: &TcpEvent) -> &'static str {
+    let established = ev.flags & FLAG_ESTABLISHED != 0;
+    match (established, ev.sk_err) {
+        (false, _) if ev.resets_received > 0 => "refused",
+        (false, libc::ECONNREFUSED) => "refused",
+        (false, libc::ETIMEDOUT) => "timeout",
+        (false, _) => "failed",
+        _ if ev.resets_received > 0 => "reset",
+        _ if ev.resets_sent > 0 => "abort",
+        (true, libc::ETIMEDOUT) => "timeout",
+        (true, libc::ECONNRESET) | (true, libc::EPIPE) => "reset",
+        _ => "fin",
+    }
+}
+
+impl TcpMetricsCollector {
+    fn connection(&self, ev: &TcpEvent) -> TcpConnection {
+        let owned = ev.flags & FLAG_OWNED != 0;
+        TcpConnection {
+            pid: if owned { ev.pid } else { 0 },
+            comm: if owned {
+                comm_string(&ev.comm)
+            } else {
+                String::new()
+            },
+            family: family_number(ev.family),
+            local_addr: addr_string(ev.family, &ev.laddr),
+            local_port: u32::from(ev.lport),
+            remote_addr: addr_string(ev.family, &ev.raddr),
+            remote_port: u32::from(ev.rport),
+            bytes_sent: ev.bytes_sent,
+            bytes_received: ev.bytes_received,
+            duration_ns: ev.end_ns.saturating_sub(ev.start_ns),
+            connect_latency_ns: ev.connect_ns,
+            active: ev.flags & FLAG_ACTIVE != 0,
+            retransmits: ev.retransmits,
+            resets_sent: ev.resets_sent,
+            resets_received: ev.resets_received,
+            close_reason: close_reason(ev).into(),
+            start_unix_nano: self.clock.unix(ev.start_ns),
+            end_unix_nano: self.clock.unix(ev.end_ns),
+        }
+    }
+
+    fn drain_events(&mut self, out: &mut Vec<Payload>) {
+        let mut batch = Vec::new();
+        while let Some(item) = self.events.next() {
+            if let Some(ev) = TcpEvent::from_bytes(&item) {
+                batch.push(ev);
+            }
+        }
+        out.extend(
+            batch
+                .iter()
+                .map(|ev| Payload::TcpConnection(self.connection(ev))),
+        );
+    }
+
+    /// Connections that reached CLOSE but whose socket was not destroyed yet
+    /// (its owner still holds the file descriptor): reported at the end.
+    fn flush_closed(&self, out: &mut Vec<Payload>) -> Result<(), CollectorError> {
+        let mut closed = Vec::new();
+        for entry in self.socks.iter() {
+            let (_, s) = entry.map_err(read_err("socks"))?;
+            let wanted = SOCK_CLOSED | SOCK_TARGET | SOCK_TUPLE_MATCH;
+            if s.state & wanted == wanted {
+                closed.push(s.ev);
+            }
+        }
+        closed.sort_by_key(|ev| ev.end_ns);
+        out.extend(
+            closed
+                .iter()
+                .map(|ev| Payload::TcpConnection(self.connection(ev))),
+        );
+        Ok(())
+    }
+
+    fn snapshot(&self, elapsed: Duration) -> Result<TcpStats, CollectorError> {
+        let mut remotes = Vec::new();
+        for entry in self.remotes.iter() {
+            let (key, values) = entry.map_err(read_err("remotes"))?;
+            remotes.push(remote_stats(&key, &sum(&values)));
+        }
+        remotes.sort_by(|a, b| {
+            (b.opened + b.closed)
+                .cmp(&(a.opened + a.closed))
+                .then_with(|| a.remote_addr.cmp(&b.remote_addr))
+                .then_with(|| a.remote_port.cmp(&b.remote_port))
+                .then_with(|| a.local_port.cmp(&b.local_port))
+        });
+        let mut dropped_events = 0;
+        for slot in 0..DROP_SLOTS {
+            let values = self.drops.get(&slot, 0).map_err(read_err("drops"))?;
+            dropped_events += values.iter().sum::<u64>();
+        }
+        Ok(TcpStats {
+            elapsed_ns: elapsed.as_nanos() as u64,
+            remotes,
+            dropped_events,
+        })
+    }
+}
+
+/// Per-CPU values summed into one.
+fn sum(values: &[Remote]) -> Remote {
+    let mut total = Remote {
+        opened: 0,
+        closed: 0,
+        retransmits: 0,
+        resets_sent: 0,
+        resets_received: 0,
+        bytes_sent: 0,
+        bytes_received: 0,
+        rtt_log2: [0; RTT_BUCKETS],
+    };
+    for v in values {
+        total.opened += v.opened;
+        total.closed += v.closed;
+        total.retransmits += v.retransmits;
+        total.resets_sent += v.resets_sent;
+        total.resets_received += v.resets_received;
+        total.bytes_sent += v.bytes_sent;
+        total.bytes_received += v.bytes_received;
+        for (t, b) in total.rtt_log2.iter_mut().zip(v.rtt_log2.iter()) {
+            *t += b;
+        }
+    }
+    total
+}
+
+/// Value at quantile `q` of a log2 histogram: the upper bound of its bucket
+/// (an over-estimate by less than 2x), 0 when empty.
+pub fn log2_quantile(buckets: &[u64], q: f64) -> u64 {
+    let total: u64 = buckets.iter().sum();
+    if total == 0 {
+        return 0;
+    }
+    let rank = ((total as f64) * q).ceil().max(1.0) as u64;
+    let mut seen = 0;
+    for (i, &c) in buckets.iter().enumerate() {
+        seen += c;
+        if seen >= rank {
+            return (1u64 << (i + 1).min(63)) - 1;
+        }
+    }
+    0
+}
+
+fn remote_stats(key: &RemoteKey, r: &Remote) -> TcpRemoteStats {
+    let used = r
+        .rtt_log2
+        .iter()
+        .rposition(|&b| b != 0)
+        .map_or(0, |i| i + 1);
+    TcpRemoteStats {
+        remote_addr: addr_string(key.family, &key.addr),
+        remote_port: u32::from(key.rport),
+        local_port: u32::from(key.lport),
+        opened: r.opened,
+        closed: r.closed,
+        retransmits: r.retransmits,
+        resets_sent: r.resets_sent,
+        resets_received: r.resets_received,
+        bytes_sent: r.bytes_sent,
+        bytes_received: r.bytes_received,
+        rtt_us_log2: r.rtt_log2[..used].to_vec(),
+        rtt_p50_us: log2_quantile(&r.rtt_log2, 0.5),
+        rtt_p99_us: log2_quantile(&r.rtt_log2, 0.99),
+    }
+}
+
+impl Collector for TcpMetricsCollector {
+    fn program_ids(&self) -> Vec<u32> {
+        self.program_ids.clone()
+    }
+
+    fn tick_interval(&self) -> Duration {
+        TICK.min(self.interval)
+    }
+
+    fn collect(
+        &mut self,
+        elapsed: Duration,
+        last: bool,
+        out: &mut Vec<Payload>,
+    ) -> Result<(), CollectorError> {
+        self.drain_events(out);
+        if last {
+            self.flush_closed(out)?;
+        }
+        if last || elapsed >= self.next_snapshot {
+            out.push(Payload::TcpStats(self.snapshot(elapsed)?));
+            while self.next_snapshot <= elapsed {
+                self.next_snapshot += self.interval;
+            }
+        }
+        Ok(())
+    }
+
+    fn detach(&mut self) {
+        self.raw_links.clear();
+        self.tp_links.clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event() -> TcpEvent {
+        TcpEvent {
+            start_ns: 0,
+            connect_ns: 0,
+            end_ns: 0,
+            bytes_sent: 0,
+            bytes_received: 0,
+            pid: 0,
+            retransmits: 0,
+            resets_sent: 0,
+            resets_received: 0,
+            sk_err: 0,
+            lport: 0,
+            rport: 0,
+            family: AF_INET,
+            flags: FLAG_ESTABLISHED,
+            end_state: 0,
+            pad: 0,
+            laddr: [0; 16],
+            raddr: [0; 16],
+            comm: [0; 16],
+            pad2: 0,
+        }
+    }
+
+    #[test]
+    fn prefixes_parse_and_mask_host_bits() {
+        let p = parse_prefix("10.1.2.3/8").unwrap();
+        assert_eq!((p.family, p.len), (AF_INET, 8));
+        assert_eq!(&p.addr[..4], &[10, 0, 0, 0]);
+        let p = parse_prefix("fd00:1::/20").unwrap();
+        assert_eq!((p.family, p.len), (AF_INET6, 20));
+        assert_eq!(&p.addr[..3], &[0xfd, 0x00, 0x00]);
+        assert_eq!(parse_prefix("127.0.0.1").unwrap().len, 32);
+        assert!(parse_prefix("10.0.0.0/33").is_err());
+        assert!(parse_prefix("nope/8").is_err());
+        assert!(parse_prefix("::/129").is_err());
+    }
+
+    #[test]
+    fn config_is_validated() {
+        let f = TcpMetricsFactory;
+        let limits = Limits::default();
+        let check = |c: TcpMetricsConfig| f.validate(Some(&KindConfig::TcpMetrics(c)), &limits);
+        assert!(check(TcpMetricsConfig::default()).is_ok());
+        let bad_port = TcpMetricsConfig {
+            local_ports: vec![70_000],
+            ..Default::default()
+        };
+        assert!(check(bad_port).unwrap_err().contains("70000"));
+        let many = TcpMetricsConfig {
+            remote_ports: (1..=17).collect(),
+            ..Default::default()
+        };
+        assert!(check(many).is_err());
+        let short = TcpMetricsConfig {
+            interval_ns: 1_000_000,
+            ..Default::default()
+        };
+        assert!(check(short).is_err());
+        let prefix = TcpMetricsConfig {
+            remote_prefix: "10.0.0.0/99".into(),
+            ..Default::default()
+        };
+        assert!(check(prefix).is_err());
+    }
+
+    #[test]
+    fn close_reasons() {
+        let mut ev = event();
+        assert_eq!(close_reason(&ev), "fin");
+        ev.resets_sent = 1;
+        assert_eq!(close_reason(&ev), "abort");
+        ev.resets_received = 1;
+        assert_eq!(close_reason(&ev), "reset");
+        ev.flags = FLAG_ACTIVE;
+        assert_eq!(close_reason(&ev), "refused");
+        ev.resets_received = 0;
+        ev.sk_err = libc::ETIMEDOUT;
+        assert_eq!(close_reason(&ev), "timeout");
+    }
+
+    #[test]
+    fn addresses_render_per_family() {
+        let mut a = [0u8; 16];
+        a[..4].copy_from_slice(&[127, 0, 0, 1]);
+        assert_eq!(addr_string(AF_INET, &a), "127.0.0.1");
+        let v6 = Ipv6Addr::LOCALHOST.octets();
+        assert_eq!(addr_string(AF_INET6, &v6), "::1");
+    }
+
+    #[test]
+    fn quantiles_are_bucket_upper_bounds() {
+        assert_eq!(log2_quantile(&[0, 0, 0, 0, 0, 10], 0.5), 63);
+        assert_eq!(log2_quantile(&[0, 99, 0, 1], 0.99), 3);
+        assert_eq!(log2_quantile(&[0, 98, 0, 2], 0.99), 15);
+        assert_eq!(log2_quantile(&[], 0.5), 0);
+    }
+}

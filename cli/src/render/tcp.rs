@@ -1,0 +1,268 @@
+//! tcp-metrics for people: one tcplife-like line per closed connection, and
+//! the per-remote aggregates (connections, RTT quantiles and histograms,
+//! retransmits, resets, bytes).
+
+use super::{align_right, duration_ns, log2_histogram, table};
+use coral_proto::v1::{TcpConnection, TcpRemoteStats, TcpStats};
+use std::fmt::Write;
+
+/// How many RTT histograms the full report shows.
+const HISTOGRAMS: usize = 3;
+
+/// Column titles of [`connection_line`], as tcplife prints them (plus how the
+/// connection ended).
+pub const CONNECTION_HEADER: &str = "PID     COMM            LADDR           LPORT RADDR           RPORT  TX_KB  RX_KB       MS END";
+
+/// Whole KiB, as tcplife shows them (exact bytes are in `-o json`).
+fn kib(bytes: u64) -> u64 {
+    bytes / 1024
+}
+
+/// One closed connection, aligned under [`CONNECTION_HEADER`].
+pub fn connection_line(c: &TcpConnection) -> String {
+    let end = if c.active {
+        c.close_reason.clone()
+    } else {
+        format!("{} (in)", c.close_reason)
+    };
+    let comm = if c.comm.is_empty() && c.pid == 0 {
+        "?".to_string()
+    } else {
+        c.comm.clone()
+    };
+    format!(
+        "{:<7} {:<15} {:<15} {:<5} {:<15} {:<5} {:>6} {:>6} {:>8.2} {}",
+        c.pid,
+        comm,
+        c.local_addr,
+        c.local_port,
+        c.remote_addr,
+        c.remote_port,
+        kib(c.bytes_sent),
+        kib(c.bytes_received),
+        c.duration_ns as f64 / 1e6,
+        end
+    )
+}
+
+/// One closed connection under its column titles.
+pub fn connection_report(c: &TcpConnection) -> String {
+    format!("{CONNECTION_HEADER}\n{}\n", connection_line(c))
+}
+
+/// `addr:port` for opened connections; `addr -> :lport` for accepted ones,
+/// whose ephemeral remote ports are folded together.
+pub fn remote_name(r: &TcpRemoteStats) -> String {
+    let addr = if r.remote_addr.contains(':') {
+        format!("[{}]", r.remote_addr)
+    } else {
+        r.remote_addr.clone()
+    };
+    if r.remote_port == 0 && r.local_port != 0 {
+        format!("{addr} -> :{}", r.local_port)
+    } else {
+        format!("{addr}:{}", r.remote_port)
+    }
+}
+
+fn rtt(us: u64, samples: u64) -> String {
+    if samples == 0 {
+        "-".into()
+    } else {
+        duration_ns(us.saturating_mul(1000))
+    }
+}
+
+/// The full report: per-remote table, then RTT histograms of the busiest.
+pub fn report(stats: &TcpStats, limit: usize) -> String {
+    let mut out = String::new();
+    let opened: u64 = stats.remotes.iter().map(|r| r.opened).sum();
+    let closed: u64 = stats.remotes.iter().map(|r| r.closed).sum();
+    let retrans: u64 = stats.remotes.iter().map(|r| r.retransmits).sum();
+    let resets: u64 = stats
+        .remotes
+        .iter()
+        .map(|r| r.resets_sent + r.resets_received)
+        .sum();
+    let _ = writeln!(
+        out,
+        "{opened} connections opened, {closed} closed, {retrans} retransmits, {resets} resets over {}, {} remotes{}{}",
+        duration_ns(stats.elapsed_ns),
+        stats.remotes.len(),
+        if stats.remotes.len() > limit {
+            format!(", top {limit} shown")
+        } else {
+            String::new()
+        },
+        if stats.dropped_events > 0 {
+            format!(", {} lost by the kernel", stats.dropped_events)
+        } else {
+            String::new()
+        }
+    );
+    if stats.remotes.is_empty() {
+        return out;
+    }
+    let mut t = table([
+        "REMOTE", "DIR", "OPENED", "CLOSED", "RETRANS", "RST_TX", "RST_RX", "TX_KB", "RX_KB",
+        "RTT_P50", "RTT_P99",
+    ]);
+    for r in stats.remotes.iter().take(limit) {
+        let samples: u64 = r.rtt_us_log2.iter().sum();
+        t.add_row([
+            remote_name(r),
+            if r.remote_port == 0 && r.local_port != 0 {
+                "in".into()
+            } else {
+                "out".into()
+            },
+            r.opened.to_string(),
+            r.closed.to_string(),
+            r.retransmits.to_string(),
+            r.resets_sent.to_string(),
+            r.resets_received.to_string(),
+            kib(r.bytes_sent).to_string(),
+            kib(r.bytes_received).to_string(),
+            rtt(r.rtt_p50_us, samples),
+            rtt(r.rtt_p99_us, samples),
+        ]);
+    }
+    align_right(&mut t, 2..11);
+    out.push_str(&t.to_string());
+    out.push('\n');
+    let mut busiest: Vec<_> = stats
+        .remotes
+        .iter()
+        .filter(|r| r.rtt_us_log2.iter().any(|&c| c > 0))
+        .collect();
+    busiest.sort_by_key(|r| std::cmp::Reverse(r.rtt_us_log2.iter().sum::<u64>()));
+    for r in busiest.iter().take(HISTOGRAMS) {
+        let _ = write!(
+            out,
+            "\n{} smoothed RTT:\n{}",
+            remote_name(r),
+            log2_histogram(&r.rtt_us_log2, "usecs")
+        );
+    }
+    out
+}
+
+/// One line for a live view that cannot redraw.
+pub fn summary_line(stats: &TcpStats) -> String {
+    let opened: u64 = stats.remotes.iter().map(|r| r.opened).sum();
+    let closed: u64 = stats.remotes.iter().map(|r| r.closed).sum();
+    let retrans: u64 = stats.remotes.iter().map(|r| r.retransmits).sum();
+    let top: Vec<String> = stats
+        .remotes
+        .iter()
+        .take(3)
+        .map(|r| {
+            let samples: u64 = r.rtt_us_log2.iter().sum();
+            format!(
+                "{} x{} rtt p50 {}",
+                remote_name(r),
+                r.opened,
+                rtt(r.rtt_p50_us, samples)
+            )
+        })
+        .collect();
+    format!(
+        "{:>8}  {opened} opened, {closed} closed, {retrans} retransmits  {}",
+        duration_ns(stats.elapsed_ns),
+        if top.is_empty() {
+            "-".into()
+        } else {
+            top.join("; ")
+        }
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stats() -> TcpStats {
+        TcpStats {
+            elapsed_ns: 3_000_000_000,
+            remotes: vec![
+                TcpRemoteStats {
+                    remote_addr: "10.0.0.7".into(),
+                    remote_port: 5432,
+                    local_port: 0,
+                    opened: 12,
+                    closed: 10,
+                    retransmits: 3,
+                    resets_sent: 0,
+                    resets_received: 1,
+                    bytes_sent: 40_960,
+                    bytes_received: 1_048_576,
+                    rtt_us_log2: vec![0, 0, 0, 0, 0, 0, 0, 2, 30, 5],
+                    rtt_p50_us: 511,
+                    rtt_p99_us: 1023,
+                },
+                TcpRemoteStats {
+                    remote_addr: "fd00::2".into(),
+                    remote_port: 0,
+                    local_port: 8080,
+                    opened: 4,
+                    closed: 4,
+                    retransmits: 0,
+                    resets_sent: 2,
+                    resets_received: 0,
+                    bytes_sent: 2048,
+                    bytes_received: 512,
+                    rtt_us_log2: vec![],
+                    rtt_p50_us: 0,
+                    rtt_p99_us: 0,
+                },
+            ],
+            dropped_events: 0,
+        }
+    }
+
+    #[test]
+    fn report_snapshot() {
+        insta::assert_snapshot!(report(&stats(), 20));
+    }
+
+    #[test]
+    fn connection_lines_align_with_the_header() {
+        let c = TcpConnection {
+            pid: 4242,
+            comm: "curl".into(),
+            family: 4,
+            local_addr: "127.0.0.1".into(),
+            local_port: 40_000,
+            remote_addr: "127.0.0.1".into(),
+            remote_port: 8080,
+            bytes_sent: 3 * 1024 + 5,
+            bytes_received: 10 * 1024,
+            duration_ns: 1_500_000,
+            connect_latency_ns: 50_000,
+            active: true,
+            retransmits: 0,
+            resets_sent: 0,
+            resets_received: 0,
+            close_reason: "fin".into(),
+            start_unix_nano: 0,
+            end_unix_nano: 0,
+        };
+        let line = connection_line(&c);
+        assert_eq!(
+            line.find("curl"),
+            CONNECTION_HEADER.find("COMM"),
+            "{line}\n{CONNECTION_HEADER}"
+        );
+        let ms_end = CONNECTION_HEADER.find(" END").unwrap();
+        assert_eq!(&line[ms_end - 4..ms_end], "1.50", "{line}");
+        assert!(line.ends_with(" fin"), "{line}");
+        assert!(line.contains("     3     10"), "{line}");
+    }
+
+    #[test]
+    fn accepted_remotes_fold_ports() {
+        let s = stats();
+        assert_eq!(remote_name(&s.remotes[0]), "10.0.0.7:5432");
+        assert_eq!(remote_name(&s.remotes[1]), "[fd00::2] -> :8080");
+    }
+}
