@@ -5,6 +5,7 @@
 //! the same name here mirrors those layouts as `#[repr(C)]` types with
 //! compile-time size asserts, so drift breaks the build.
 
+pub mod cpu_profile;
 pub mod syscall_stats;
 pub mod tcp_metrics;
 

@@ -12,6 +12,8 @@ use crate::domain::{Kind, KindConfig, Payload, Spec};
 use std::time::Duration;
 
 #[cfg(target_os = "linux")]
+pub mod cpu_profile;
+#[cfg(target_os = "linux")]
 mod filter;
 #[cfg(target_os = "linux")]
 pub mod syscall_stats;
@@ -116,6 +118,7 @@ pub fn builtin() -> Vec<Box<dyn CollectorFactory>> {
     {
         vec![
             Box::new(syscall_stats::SyscallStatsFactory),
+            Box::new(cpu_profile::CpuProfileFactory),
             Box::new(tcp_metrics::TcpMetricsFactory),
         ]
     }

@@ -1,6 +1,8 @@
 //! Output for people (aligned tables, log2 histograms, short durations) and
 //! for machines (`-o json`: one proto3-JSON object per line).
 
+pub mod pprof;
+pub mod profile;
 pub mod syscalls;
 pub mod tcp;
 

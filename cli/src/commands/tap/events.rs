@@ -1,6 +1,6 @@
 //! `coral tap events`
 
-use super::view;
+use super::{export, view};
 use crate::client::CliError;
 use crate::commands::Ctx;
 use crate::render::{self, Output};
@@ -18,12 +18,27 @@ pub struct Args {
     /// Only records after this seq (a cursor from an earlier call).
     #[arg(long, default_value_t = 0)]
     pub after: u64,
+
+    /// Write the cpu-profile result in this format instead of listing records
+    /// (with --follow: once the collector ends).
+    #[arg(long, value_enum)]
+    pub format: Option<export::Format>,
+
+    /// Where --format writes (default: stdout); without --format the format
+    /// follows the extension: .svg, .folded, .pb.gz (pprof), .txt (table).
+    #[arg(long, value_name = "FILE")]
+    pub out: Option<std::path::PathBuf>,
 }
 
 /// Records fetched per GetEvents call.
 const PAGE: u32 = 500;
 
 pub async fn run(mut ctx: Ctx, args: Args) -> anyhow::Result<()> {
+    if args.format.is_some() || args.out.is_some() {
+        let format = export::Format::resolve(args.format, args.out.as_deref());
+        let out = args.out.as_deref();
+        return export::run(&mut ctx.client, &args.id, args.follow, format, out).await;
+    }
     if args.follow {
         let followed =
             view::follow(&mut ctx.client, &args.id, args.after + 1, ctx.output, false).await?;

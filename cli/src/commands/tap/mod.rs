@@ -1,6 +1,7 @@
 //! `coral tap ...`: start, watch and manage collectors.
 
 mod events;
+mod export;
 mod extend;
 mod get;
 mod list;

@@ -1,6 +1,7 @@
 //! `coral tap run`: start, watch live, print the final result.
 
-use super::target::SpecArgs;
+use super::export;
+use super::target::{Kind, SpecArgs};
 use super::view;
 use crate::client::CliError;
 use crate::commands::Ctx;
@@ -11,9 +12,20 @@ use coral_proto::v1::StartCollectorRequest;
 pub struct Args {
     #[command(flatten)]
     pub spec: SpecArgs,
+
+    /// cpu-profile: when it ends, write the result to FILE, a flamegraph SVG
+    /// (or by extension: .folded stacks, .pb.gz pprof, .txt table).
+    #[arg(long, value_name = "FILE")]
+    pub out: Option<std::path::PathBuf>,
 }
 
 pub async fn run(mut ctx: Ctx, args: Args) -> anyhow::Result<()> {
+    if args.out.is_some() && args.spec.kind != Kind::CpuProfile {
+        let kind = clap::ValueEnum::to_possible_value(&args.spec.kind)
+            .map(|v| v.get_name().to_string())
+            .unwrap_or_default();
+        anyhow::bail!("--out writes cpu-profile results, not {kind} ones");
+    }
     let response = ctx
         .client
         .start_collector(StartCollectorRequest {
@@ -41,6 +53,17 @@ pub async fn run(mut ctx: Ctx, args: Args) -> anyhow::Result<()> {
     let followed = view::follow(&mut ctx.client, &info.id, 1, ctx.output, true).await?;
     if ctx.output == Output::Table {
         view::print_result(&followed)?;
+    }
+    if let Some(path) = &args.out {
+        let record = followed
+            .last
+            .as_ref()
+            .ok_or_else(|| anyhow::anyhow!("the collector recorded no result to write"))?;
+        export::write(
+            record,
+            export::Format::resolve(None, Some(path)),
+            Some(path),
+        )?;
     }
     Ok(())
 }

@@ -3,7 +3,7 @@
 
 use crate::client::{CliError, Client};
 use crate::commands::caps::kind_name;
-use crate::render::{self, Output, duration_ns, syscalls, tcp, timestamp};
+use crate::render::{self, Output, duration_ns, profile, syscalls, tcp, timestamp};
 use coral_proto::v1::{
     self as pb, CollectorInfo, CollectorState, Record, StreamEventsRequest, record::Payload,
     stream_events_response::Event,
@@ -117,6 +117,7 @@ pub fn describe(info: &CollectorInfo) -> String {
 pub fn report(record: &Record) -> String {
     match &record.payload {
         Some(Payload::SyscallStats(s)) => syscalls::report(s, TABLE_ROWS),
+        Some(Payload::CpuProfile(p)) => profile::report(p, TABLE_ROWS),
         Some(Payload::TcpStats(s)) => tcp::report(s, TABLE_ROWS),
         Some(Payload::TcpConnection(c)) => tcp::connection_report(c),
         // Kinds without a human renderer yet: show the data as it is.
@@ -128,6 +129,7 @@ pub fn report(record: &Record) -> String {
 fn summary(record: &Record) -> String {
     match &record.payload {
         Some(Payload::SyscallStats(s)) => syscalls::summary_line(s),
+        Some(Payload::CpuProfile(p)) => profile::summary_line(p),
         Some(Payload::TcpStats(s)) => tcp::summary_line(s),
         Some(Payload::TcpConnection(c)) => tcp::connection_line(c),
         Some(_) | None => String::new(),

@@ -1,0 +1,50 @@
+//! Mirror of `src/bpf/cpu_profile.h`.
+
+/// The compiled `cpu_profile.bpf.c`.
+pub static OBJECT: &[u8] = crate::bpf_object!("cpu_profile");
+
+/// `CORAL_PROFILE_STACK_DEPTH`: frames kept per stack.
+pub const STACK_DEPTH: usize = 127;
+
+/// Slots of the `lost` per-CPU array (`CORAL_LOST_*`).
+pub mod lost {
+    /// The counts map was full: the sample was dropped.
+    pub const MAP_FULL: u32 = 0;
+    /// The stack's bucket in the stack map held another stack.
+    pub const STACK_COLLISION: u32 = 1;
+    /// `bpf_get_stackid` failed otherwise.
+    pub const STACK_ERROR: u32 = 2;
+    /// A new-process notice was lost (ring buffer full); not a sample.
+    pub const NOTIFY: u32 = 3;
+    /// Size of the array.
+    pub const SLOTS: u32 = 4;
+}
+
+/// `struct coral_profile_key`: what samples are counted by. A negative stack
+/// id means there is no stack of that kind (kernel thread: no user stack;
+/// sample taken in user mode: no kernel stack).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct ProfileKey {
+    pub tgid: u32,
+    pub user_stack_id: i32,
+    pub kernel_stack_id: i32,
+    pub pad: u32,
+}
+
+/// `struct coral_profile_value`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct ProfileValue {
+    pub count: u64,
+    /// Name of the first thread sampled with this key, NUL-padded.
+    pub comm: [u8; 16],
+}
+
+const _: () = assert!(std::mem::size_of::<ProfileKey>() == 16);
+const _: () = assert!(std::mem::size_of::<ProfileValue>() == 24);
+
+// SAFETY: four 32-bit integers, no padding (asserted above), any bit pattern is valid.
+unsafe impl aya::Pod for ProfileKey {}
+// SAFETY: a u64 and a byte array, no padding (asserted above), any bit pattern is valid.
+unsafe impl aya::Pod for ProfileValue {}

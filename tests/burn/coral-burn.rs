@@ -1,0 +1,150 @@
+//! coral-burn: the cpu-profile workload. Built by `tests/build.rs` with frame
+//! pointers (`-C force-frame-pointers=yes`), optimised, with line tables, so
+//! profiles of it show whole stacks and real function names.
+//!
+//! `coral-burn [--mode cpu|syscall] [--threads N] [--seconds S] [--wait] [--report]`
+//!
+//! Prints `ready <pid>`; with `--wait`, waits for a line on stdin. Then every
+//! thread burns CPU for S seconds (default 10). `cpu`: `hot_alpha` and
+//! `hot_beta`, two distinctly named functions, in a 3:1 ratio of CPU time.
+//! `syscall`: reads /dev/zero in 64 KiB chunks, so most time is spent in the
+//! kernel. Then it prints `burned <cpu seconds>`: the CPU time (user + system,
+//! all threads) the burn took, from /proc/self/stat. With `--wait` it then
+//! waits for stdin to close before exiting; otherwise it exits at once.
+//! `--report` also prints `ops <n> seconds <s> rate <n/s>`, for benchmarks.
+//!
+//! std only, so it builds with a bare `rustc`.
+
+use std::hint::black_box;
+use std::io::{BufRead, Read, Write};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+/// Units of work per round; alpha gets three, beta one.
+const ROUND: u64 = 20_000;
+
+/// xorshift steps (13, 7, 17). `hot_beta` runs the same number of
+/// instructions per step with other shifts: equal cost per step, so the 3:1
+/// ratio of steps is a 3:1 ratio of CPU time, yet distinct code the compiler
+/// cannot merge into one function.
+#[inline(never)]
+fn hot_alpha(n: u64) -> u64 {
+    let mut x = black_box(0x9e37_79b9_7f4a_7c15u64);
+    for _ in 0..n {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x = black_box(x);
+    }
+    x
+}
+
+/// xorshift steps (12, 25, 27).
+#[inline(never)]
+fn hot_beta(n: u64) -> u64 {
+    let mut x = black_box(0x2545_f491_4f6c_dd1du64);
+    for _ in 0..n {
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        x = black_box(x);
+    }
+    x
+}
+
+#[inline(never)]
+fn burn_cpu(stop: &AtomicBool, ops: &AtomicU64) {
+    while !stop.load(Ordering::Relaxed) {
+        black_box(hot_alpha(3 * ROUND));
+        black_box(hot_beta(ROUND));
+        ops.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+#[inline(never)]
+fn burn_syscalls(stop: &AtomicBool, ops: &AtomicU64) {
+    let mut zero = std::fs::File::open("/dev/zero").expect("opening /dev/zero");
+    let mut buf = vec![0u8; 64 * 1024];
+    while !stop.load(Ordering::Relaxed) {
+        zero.read_exact(&mut buf).expect("reading /dev/zero");
+        black_box(&buf);
+        ops.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// utime + stime of this process (all threads), in seconds. /proc counts
+/// in USER_HZ ticks, 100 per second on Linux.
+fn cpu_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").expect("reading /proc/self/stat");
+    // Fields after the parenthesised comm, which may hold spaces.
+    let rest = &stat[stat.rfind(')').expect("stat format") + 2..];
+    let fields: Vec<&str> = rest.split(' ').collect();
+    // utime and stime are fields 14 and 15 of stat(5): 12 and 13 here.
+    let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
+    ticks as f64 / 100.0
+}
+
+fn arg(args: &[String], name: &str) -> Option<String> {
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1).cloned())
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let mode = arg(&args, "--mode").unwrap_or_else(|| "cpu".into());
+    let threads: usize = arg(&args, "--threads").map_or(1, |v| v.parse().expect("--threads N"));
+    let seconds: f64 = arg(&args, "--seconds").map_or(10.0, |v| v.parse().expect("--seconds S"));
+    let report = args.iter().any(|a| a == "--report");
+    let wait = args.iter().any(|a| a == "--wait");
+    let burn: fn(&AtomicBool, &AtomicU64) = match mode.as_str() {
+        "cpu" => burn_cpu,
+        "syscall" => burn_syscalls,
+        other => panic!("unknown --mode {other}"),
+    };
+
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "ready {}", std::process::id()).unwrap();
+    out.flush().unwrap();
+    let stdin = std::io::stdin();
+    let mut line = String::new();
+    if wait {
+        stdin.lock().read_line(&mut line).unwrap();
+    }
+
+    let cpu_before = cpu_seconds();
+    let stop = Arc::new(AtomicBool::new(false));
+    let ops = Arc::new(AtomicU64::new(0));
+    let start = Instant::now();
+    // The main thread burns too: `--threads 1` is a single-threaded process.
+    let workers: Vec<_> = (1..threads)
+        .map(|_| {
+            let (stop, ops) = (stop.clone(), ops.clone());
+            std::thread::spawn(move || burn(&stop, &ops))
+        })
+        .collect();
+    let timer = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_secs_f64(seconds));
+            stop.store(true, Ordering::Relaxed);
+        })
+    };
+    burn(&stop, &ops);
+    for w in workers {
+        w.join().unwrap();
+    }
+    timer.join().unwrap();
+    writeln!(out, "burned {:.2}", cpu_seconds() - cpu_before).unwrap();
+    if report {
+        let secs = start.elapsed().as_secs_f64();
+        let n = ops.load(Ordering::Relaxed);
+        writeln!(out, "ops {n} seconds {secs:.3} rate {:.1}", n as f64 / secs).unwrap();
+    }
+    out.flush().unwrap();
+    if wait {
+        // Until stdin closes: the test decides when the process goes.
+        while stdin.lock().read_line(&mut line).is_ok_and(|n| n > 0) {}
+    }
+}
