@@ -1,0 +1,525 @@
+//! http-latency: one event per HTTP/1.x request and aggregates per
+//! (method, route, status), for servers in any language.
+//!
+//! Kernel side: `src/bpf/http_latency.bpf.c` on the `syscalls` tracepoints of
+//! the read and write families, accept4, connect and close (tracepoints only:
+//! no kprobes, no uprobes into TLS libraries). It needs tracefs (the agent
+//! mounts it), a ring buffer, and CAP_BPF + CAP_PERFMON. Every request is sent
+//! to the agent, which parses method, path and status from the raw bytes,
+//! normalises routes and keeps exact-enough quantiles (HDR histograms, 1%).
+
+use super::filter::FilterGlobals;
+use super::{Collector, CollectorError, CollectorFactory, StartContext, error_chain};
+use crate::capabilities::HostCapabilities;
+use crate::config::Limits;
+use crate::domain::{Kind, KindConfig, Payload};
+use aya::maps::{MapData, PerCpuArray, RingBuf};
+use aya::programs::TracePoint;
+use aya::programs::trace_point::TracePointLink;
+use aya::{Ebpf, EbpfLoader};
+use coral_ebpf_programs::http_latency::{HttpEvent, OBJECT};
+use coral_proto::v1::{HttpLatencyConfig, HttpRequest, HttpRouteStats, HttpStats};
+use hdrhistogram::Histogram;
+use std::collections::HashMap;
+use std::time::Duration;
+
+pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(1);
+pub const MIN_INTERVAL: Duration = Duration::from_millis(100);
+pub const DEFAULT_MAX_ROUTES: u32 = 256;
+pub const MAX_MAX_ROUTES: u32 = 10_000;
+/// How often the ring buffer is drained.
+const DRAIN_EVERY: Duration = Duration::from_millis(100);
+/// The route requests beyond `max_routes` are counted under.
+pub const OVERFLOW_ROUTE: &str = "{overflow}";
+const LOG2_BUCKETS: usize = 40;
+
+/// (program, tracepoint) pairs; `connect` only matters with client_side.
+const PROGRAMS: [(&str, &str); 14] = [
+    ("coral_enter_read", "sys_enter_read"),
+    ("coral_enter_recvfrom", "sys_enter_recvfrom"),
+    ("coral_enter_readv", "sys_enter_readv"),
+    ("coral_enter_recvmsg", "sys_enter_recvmsg"),
+    ("coral_exit_read", "sys_exit_read"),
+    ("coral_exit_recvfrom", "sys_exit_recvfrom"),
+    ("coral_exit_readv", "sys_exit_readv"),
+    ("coral_exit_recvmsg", "sys_exit_recvmsg"),
+    ("coral_enter_write", "sys_enter_write"),
+    ("coral_enter_sendto", "sys_enter_sendto"),
+    ("coral_enter_writev", "sys_enter_writev"),
+    ("coral_enter_sendmsg", "sys_enter_sendmsg"),
+    ("coral_exit_accept4", "sys_exit_accept4"),
+    ("coral_enter_close", "sys_enter_close"),
+];
+const CONNECT: (&str, &str) = ("coral_enter_connect", "sys_enter_connect");
+
+pub struct HttpLatencyFactory;
+
+fn config(spec_config: Option<&KindConfig>) -> HttpLatencyConfig {
+    match spec_config {
+        Some(KindConfig::HttpLatency(c)) => *c,
+        _ => HttpLatencyConfig::default(),
+    }
+}
+
+impl CollectorFactory for HttpLatencyFactory {
+    fn kind(&self) -> Kind {
+        Kind::HttpLatency
+    }
+
+    fn hooks(&self) -> &'static [&'static str] {
+        &[
+            "tracepoint/syscalls/sys_{enter,exit}_{read,readv,recvfrom,recvmsg}",
+            "tracepoint/syscalls/sys_enter_{write,writev,sendto,sendmsg}",
+            "tracepoint/syscalls/sys_exit_accept4",
+            "tracepoint/syscalls/sys_enter_{connect,close}",
+        ]
+    }
+
+    fn availability(&self, caps: &HostCapabilities) -> Result<(), String> {
+        caps.require_bpf()?;
+        let tracefs = caps
+            .tracefs_path
+            .as_ref()
+            .ok_or("tracefs is not mounted and the agent could not mount it")?;
+        if !caps.ringbuf {
+            return Err("BPF ring buffers are not supported (kernel 5.8+ needed)".into());
+        }
+        for (_, tp) in PROGRAMS.iter().chain([&CONNECT]) {
+            if !tracefs.join("events/syscalls").join(tp).exists() {
+                return Err(format!(
+                    "tracepoint syscalls:{tp} is missing (kernel built without CONFIG_FTRACE_SYSCALLS?)"
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    fn validate(&self, spec_config: Option<&KindConfig>, _: &Limits) -> Result<(), String> {
+        let c = config(spec_config);
+        if c.interval_ns != 0 && Duration::from_nanos(c.interval_ns) < MIN_INTERVAL {
+            return Err(format!(
+                "interval must be at least {}ms",
+                MIN_INTERVAL.as_millis()
+            ));
+        }
+        if c.max_routes > MAX_MAX_ROUTES {
+            return Err(format!("max_routes must be at most {MAX_MAX_ROUTES}"));
+        }
+        Ok(())
+    }
+
+    fn start(&self, ctx: &StartContext) -> Result<Box<dyn Collector>, CollectorError> {
+        let config = config(ctx.spec.config.as_ref());
+        let globals = FilterGlobals::resolve(ctx)?;
+        let client_side = u8::from(config.client_side);
+
+        let mut loader = EbpfLoader::new();
+        globals.apply(&mut loader);
+        loader.override_global("client_side", &client_side, true);
+        let mut bpf = loader
+            .load(OBJECT)
+            .map_err(|e| CollectorError::Load(error_chain(&e)))?;
+
+        let mut links = Vec::new();
+        let mut program_ids = Vec::new();
+        let wanted = PROGRAMS
+            .iter()
+            .chain(config.client_side.then_some(&CONNECT));
+        for &(name, tp) in wanted {
+            let attach_err = |reason: String| CollectorError::Attach {
+                program: name,
+                hook: tp,
+                reason,
+            };
+            let program: &mut TracePoint = bpf
+                .program_mut(name)
+                .ok_or_else(|| attach_err("program missing from object".into()))?
+                .try_into()
+                .map_err(|e| attach_err(error_chain(&e)))?;
+            program.load().map_err(|e| attach_err(error_chain(&e)))?;
+            if let Ok(info) = program.info() {
+                program_ids.push(info.id());
+            }
+            let id = program
+                .attach("syscalls", tp)
+                .map_err(|e| attach_err(error_chain(&e)))?;
+            links.push(
+                program
+                    .take_link(id)
+                    .map_err(|e| attach_err(error_chain(&e)))?,
+            );
+        }
+
+        let events = RingBuf::try_from(bpf.take_map("events").ok_or(CollectorError::Read {
+            map: "events",
+            reason: "missing from object".into(),
+        })?)
+        .map_err(|e| CollectorError::Read {
+            map: "events",
+            reason: error_chain(&e),
+        })?;
+        let drops = PerCpuArray::try_from(bpf.take_map("drops").ok_or(CollectorError::Read {
+            map: "drops",
+            reason: "missing from object".into(),
+        })?)
+        .map_err(|e| CollectorError::Read {
+            map: "drops",
+            reason: error_chain(&e),
+        })?;
+
+        Ok(Box::new(HttpLatencyCollector {
+            events,
+            drops,
+            links,
+            program_ids,
+            interval: match config.interval_ns {
+                0 => DEFAULT_INTERVAL,
+                ns => Duration::from_nanos(ns),
+            },
+            next_stats: Duration::ZERO,
+            routes: Routes::new(match config.max_routes {
+                0 => DEFAULT_MAX_ROUTES,
+                n => n,
+            }),
+            clock: MonotonicToWall::now(),
+            _bpf: bpf,
+        }))
+    }
+}
+
+/// Converts `bpf_ktime_get_ns` (CLOCK_MONOTONIC) to Unix time.
+#[derive(Clone, Copy, Debug)]
+struct MonotonicToWall {
+    offset_ns: i128,
+}
+
+impl MonotonicToWall {
+    fn now() -> Self {
+        let mono = nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC)
+            .map(|t| t.tv_sec() as i128 * 1_000_000_000 + t.tv_nsec() as i128)
+            .unwrap_or(0);
+        let wall = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as i128);
+        Self {
+            offset_ns: wall - mono,
+        }
+    }
+
+    fn wall(&self, mono_ns: u64) -> u64 {
+        (mono_ns as i128 + self.offset_ns).max(0) as u64
+    }
+}
+
+/// Method and raw path of a request line's prefix.
+pub fn parse_request(raw: &[u8]) -> Option<(String, String)> {
+    let raw = raw.split(|&b| b == 0).next().unwrap_or(raw);
+    let mut parts = raw.splitn(3, |&b| b == b' ');
+    let method = std::str::from_utf8(parts.next()?).ok()?;
+    let path = parts.next()?;
+    // A path cut by the kernel's bounded copy keeps what it has.
+    let path = path
+        .split(|&b| b == b'\r' || b == b'\n')
+        .next()
+        .unwrap_or(path);
+    Some((
+        method.to_string(),
+        String::from_utf8_lossy(path).into_owned(),
+    ))
+}
+
+/// The status code of a response's status line (`HTTP/1.1 200 OK`).
+pub fn parse_status(raw: &[u8]) -> Option<u32> {
+    let digits = raw.get(9..12)?;
+    if !raw.starts_with(b"HTTP/1.") || !digits.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    std::str::from_utf8(digits).ok()?.parse().ok()
+}
+
+fn is_id_segment(seg: &str) -> bool {
+    let hex = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_hexdigit());
+    let uuid = {
+        let parts: Vec<&str> = seg.split('-').collect();
+        parts.len() == 5
+            && parts.iter().map(|p| p.len()).eq([8, 4, 4, 4, 12])
+            && parts.iter().all(|p| hex(p))
+    };
+    (!seg.is_empty() && seg.bytes().all(|b| b.is_ascii_digit()))
+        || uuid
+        || (seg.len() >= 16 && hex(seg))
+}
+
+/// Bounds cardinality: query and fragment dropped, numeric, UUID and long
+/// hex segments become `{id}`.
+pub fn normalize_route(path: &str) -> String {
+    let path = path.split(['?', '#']).next().unwrap_or("");
+    if path.is_empty() {
+        return "/".into();
+    }
+    path.split('/')
+        .map(|seg| if is_id_segment(seg) { "{id}" } else { seg })
+        .collect::<Vec<_>>()
+        .join("/")
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+struct RouteKey {
+    method: String,
+    route: String,
+    status: u32,
+    client: bool,
+}
+
+struct RouteAgg {
+    count: u64,
+    total_ns: u64,
+    hist: Histogram<u64>,
+    log2: [u64; LOG2_BUCKETS],
+}
+
+impl RouteAgg {
+    fn new() -> Self {
+        Self {
+            count: 0,
+            total_ns: 0,
+            // Two significant digits: quantiles within 1%, a few KiB per route.
+            hist: Histogram::new(2).expect("valid sigfig"),
+            log2: [0; LOG2_BUCKETS],
+        }
+    }
+
+    fn record(&mut self, latency_ns: u64) {
+        self.count += 1;
+        self.total_ns += latency_ns;
+        // Auto-resizing histogram: recording cannot fail for u64 values.
+        let _ = self.hist.record(latency_ns.max(1));
+        let slot = (63 - latency_ns.max(1).leading_zeros()) as usize;
+        self.log2[slot.min(LOG2_BUCKETS - 1)] += 1;
+    }
+}
+
+/// Aggregates per (method, route, status, side), at most `max` groups.
+struct Routes {
+    max: u32,
+    groups: HashMap<RouteKey, RouteAgg>,
+}
+
+impl Routes {
+    fn new(max: u32) -> Self {
+        Self {
+            max,
+            groups: HashMap::new(),
+        }
+    }
+
+    fn record(&mut self, mut key: RouteKey, latency_ns: u64) {
+        if !self.groups.contains_key(&key) && self.groups.len() as u32 >= self.max {
+            key.route = OVERFLOW_ROUTE.to_string();
+        }
+        self.groups
+            .entry(key)
+            .or_insert_with(RouteAgg::new)
+            .record(latency_ns);
+    }
+
+    fn stats(&self) -> Vec<HttpRouteStats> {
+        let mut out: Vec<_> = self
+            .groups
+            .iter()
+            .map(|(k, a)| {
+                let used = a.log2.iter().rposition(|&b| b != 0).map_or(0, |i| i + 1);
+                HttpRouteStats {
+                    method: k.method.clone(),
+                    route: k.route.clone(),
+                    status: k.status,
+                    count: a.count,
+                    error_rate: if k.status >= 500 { 1.0 } else { 0.0 },
+                    total_ns: a.total_ns,
+                    p50_ns: a.hist.value_at_quantile(0.50),
+                    p90_ns: a.hist.value_at_quantile(0.90),
+                    p99_ns: a.hist.value_at_quantile(0.99),
+                    latency_log2: a.log2[..used].to_vec(),
+                    client: k.client,
+                }
+            })
+            .collect();
+        out.sort_by(|a, b| {
+            b.count
+                .cmp(&a.count)
+                .then_with(|| (&a.method, &a.route, a.status).cmp(&(&b.method, &b.route, b.status)))
+        });
+        out
+    }
+}
+
+struct HttpLatencyCollector {
+    events: RingBuf<MapData>,
+    drops: PerCpuArray<MapData, u64>,
+    /// Dropping a link detaches it.
+    links: Vec<TracePointLink>,
+    program_ids: Vec<u32>,
+    interval: Duration,
+    next_stats: Duration,
+    routes: Routes,
+    clock: MonotonicToWall,
+    /// Owns the programs; dropped last, which unloads them.
+    _bpf: Ebpf,
+}
+
+impl HttpLatencyCollector {
+    fn request(&mut self, e: &HttpEvent) -> Option<HttpRequest> {
+        let (method, path) = parse_request(&e.req)?;
+        let status = parse_status(&e.resp)?;
+        let latency_ns = e.end_ns.saturating_sub(e.start_ns);
+        let route = normalize_route(&path);
+        let client = e.client != 0;
+        self.routes.record(
+            RouteKey {
+                method: method.clone(),
+                route: route.clone(),
+                status,
+                client,
+            },
+            latency_ns,
+        );
+        let comm = e.comm.split(|&b| b == 0).next().unwrap_or(&[]);
+        Some(HttpRequest {
+            start_unix_nano: self.clock.wall(e.start_ns),
+            pid: e.tgid,
+            comm: String::from_utf8_lossy(comm).into_owned(),
+            method,
+            path,
+            route,
+            status,
+            latency_ns,
+            client,
+        })
+    }
+}
+
+impl Collector for HttpLatencyCollector {
+    fn program_ids(&self) -> Vec<u32> {
+        self.program_ids.clone()
+    }
+
+    fn tick_interval(&self) -> Duration {
+        DRAIN_EVERY
+    }
+
+    fn collect(
+        &mut self,
+        elapsed: Duration,
+        last: bool,
+        out: &mut Vec<Payload>,
+    ) -> Result<(), CollectorError> {
+        loop {
+            let event = match self.events.next() {
+                Some(item) => HttpEvent::from_bytes(&item),
+                None => break,
+            };
+            if let Some(request) = event.and_then(|e| self.request(&e)) {
+                out.push(Payload::HttpRequest(request));
+            }
+        }
+        if last || elapsed >= self.next_stats {
+            self.next_stats = elapsed + self.interval;
+            let dropped_events = self
+                .drops
+                .get(&0, 0)
+                .map_err(|e| CollectorError::Read {
+                    map: "drops",
+                    reason: error_chain(&e),
+                })?
+                .iter()
+                .sum();
+            out.push(Payload::HttpStats(HttpStats {
+                elapsed_ns: elapsed.as_nanos() as u64,
+                routes: self.routes.stats(),
+                dropped_events,
+            }));
+        }
+        Ok(())
+    }
+
+    fn detach(&mut self) {
+        self.links.clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_lines_parse() {
+        let mut raw = [0u8; 128];
+        let line = b"GET /users/42?x=1 HTTP/1.1\r\nHost: a\r\n";
+        raw[..line.len()].copy_from_slice(line);
+        assert_eq!(
+            parse_request(&raw),
+            Some(("GET".into(), "/users/42?x=1".into()))
+        );
+        // Cut by the kernel's bounded copy: keep what is there.
+        assert_eq!(
+            parse_request(b"POST /very/long"),
+            Some(("POST".into(), "/very/long".into()))
+        );
+        assert_eq!(parse_request(b"GARBAGE"), None);
+    }
+
+    #[test]
+    fn status_lines_parse() {
+        assert_eq!(parse_status(b"HTTP/1.1 200 OK\r\n"), Some(200));
+        assert_eq!(parse_status(b"HTTP/1.0 503 Serv"), Some(503));
+        assert_eq!(parse_status(b"HTTP/1.1 2x0 OK"), None);
+        assert_eq!(parse_status(b"SSH-2.0-OpenSSH"), None);
+    }
+
+    #[test]
+    fn routes_are_normalised() {
+        assert_eq!(
+            normalize_route("/users/42/orders?page=2"),
+            "/users/{id}/orders"
+        );
+        assert_eq!(
+            normalize_route("/o/3b241101-e2bb-4255-8caf-4136c566a962"),
+            "/o/{id}"
+        );
+        assert_eq!(normalize_route("/blob/deadbeefdeadbeef01"), "/blob/{id}");
+        assert_eq!(normalize_route("/v1/items"), "/v1/items");
+        assert_eq!(normalize_route("/"), "/");
+        assert_eq!(normalize_route("?q"), "/");
+    }
+
+    #[test]
+    fn route_cap_overflows_into_one_group() {
+        let mut routes = Routes::new(2);
+        for (i, route) in ["/a", "/b", "/c", "/d"].iter().enumerate() {
+            routes.record(
+                RouteKey {
+                    method: "GET".into(),
+                    route: route.to_string(),
+                    status: 200,
+                    client: false,
+                },
+                1000 * (i as u64 + 1),
+            );
+        }
+        let stats = routes.stats();
+        assert_eq!(stats.len(), 3);
+        let overflow = stats.iter().find(|s| s.route == OVERFLOW_ROUTE).unwrap();
+        assert_eq!(overflow.count, 2);
+    }
+
+    #[test]
+    fn quantiles_are_within_one_percent() {
+        let mut agg = RouteAgg::new();
+        for ms in 50..=59 {
+            agg.record(ms * 1_000_000);
+        }
+        let p50 = agg.hist.value_at_quantile(0.5) as f64 / 1e6;
+        assert!((54.0..=55.6).contains(&p50), "{p50}");
+        assert_eq!(agg.count, 10);
+    }
+}
