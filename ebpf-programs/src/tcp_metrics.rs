@@ -16,11 +16,11 @@ pub const FLAG_ESTABLISHED: u8 = 1 << 1;
 pub const FLAG_OWNED: u8 = 1 << 2;
 
 /// `CORAL_SOCK_TARGET`.
-pub const SOCK_TARGET: u8 = 1 << 0;
+pub const SOCK_TARGET: u64 = 1 << 0;
 /// `CORAL_SOCK_TUPLE_MATCH`.
-pub const SOCK_TUPLE_MATCH: u8 = 1 << 2;
+pub const SOCK_TUPLE_MATCH: u64 = 1 << 2;
 /// `CORAL_SOCK_CLOSED`.
-pub const SOCK_CLOSED: u8 = 1 << 3;
+pub const SOCK_CLOSED: u64 = 1 << 3;
 
 /// `drops[]` slots: ring buffer full, socks map full, remotes map full.
 pub const DROP_SLOTS: u32 = 3;
@@ -84,6 +84,7 @@ pub struct Remote {
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Reported {
+    pub busy: u64,
     pub retransmits: u32,
     pub resets_sent: u32,
     pub resets_received: u32,
@@ -99,16 +100,16 @@ pub struct Sock {
     pub ev: TcpEvent,
     pub key: RemoteKey,
     pub reported: Reported,
+    pub state: u64,
     pub probes: u32,
-    pub state: u8,
-    pub pad: [u8; 3],
+    pub pad: u32,
 }
 
 const _: () = assert!(std::mem::size_of::<TcpEvent>() == 120);
 const _: () = assert!(std::mem::size_of::<RemoteKey>() == 24);
 const _: () = assert!(std::mem::size_of::<Remote>() == 8 * (7 + RTT_BUCKETS));
-const _: () = assert!(std::mem::size_of::<Reported>() == 16);
-const _: () = assert!(std::mem::size_of::<Sock>() == 168);
+const _: () = assert!(std::mem::size_of::<Reported>() == 24);
+const _: () = assert!(std::mem::size_of::<Sock>() == 184);
 
 // SAFETY: repr(C), fields laid out without implicit padding (explicit pad
 // fields, sizes asserted above); every bit pattern is a valid value.

@@ -11,9 +11,9 @@
 //!   must be mounted; the agent mounts it): an accepted connection belongs to
 //!   the process that accepts it, since its handshake ran in softirq context.
 //!
-//! Needs CAP_BPF + CAP_PERFMON (or CAP_SYS_ADMIN), BTF (CO-RE) and BPF ring
-//! buffers (5.8+). Only connections opened while the collector runs are
-//! tracked.
+//! Needs CAP_BPF + CAP_PERFMON (or CAP_SYS_ADMIN), BTF (CO-RE), BPF ring
+//! buffers (5.8+) and BPF atomic fetch / compare-and-exchange (5.12+). Only
+//! connections opened while the collector runs are tracked.
 //!
 //! User space drains the ring buffer every [`TICK`] and reads the per-CPU
 //! aggregates every interval; the final collect also reports connections that

@@ -13,7 +13,7 @@ const HISTOGRAMS: usize = 3;
 /// connection ended).
 pub const CONNECTION_HEADER: &str = "PID     COMM            LADDR           LPORT RADDR           RPORT  TX_KB  RX_KB       MS END";
 
-/// Whole KiB, as tcplife shows them (exact bytes are in `-o json`).
+/// Whole KiB for the aggregate table (exact bytes are in `-o json`).
 fn kib(bytes: u64) -> u64 {
     bytes / 1024
 }
@@ -31,15 +31,15 @@ pub fn connection_line(c: &TcpConnection) -> String {
         c.comm.clone()
     };
     format!(
-        "{:<7} {:<15} {:<15} {:<5} {:<15} {:<5} {:>6} {:>6} {:>8.2} {}",
+        "{:<7} {:<15} {:<15} {:<5} {:<15} {:<5} {:>6.2} {:>6.2} {:>8.2} {}",
         c.pid,
         comm,
         c.local_addr,
         c.local_port,
         c.remote_addr,
         c.remote_port,
-        kib(c.bytes_sent),
-        kib(c.bytes_received),
+        c.bytes_sent as f64 / 1024.0,
+        c.bytes_received as f64 / 1024.0,
         c.duration_ns as f64 / 1e6,
         end
     )
@@ -256,7 +256,7 @@ mod tests {
         let ms_end = CONNECTION_HEADER.find(" END").unwrap();
         assert_eq!(&line[ms_end - 4..ms_end], "1.50", "{line}");
         assert!(line.ends_with(" fin"), "{line}");
-        assert!(line.contains("     3     10"), "{line}");
+        assert!(line.contains("  3.00  10.00"), "{line}");
     }
 
     #[test]

@@ -81,7 +81,13 @@ static __always_inline void count_drop(__u32 slot)
 	__u64 *d = bpf_map_lookup_elem(&drops, &slot);
 
 	if (d)
-		(*d)++;
+		__sync_fetch_and_add(d, 1);
+}
+
+/* Atomic: see coral_tcp_sock.state. */
+static __always_inline void set_state(struct coral_tcp_sock *s, __u64 flags)
+{
+	__sync_fetch_and_or(&s->state, flags);
 }
 
 /* True when pids, cgroup or comm narrow the target: owners must be known. */
@@ -179,9 +185,10 @@ static __always_inline int ensure_tuple(struct sock *sk, struct coral_tcp_sock *
 		s->key.rport = ev->rport;
 	else
 		s->key.lport = ev->lport;
-	s->state |= CORAL_SOCK_TUPLE;
 	if (tuple_matches(ev->family, ev->raddr, ev->lport, ev->rport))
-		s->state |= CORAL_SOCK_TUPLE_MATCH;
+		set_state(s, CORAL_SOCK_TUPLE | CORAL_SOCK_TUPLE_MATCH);
+	else
+		set_state(s, CORAL_SOCK_TUPLE);
 	return !!(s->state & CORAL_SOCK_TUPLE_MATCH);
 }
 
@@ -208,6 +215,14 @@ static __always_inline struct coral_tcp_remote *remote_get(const struct coral_tc
  * Adds to the remote's aggregates what this connection has not added yet.
  * Counts made before the connection could be attributed (an accepted socket
  * before accept()) are added when it is; RTT samples are not kept for that.
+ *
+ * Softirq hooks of one socket are serialised by the socket lock, but
+ * accept() runs without it: it may race with softirq on another CPU, or be
+ * interrupted by softirq on its own. So one updater at a time (a try-lock);
+ * a loser just returns, and what it saw is added by the next sync (every
+ * hook syncs, tcp_destroy_sock last). Adds are atomic because per-CPU values
+ * of a remote shared by several connections can be updated from nested
+ * contexts on one CPU.
  */
 static __always_inline void sync_remote(struct coral_tcp_sock *s)
 {
@@ -220,28 +235,33 @@ static __always_inline void sync_remote(struct coral_tcp_sock *s)
 	r = remote_get(&s->key);
 	if (!r)
 		return;
+	if (__sync_val_compare_and_swap(&rep->busy, 0, 1) != 0)
+		return;
 	if ((ev->flags & CORAL_TCP_ESTABLISHED) && !rep->opened) {
-		r->opened++;
+		__sync_fetch_and_add(&r->opened, 1);
 		rep->opened = 1;
 	}
 	if ((s->state & CORAL_SOCK_CLOSED) && rep->opened && !rep->closed) {
-		r->closed++;
-		r->bytes_sent += ev->bytes_sent;
-		r->bytes_received += ev->bytes_received;
+		__sync_fetch_and_add(&r->closed, 1);
+		__sync_fetch_and_add(&r->bytes_sent, ev->bytes_sent);
+		__sync_fetch_and_add(&r->bytes_received, ev->bytes_received);
 		rep->closed = 1;
 	}
 	if (ev->retransmits > rep->retransmits) {
-		r->retransmits += ev->retransmits - rep->retransmits;
+		__sync_fetch_and_add(&r->retransmits, ev->retransmits - rep->retransmits);
 		rep->retransmits = ev->retransmits;
 	}
 	if (ev->resets_sent > rep->resets_sent) {
-		r->resets_sent += ev->resets_sent - rep->resets_sent;
+		__sync_fetch_and_add(&r->resets_sent, ev->resets_sent - rep->resets_sent);
 		rep->resets_sent = ev->resets_sent;
 	}
 	if (ev->resets_received > rep->resets_received) {
-		r->resets_received += ev->resets_received - rep->resets_received;
+		__sync_fetch_and_add(&r->resets_received,
+				     ev->resets_received - rep->resets_received);
 		rep->resets_received = ev->resets_received;
 	}
+	/* xchg: a full barrier, so the updates above are visible first. */
+	__sync_lock_test_and_set(&rep->busy, 0);
 }
 
 static __always_inline struct coral_tcp_sock *sock_get(const void *sk)
@@ -330,7 +350,7 @@ static __always_inline void on_fin_sent(struct sock *sk)
 	struct coral_tcp_sock *s = sock_get(sk);
 
 	if (s)
-		s->state |= CORAL_SOCK_FIN_SENT;
+		set_state(s, CORAL_SOCK_FIN_SENT);
 }
 
 /*
@@ -374,7 +394,7 @@ static __always_inline void on_close(struct sock *sk, int oldstate)
 	s->ev.bytes_received = received;
 	s->ev.retransmits = BPF_CORE_READ(tp, total_retrans);
 	s->ev.sk_err = BPF_CORE_READ(sk, sk_err);
-	s->state |= CORAL_SOCK_CLOSED;
+	set_state(s, CORAL_SOCK_CLOSED);
 	sync_remote(s);
 }
 
@@ -417,6 +437,8 @@ int coral_tcp_destroy(__u64 *ctx)
 
 	if (!s)
 		return 0;
+	/* Whatever an earlier sync had to leave for later. */
+	sync_remote(s);
 	emit(s);
 	sock_del(sk);
 	return 0;
@@ -444,7 +466,7 @@ int coral_tcp_rtt(__u64 *ctx)
 	slot = coral_log2(srtt_us);
 	if (slot >= CORAL_TCP_RTT_BUCKETS)
 		slot = CORAL_TCP_RTT_BUCKETS - 1;
-	r->rtt_log2[slot]++;
+	__sync_fetch_and_add(&r->rtt_log2[slot], 1);
 	return 0;
 }
 
@@ -505,7 +527,7 @@ static __always_inline void sockless_reset(struct sk_buff *skb)
 		return;
 	r = remote_get(&key);
 	if (r)
-		r->resets_sent++;
+		__sync_fetch_and_add(&r->resets_sent, 1);
 }
 
 SEC("raw_tp/tcp_send_reset")
@@ -585,7 +607,7 @@ static __always_inline void on_accept(long ret)
 	s->ev.pid = tgid;
 	bpf_get_current_comm(s->ev.comm, sizeof(s->ev.comm));
 	s->ev.flags |= CORAL_TCP_OWNED;
-	s->state |= CORAL_SOCK_TARGET;
+	set_state(s, CORAL_SOCK_TARGET);
 	/* Closed before accept(): the tuple is in the event already. */
 	if (!(s->state & CORAL_SOCK_CLOSED))
 		ensure_tuple(sk, s);

@@ -74,6 +74,7 @@ struct coral_tcp_remote {
  * socket before accept()) are added once, when it is.
  */
 struct coral_tcp_reported {
+	__u64 busy; /* try-lock of the update (see sync_remote) */
 	__u32 retransmits;
 	__u32 resets_sent;
 	__u32 resets_received;
@@ -87,9 +88,13 @@ struct coral_tcp_sock {
 	struct coral_tcp_event ev;
 	struct coral_tcp_remote_key key;
 	struct coral_tcp_reported reported;
-	__u32 probes;   /* tcp_probe hits, for 1-in-N RTT sampling */
-	__u8 state;     /* CORAL_SOCK_* */
-	__u8 pad[3];
+	/*
+	 * CORAL_SOCK_*, set with atomic ORs: accept() runs without the socket
+	 * lock, so it can race with softirq updates of the same socket.
+	 */
+	__u64 state;
+	__u32 probes; /* tcp_probe hits, for 1-in-N RTT sampling */
+	__u32 pad;
 };
 
 /* coral_tcp_sock.state */
