@@ -36,28 +36,49 @@ pub enum Error {
         id: String,
         reason: String,
     },
+    /// No valid credentials: a missing or wrong bearer token, or no client
+    /// certificate where mutual TLS is required.
+    #[error("{0}")]
+    Unauthenticated(String),
+    /// Valid credentials that do not allow this call (a read-only token
+    /// asking to start, stop or extend).
+    #[error("{0}")]
+    PermissionDenied(String),
+    /// The agent's limit on concurrent `StreamEvents` clients is reached.
+    #[error("too many open streams: the limit is {max} (close one and retry)")]
+    TooManyStreams { max: usize },
 }
 
 fn fmt_dur(d: Duration) -> String {
     humantime::format_duration(d).to_string()
 }
 
-/// The only mapping from errors to gRPC codes. Exhaustive on purpose: a new
-/// variant does not compile until someone decides its code.
-impl From<Error> for Status {
-    fn from(err: Error) -> Self {
-        let code = match &err {
+impl Error {
+    /// The only mapping from errors to gRPC codes. Exhaustive on purpose: a
+    /// new variant does not compile until someone decides its code.
+    pub fn code(&self) -> Code {
+        match self {
             Error::InvalidArgument(_) | Error::ZeroDuration | Error::DurationTooLong { .. } => {
                 Code::InvalidArgument
             }
-            Error::TooManyCollectors { .. } => Code::ResourceExhausted,
+            Error::TooManyCollectors { .. } | Error::TooManyStreams { .. } => {
+                Code::ResourceExhausted
+            }
             Error::NotFound(_) => Code::NotFound,
             // A start that the kernel refused: almost always something the
             // node lacks (privilege, hook, map type), which the message names.
             Error::NotRunning { .. }
             | Error::Unavailable { .. }
             | Error::CollectorFailed { .. } => Code::FailedPrecondition,
-        };
+            Error::Unauthenticated(_) => Code::Unauthenticated,
+            Error::PermissionDenied(_) => Code::PermissionDenied,
+        }
+    }
+}
+
+impl From<Error> for Status {
+    fn from(err: Error) -> Self {
+        let code = err.code();
         tracing::debug!(error = %err, ?code, "request refused");
         Status::new(code, err.to_string())
     }

@@ -15,6 +15,7 @@ pub mod domain;
 pub mod error;
 pub mod manager;
 pub mod server;
+pub mod test_hooks;
 #[cfg(test)]
 mod testing;
 

@@ -1,9 +1,14 @@
-//! `coral-agent`: serves the Coral eBPF API on a Unix socket (default) or TCP.
+//! `coral-agent`: serves the Coral eBPF API on a Unix socket (default) or TCP
+//! (TLS, mutual TLS and bearer tokens; plaintext only on loopback unless
+//! allowed explicitly).
 
 use anyhow::Context;
 use clap::Parser;
-use coral_agent::server::listen::{self, Listen};
-use coral_agent::{Limits, Manager, capabilities, collectors};
+use coral_agent::server::auth::Tokens;
+use coral_agent::server::listen::{self, Listen, ServeOptions};
+use coral_agent::server::tls::TlsFiles;
+use coral_agent::{Limits, Manager, capabilities, collectors, test_hooks};
+use std::path::PathBuf;
 use std::time::Duration;
 use tokio::signal::unix::{SignalKind, signal};
 
@@ -11,13 +16,46 @@ use tokio::signal::unix::{SignalKind, signal};
 #[derive(Debug, Parser)]
 #[command(version, about, long_about = None)]
 struct Args {
-    /// Where to listen: unix:///path, /path, or host:port (plaintext TCP).
+    /// Where to listen: unix:///path, /path, or IP:PORT (TCP: TLS, or plaintext on loopback).
     #[arg(long, env = "CORAL_LISTEN", default_value = concat!("unix://", "/run/coral/agent.sock"))]
     listen: Listen,
 
     /// Mode of the Unix socket file (octal).
     #[arg(long, default_value = "660", value_parser = parse_mode)]
     socket_mode: u32,
+
+    /// Group of the Unix socket file (name or gid): its members may use the agent.
+    #[arg(long, value_name = "GROUP")]
+    socket_group: Option<String>,
+
+    /// TLS certificate chain (PEM) for a TCP listener.
+    #[arg(long, env = "CORAL_TLS_CERT", requires = "tls_key", value_name = "PEM")]
+    tls_cert: Option<PathBuf>,
+
+    /// TLS private key (PEM) for --tls-cert.
+    #[arg(long, env = "CORAL_TLS_KEY", requires = "tls_cert", value_name = "PEM")]
+    tls_key: Option<PathBuf>,
+
+    /// Mutual TLS: clients must present a certificate issued by this CA (PEM).
+    #[arg(
+        long,
+        env = "CORAL_TLS_CLIENT_CA",
+        requires = "tls_cert",
+        value_name = "PEM"
+    )]
+    tls_client_ca: Option<PathBuf>,
+
+    /// Require a bearer token on every API call; lines `name:token[:read-only]`.
+    #[arg(long, env = "CORAL_TOKEN_FILE", value_name = "FILE")]
+    token_file: Option<PathBuf>,
+
+    /// Serve plaintext TCP on a non-loopback address (refused otherwise).
+    #[arg(long)]
+    allow_plaintext: bool,
+
+    /// StreamEvents clients served at once.
+    #[arg(long, default_value_t = coral_agent::server::DEFAULT_MAX_STREAMS)]
+    max_streams: usize,
 
     /// Collectors that may run at once.
     #[arg(long, default_value_t = Limits::default().max_running)]
@@ -48,6 +86,24 @@ fn parse_mode(s: &str) -> Result<u32, String> {
     u32::from_str_radix(s.trim_start_matches("0o"), 8).map_err(|e| format!("octal mode: {e}"))
 }
 
+/// A group name or a numeric gid.
+fn resolve_group(group: &str) -> anyhow::Result<u32> {
+    if let Ok(gid) = group.parse() {
+        return Ok(gid);
+    }
+    #[cfg(target_os = "linux")]
+    {
+        let found = nix::unistd::Group::from_name(group)
+            .with_context(|| format!("looking up group {group}"))?;
+        Ok(found
+            .with_context(|| format!("--socket-group: no group named {group}"))?
+            .gid
+            .as_raw())
+    }
+    #[cfg(not(target_os = "linux"))]
+    anyhow::bail!("--socket-group: give a numeric gid on this OS")
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
@@ -55,6 +111,8 @@ async fn main() -> anyhow::Result<()> {
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
         )
         .with_writer(std::io::stderr)
+        // Colours only for people: log files and journald get plain text.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let args = Args::parse();
     let limits = Limits {
@@ -71,10 +129,45 @@ async fn main() -> anyhow::Result<()> {
         "--default-duration must not exceed --max-duration"
     );
 
+    let options = ServeOptions {
+        socket_mode: args.socket_mode,
+        socket_gid: args
+            .socket_group
+            .as_deref()
+            .map(resolve_group)
+            .transpose()?,
+        tls: match (args.tls_cert, args.tls_key) {
+            (Some(cert), Some(key)) => Some(TlsFiles {
+                cert,
+                key,
+                client_ca: args.tls_client_ca,
+            }),
+            _ => None,
+        },
+        tokens: match &args.token_file {
+            Some(path) => Some(Tokens::load(path)?),
+            None => None,
+        },
+        allow_plaintext: args.allow_plaintext,
+        max_streams: args.max_streams,
+    };
+    // Refuse an insecure listener before probing (which may mount tracefs).
+    options.check(&args.listen)?;
+
     let caps = tokio::task::spawn_blocking(capabilities::detect).await?;
     tracing::info!(kernel = %caps.kernel_release, btf = caps.btf, cap_bpf = caps.cap_bpf,
         raw_tp = caps.raw_tracepoints, kprobes = caps.kprobes, "capabilities probed");
-    let manager = Manager::new(limits, caps, collectors::builtin());
+    let mut factories = collectors::builtin();
+    if let Ok(spec) = std::env::var(test_hooks::FAIL_ATTACH_ENV) {
+        let (wrapped, kinds) = test_hooks::fail_attach(factories, &spec);
+        factories = wrapped;
+        tracing::warn!(
+            ?kinds,
+            "TEST HOOK {} is set: starts of these kinds will fail",
+            test_hooks::FAIL_ATTACH_ENV
+        );
+    }
+    let manager = Manager::new(limits, caps, factories);
 
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
@@ -87,7 +180,7 @@ async fn main() -> anyhow::Result<()> {
         // Every running collector records its final result before we go.
         stopping.shutdown().await;
     };
-    listen::serve(manager, &args.listen, args.socket_mode, shutdown)
+    listen::serve(manager, &args.listen, options, shutdown)
         .await
         .with_context(|| format!("serving on {}", args.listen))?;
     Ok(())

@@ -1,13 +1,42 @@
-//! Connecting to the agent: `unix:///path` (default), a bare path, or
-//! `http://host:port`.
+//! Connecting to the agent: `unix:///path` (default), a bare path,
+//! `http://host:port` (plaintext) or `https://host:port` (TLS, optionally
+//! with a client certificate), with an optional bearer token on every call.
 
+use coral_proto::v1::GetCapabilitiesRequest;
 use coral_proto::v1::ebpf_service_client::EbpfServiceClient;
 use hyper_util::rt::TokioIo;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
-use tonic::transport::{Channel, Endpoint, Uri};
+use tonic::metadata::{AsciiMetadataValue, MetadataValue};
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity, Uri};
 
-pub type Client = EbpfServiceClient<Channel>;
+pub type Client = EbpfServiceClient<InterceptedService<Channel, BearerToken>>;
+
+/// Credentials for the agent, from the global flags.
+#[derive(Clone, Debug, Default)]
+pub struct Credentials {
+    /// CA that signed the agent's certificate (PEM); the system's roots otherwise.
+    pub ca_cert: Option<PathBuf>,
+    /// Client certificate and key (PEM), for agents that require mutual TLS.
+    pub client_cert: Option<PathBuf>,
+    pub client_key: Option<PathBuf>,
+    /// Bearer token sent on every call.
+    pub token: Option<String>,
+}
+
+/// Adds `authorization: Bearer <token>` to every call when a token is set.
+#[derive(Clone)]
+pub struct BearerToken(Option<AsciiMetadataValue>);
+
+impl tonic::service::Interceptor for BearerToken {
+    fn call(&mut self, mut req: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        if let Some(value) = &self.0 {
+            req.metadata_mut().insert("authorization", value.clone());
+        }
+        Ok(req)
+    }
+}
 
 /// Failures the CLI reports with their own exit codes.
 #[derive(Debug, thiserror::Error)]
@@ -20,6 +49,15 @@ pub enum CliError {
     /// The agent answered with an error status.
     #[error("agent refused: {}: {}", code_name(.0.code()), .0.message())]
     Rejected(tonic::Status),
+    /// The TLS handshake failed: one side did not accept the other's
+    /// certificate. A refusal, like UNAUTHENTICATED.
+    #[error(
+        "TLS handshake with {addr} failed: {reason}\n  check --ca-cert (the CA of the agent's certificate) and --client-cert/--client-key (for mutual TLS)"
+    )]
+    Tls { addr: String, reason: String },
+    /// The flags do not fit together.
+    #[error("{0}")]
+    Usage(String),
 }
 
 fn code_name(code: tonic::Code) -> String {
@@ -47,19 +85,67 @@ impl From<tonic::Status> for CliError {
                 reason: s.message().to_string(),
             };
         }
+        // A status with a source error was made on this side from a
+        // transport failure, e.g. plaintext HTTP/2 sent to a TLS port.
+        if let Some(source) = std::error::Error::source(&s) {
+            return CliError::Unreachable {
+                addr: "the agent".into(),
+                reason: format!(
+                    "{} (if the agent serves TLS, use an https:// address)",
+                    error_chain(source)
+                ),
+            };
+        }
         CliError::Rejected(s)
     }
 }
 
-pub async fn connect(addr: &str) -> Result<Client, CliError> {
+fn read_pem(what: &str, path: &Path) -> Result<Vec<u8>, CliError> {
+    std::fs::read(path)
+        .map_err(|e| CliError::Usage(format!("reading {what} {}: {e}", path.display())))
+}
+
+/// True when a connection error came from the TLS layer refusing a
+/// certificate (ours or the agent's) rather than from the network.
+fn is_tls_refusal(reason: &str) -> bool {
+    [
+        "certificate",
+        "fatal alert",
+        "handshake",
+        "CertificateRequired",
+        "UnknownIssuer",
+    ]
+    .iter()
+    .any(|needle| reason.contains(needle))
+}
+
+pub async fn connect(addr: &str, creds: &Credentials) -> Result<Client, CliError> {
     let unreachable = |reason: String| CliError::Unreachable {
         addr: addr.to_string(),
         reason,
+    };
+    let tls_flags = creds.ca_cert.is_some() || creds.client_cert.is_some();
+    if creds.client_cert.is_some() != creds.client_key.is_some() {
+        return Err(CliError::Usage(
+            "--client-cert and --client-key go together".into(),
+        ));
+    }
+    let token = match &creds.token {
+        Some(t) => Some(
+            MetadataValue::try_from(format!("Bearer {}", t.trim()))
+                .map_err(|_| CliError::Usage("the token must be printable ASCII".into()))?,
+        ),
+        None => None,
     };
     let channel = if let Some(path) = addr
         .strip_prefix("unix://")
         .or_else(|| addr.starts_with('/').then_some(addr))
     {
+        if tls_flags {
+            return Err(CliError::Usage(
+                "TLS flags (--ca-cert, --client-cert) need an https:// agent address".into(),
+            ));
+        }
         let path = PathBuf::from(path);
         // The URI is required by the API but unused: the connector dials the socket.
         Endpoint::from_static("http://localhost")
@@ -78,22 +164,76 @@ pub async fn connect(addr: &str) -> Result<Client, CliError> {
         } else {
             format!("http://{addr}")
         };
-        Endpoint::from_shared(uri)
+        let https = uri.starts_with("https://");
+        if tls_flags && !https {
+            return Err(CliError::Usage(
+                "TLS flags (--ca-cert, --client-cert) need an https:// agent address".into(),
+            ));
+        }
+        let mut endpoint = Endpoint::from_shared(uri)
             .map_err(|e| unreachable(e.to_string()))?
-            .connect_timeout(Duration::from_secs(5))
-            .connect()
-            .await
+            .connect_timeout(Duration::from_secs(5));
+        if https {
+            let mut tls = ClientTlsConfig::new();
+            tls = match &creds.ca_cert {
+                Some(ca) => tls.ca_certificate(Certificate::from_pem(read_pem("--ca-cert", ca)?)),
+                None => tls.with_native_roots(),
+            };
+            if let (Some(cert), Some(key)) = (&creds.client_cert, &creds.client_key) {
+                tls = tls.identity(Identity::from_pem(
+                    read_pem("--client-cert", cert)?,
+                    read_pem("--client-key", key)?,
+                ));
+            }
+            endpoint = endpoint
+                .tls_config(tls)
+                .map_err(|e| CliError::Usage(format!("TLS configuration: {}", error_chain(&e))))?;
+        }
+        endpoint.connect().await
     };
-    let channel = channel.map_err(|e| unreachable(error_chain(&e)))?;
-    Ok(EbpfServiceClient::new(channel).max_decoding_message_size(64 * 1024 * 1024))
+    let channel = channel.map_err(|e| {
+        let reason = error_chain(&e);
+        if is_tls_refusal(&reason) {
+            CliError::Tls {
+                addr: addr.to_string(),
+                reason,
+            }
+        } else {
+            unreachable(reason)
+        }
+    })?;
+    let mut client = EbpfServiceClient::with_interceptor(channel, BearerToken(token))
+        .max_decoding_message_size(64 * 1024 * 1024);
+    if creds.client_cert.is_some() {
+        // With TLS 1.3 the agent checks our certificate after the handshake
+        // has completed on our side, and refuses it by closing the
+        // connection: the first call would only see "connection closed".
+        // One cheap call here turns that into a certificate error.
+        if let Err(status) = client.get_capabilities(GetCapabilitiesRequest {}).await
+            && std::error::Error::source(&status).is_some()
+        {
+            return Err(CliError::Tls {
+                addr: addr.to_string(),
+                reason: format!(
+                    "the agent closed the connection after receiving the client certificate ({}): it does not accept it (issued by another CA?)",
+                    status.message()
+                ),
+            });
+        }
+    }
+    Ok(client)
 }
 
 fn error_chain(e: &dyn std::error::Error) -> String {
     let mut out = e.to_string();
     let mut source = e.source();
     while let Some(s) = source {
-        out.push_str(": ");
-        out.push_str(&s.to_string());
+        // Many errors already print their source; say each part once.
+        let text = s.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
         source = s.source();
     }
     out

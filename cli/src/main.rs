@@ -2,7 +2,8 @@
 //!
 //! Exit codes: 0 ok (also when stdout is closed early, e.g. `| head`),
 //! 1 other failure, 2 usage error, 3 agent unreachable, 4 agent refused the
-//! request (the gRPC code is printed).
+//! request (the gRPC code is printed; UNAUTHENTICATED and PERMISSION_DENIED
+//! too) or a TLS handshake failed on a certificate.
 
 mod client;
 mod commands;
@@ -31,7 +32,8 @@ fn exit_for(err: &anyhow::Error) -> ExitCode {
     eprintln!("coral: {err:#}");
     match err.downcast_ref::<CliError>() {
         Some(CliError::Unreachable { .. }) => ExitCode::from(3),
-        Some(CliError::Rejected(_)) => ExitCode::from(4),
+        Some(CliError::Rejected(_) | CliError::Tls { .. }) => ExitCode::from(4),
+        Some(CliError::Usage(_)) => ExitCode::from(2),
         None => ExitCode::from(1),
     }
 }

@@ -61,34 +61,68 @@ pub struct Agent {
     child: Child,
     pub socket: PathBuf,
     pub addr: String,
+    /// Flags every `coral` call gets (credentials for TLS / token agents).
+    client_args: Vec<String>,
+}
+
+/// A fresh socket path for one agent.
+pub fn socket_path() -> PathBuf {
+    let n = NEXT.fetch_add(1, Ordering::SeqCst);
+    std::env::temp_dir().join(format!("coral-e2e-{}-{n}.sock", std::process::id()))
 }
 
 impl Agent {
     /// Starts an agent with extra flags and waits until it serves.
     pub fn start(extra: &[&str]) -> Agent {
-        let n = NEXT.fetch_add(1, Ordering::SeqCst);
-        let socket =
-            std::env::temp_dir().join(format!("coral-e2e-{}-{n}.sock", std::process::id()));
+        Self::start_at(&socket_path(), extra, &[])
+    }
+
+    /// Starts an agent on the Unix socket `socket` with extra flags and
+    /// environment, and waits until it serves.
+    pub fn start_at(socket: &Path, extra: &[&str], env: &[(&str, &str)]) -> Agent {
         let addr = format!("unix://{}", socket.display());
+        Self::start_with(&addr, &addr, extra, env, &[], None)
+    }
+
+    /// The general form: `listen` is what the agent gets, `addr` what the
+    /// CLI dials, `client_args` what every CLI call adds (credentials),
+    /// `log` where its stderr goes (inherited when `None`).
+    pub fn start_with(
+        listen: &str,
+        addr: &str,
+        extra: &[&str],
+        env: &[(&str, &str)],
+        client_args: &[String],
+        log: Option<&Path>,
+    ) -> Agent {
+        let stderr = match log {
+            Some(path) => Stdio::from(std::fs::File::create(path).expect("creating agent log")),
+            None => Stdio::inherit(),
+        };
         let child = Command::new(bin("coral-agent"))
             .arg("--listen")
-            .arg(&addr)
+            .arg(listen)
             .args(extra)
             .env("RUST_LOG", "warn")
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
+            .stderr(stderr)
             .spawn()
             .expect("spawning coral-agent");
+        let socket = PathBuf::from(listen.strip_prefix("unix://").unwrap_or(""));
         let mut agent = Agent {
             child,
             socket,
-            addr,
+            addr: addr.to_string(),
+            client_args: client_args.to_vec(),
         };
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             if let Some(status) = agent.child.try_wait().unwrap() {
                 panic!("coral-agent exited during start-up: {status}");
             }
-            if agent.socket.exists() && agent.coral(&["caps"]).status.success() {
+            let listening = agent.socket.as_os_str().is_empty() || agent.socket.exists();
+            if listening && agent.coral(&["caps"]).status.success() {
                 return agent;
             }
             assert!(Instant::now() < deadline, "coral-agent did not come up");
@@ -100,15 +134,38 @@ impl Agent {
         self.child.id()
     }
 
+    /// Sends `signal` to the agent.
+    pub fn signal(&self, signal: i32) {
+        // SAFETY: kill(2) on our own child's pid; the worst case is ESRCH.
+        unsafe { libc::kill(self.child.id() as i32, signal) };
+    }
+
+    /// Waits up to `timeout` for the agent to exit; its status, if it did.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+
+    /// `coral` with this agent's address and credentials, not yet run.
+    pub fn coral_command(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(bin("coral"));
+        cmd.arg("--agent")
+            .arg(&self.addr)
+            .args(&self.client_args)
+            .args(args)
+            .stdin(Stdio::null());
+        cmd
+    }
+
     /// Runs `coral --agent <this agent> args...`.
     pub fn coral(&self, args: &[&str]) -> Output {
-        Command::new(bin("coral"))
-            .arg("--agent")
-            .arg(&self.addr)
-            .args(args)
-            .stdin(Stdio::null())
-            .output()
-            .expect("running coral")
+        self.coral_command(args).output().expect("running coral")
     }
 
     /// Like [`coral`](Self::coral) with `-o json`, asserting success; one
@@ -276,6 +333,71 @@ pub fn loaded_prog_ids() -> Vec<u64> {
         .unwrap()
         .iter()
         .filter_map(|p| p["id"].as_u64())
+        .collect()
+}
+
+/// What a process holds, from /proc: for leak checks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Footprint {
+    /// Open file descriptors.
+    pub fds: usize,
+    /// Of which BPF programs, maps and links (`anon_inode:bpf-*`).
+    pub bpf_progs: usize,
+    pub bpf_maps: usize,
+    pub bpf_links: usize,
+    /// Threads.
+    pub tasks: usize,
+    /// Resident memory, KiB.
+    pub rss_kib: u64,
+}
+
+impl Footprint {
+    pub fn of(pid: u32) -> Footprint {
+        let proc = PathBuf::from(format!("/proc/{pid}"));
+        let (mut fds, mut bpf_progs, mut bpf_maps, mut bpf_links) = (0, 0, 0, 0);
+        for fd in std::fs::read_dir(proc.join("fd")).expect("reading /proc/PID/fd") {
+            let Ok(fd) = fd else { continue };
+            fds += 1;
+            let target = std::fs::read_link(fd.path()).unwrap_or_default();
+            match target.to_string_lossy().as_ref() {
+                "anon_inode:bpf-prog" => bpf_progs += 1,
+                "anon_inode:bpf-map" => bpf_maps += 1,
+                "anon_inode:bpf_link" | "anon_inode:bpf-link" => bpf_links += 1,
+                _ => {}
+            }
+        }
+        let tasks = std::fs::read_dir(proc.join("task"))
+            .expect("reading /proc/PID/task")
+            .count();
+        let status = std::fs::read_to_string(proc.join("status")).expect("reading status");
+        let rss_kib = status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .expect("VmRSS in /proc/PID/status");
+        Footprint {
+            fds,
+            bpf_progs,
+            bpf_maps,
+            bpf_links,
+            tasks,
+            rss_kib,
+        }
+    }
+}
+
+/// Program ids that `bpftool link show` lists links for right now.
+pub fn linked_prog_ids() -> Vec<u64> {
+    let out = Command::new("bpftool")
+        .args(["-j", "link", "show"])
+        .output()
+        .expect("running bpftool");
+    assert!(out.status.success(), "bpftool failed");
+    let v: Value = serde_json::from_slice(&out.stdout).expect("bpftool JSON");
+    v.as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|l| l["prog_id"].as_u64())
         .collect()
 }
 

@@ -21,7 +21,12 @@ pub(super) async fn run(
     ctx: StartContext,
     duration: Duration,
 ) {
-    let loaded = tokio::task::spawn_blocking(move || factory.start(&ctx)).await;
+    let loaded = tokio::task::spawn_blocking(move || {
+        let loaded = factory.start(&ctx);
+        release_freed_memory();
+        loaded
+    })
+    .await;
     let mut collector: Box<dyn Collector> = match loaded {
         Ok(Ok(c)) => c,
         Ok(Err(e)) => return fail_start(&entry, e.to_string()),
@@ -47,6 +52,8 @@ pub(super) async fn run(
     let end = loop {
         let deadline = *deadline_rx.borrow_and_update();
         tokio::select! {
+            // A tick due at the deadline would only repeat the final record.
+            biased;
             _ = entry.stop.notified() => break End::Stopped,
             _ = sleep_until(deadline.into()) => break End::Expired,
             // Extended: re-arm the timer with the new deadline.
@@ -83,6 +90,19 @@ pub(super) async fn run(
         }
     };
     finish(&entry, state, error);
+}
+
+/// Loading a collector parses the kernel's BTF (aya does it for every
+/// loader): tens of megabytes allocated and freed on a blocking-pool thread.
+/// glibc keeps freed memory in that thread's arena, so without this an idle
+/// agent would stay at the high-water mark of its busiest start.
+fn release_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only returns free heap pages to the kernel; it has
+    // no preconditions and touches no live allocation.
+    unsafe {
+        libc::malloc_trim(0);
+    }
 }
 
 fn fail_start(entry: &Entry, error: String) {

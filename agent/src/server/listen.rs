@@ -1,7 +1,12 @@
 //! Where the agent listens and how it serves: a Unix socket by default
-//! (`/run/coral/agent.sock`, directory created, mode 0660), or a TCP address.
+//! (`/run/coral/agent.sock`, directory created, mode 0660, optional group),
+//! or a TCP address, with TLS unless it is loopback or plaintext is allowed
+//! explicitly. Every connection gets the same limits and the same
+//! authenticator (`auth.rs`).
 
 use super::EbpfApi;
+use super::auth::{Authenticator, Tokens};
+use super::tls::{TlsFileError, TlsFiles};
 use crate::manager::Manager;
 use std::fmt;
 use std::future::Future;
@@ -9,7 +14,21 @@ use std::net::SocketAddr;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
-use tokio_stream::wrappers::{TcpListenerStream, UnixListenerStream};
+use std::time::Duration;
+use tokio_stream::wrappers::UnixListenerStream;
+
+/// Largest request message the agent decodes. The biggest legitimate one, a
+/// `StartCollectorRequest` with 64 pids and a few labels, is under 4 KiB.
+pub const MAX_REQUEST_BYTES: usize = 64 * 1024;
+/// Largest set of request headers (HTTP/2 header list): room for a bearer
+/// token and the usual gRPC headers, not for abuse.
+pub const MAX_HEADER_BYTES: u32 = 16 * 1024;
+/// Concurrent calls (HTTP/2 streams) on one connection.
+pub const MAX_STREAMS_PER_CONNECTION: u32 = 128;
+/// HTTP/2 pings on idle connections, so a client that vanished without
+/// closing (a dead host, a cut network) is dropped with everything it held.
+pub const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(30);
+pub const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A listen address: `unix:///path`, a bare absolute path, `tcp://host:port`
 /// or `host:port`.
@@ -64,6 +83,62 @@ pub enum ListenError {
     /// The reflection service could not be built from the descriptor set.
     #[error("building reflection service: {0}")]
     Reflection(#[from] tonic_reflection::server::Error),
+    /// A TLS file could not be read.
+    #[error(transparent)]
+    TlsFile(#[from] TlsFileError),
+    /// The listen address and the security options do not go together.
+    #[error("{0}")]
+    Insecure(String),
+}
+
+/// How to serve, besides where: the socket's mode and group, TLS, tokens,
+/// and the stream limit.
+#[derive(Debug)]
+pub struct ServeOptions {
+    /// Mode of the Unix socket file.
+    pub socket_mode: u32,
+    /// Group of the Unix socket file (its gid); `None` keeps the agent's.
+    pub socket_gid: Option<u32>,
+    /// TLS on a TCP listener.
+    pub tls: Option<TlsFiles>,
+    /// Bearer tokens every `EbpfService` call must present.
+    pub tokens: Option<Tokens>,
+    /// Serve plaintext TCP on a non-loopback address anyway.
+    pub allow_plaintext: bool,
+    /// `StreamEvents` clients at once.
+    pub max_streams: usize,
+}
+
+impl Default for ServeOptions {
+    fn default() -> Self {
+        Self {
+            socket_mode: 0o660,
+            socket_gid: None,
+            tls: None,
+            tokens: None,
+            allow_plaintext: false,
+            max_streams: super::DEFAULT_MAX_STREAMS,
+        }
+    }
+}
+
+impl ServeOptions {
+    /// Refuses combinations that would be insecure or meaningless, before
+    /// anything is bound.
+    pub fn check(&self, listen: &Listen) -> Result<(), ListenError> {
+        let insecure = |m: String| Err(ListenError::Insecure(m));
+        match listen {
+            Listen::Unix(_) if self.tls.is_some() => {
+                insecure("TLS (--tls-cert) applies to TCP listeners only; a Unix socket is protected by its mode and group".into())
+            }
+            Listen::Tcp(addr) if self.tls.is_none() && !addr.ip().is_loopback() && !self.allow_plaintext => {
+                insecure(format!(
+                    "refusing plaintext gRPC on non-loopback address {addr}: anyone who can reach it could load kernel programs; give --tls-cert and --tls-key (and --tls-client-ca for mutual TLS), or --allow-plaintext if the network is trusted"
+                ))
+            }
+            _ => Ok(()),
+        }
+    }
 }
 
 fn io<'a>(what: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> ListenError + 'a {
@@ -75,7 +150,11 @@ fn io<'a>(what: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> 
 }
 
 /// Binds a Unix socket, replacing a stale socket file but never a live one.
-fn bind_unix(path: &Path, mode: u32) -> Result<tokio::net::UnixListener, ListenError> {
+fn bind_unix(
+    path: &Path,
+    mode: u32,
+    gid: Option<u32>,
+) -> Result<tokio::net::UnixListener, ListenError> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).map_err(io("creating directory", dir))?;
     }
@@ -86,6 +165,9 @@ fn bind_unix(path: &Path, mode: u32) -> Result<tokio::net::UnixListener, ListenE
         std::fs::remove_file(path).map_err(io("removing stale socket", path))?;
     }
     let listener = tokio::net::UnixListener::bind(path).map_err(io("binding", path))?;
+    if let Some(gid) = gid {
+        std::os::unix::fs::chown(path, None, Some(gid)).map_err(io("setting group of", path))?;
+    }
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
         .map_err(io("setting mode of", path))?;
     Ok(listener)
@@ -96,9 +178,10 @@ fn bind_unix(path: &Path, mode: u32) -> Result<tokio::net::UnixListener, ListenE
 pub async fn serve(
     manager: Manager,
     listen: &Listen,
-    socket_mode: u32,
+    options: ServeOptions,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), ListenError> {
+    options.check(listen)?;
     let (health, health_service) = tonic_health::server::health_reporter();
     health
         .set_serving::<coral_proto::v1::ebpf_service_server::EbpfServiceServer<EbpfApi>>()
@@ -107,14 +190,29 @@ pub async fn serve(
         .register_encoded_file_descriptor_set(coral_proto::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1()?;
-    let router = tonic::transport::Server::builder()
+    let mut builder = tonic::transport::Server::builder()
+        .http2_max_header_list_size(MAX_HEADER_BYTES)
+        .max_concurrent_streams(MAX_STREAMS_PER_CONNECTION)
+        .http2_keepalive_interval(Some(KEEPALIVE_INTERVAL))
+        .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT));
+    let require_client_cert = options.tls.as_ref().is_some_and(|t| t.client_ca.is_some());
+    if let Some(tls) = &options.tls {
+        builder = builder.tls_config(tls.server_config()?)?;
+    }
+    let plaintext_tokens = options.tokens.is_some()
+        && options.tls.is_none()
+        && matches!(listen, Listen::Tcp(a) if !a.ip().is_loopback());
+    let auth = Authenticator::new(options.tokens, require_client_cert);
+    // Health and reflection stay open (load balancers probe health; the
+    // schema is public); the API itself is behind the authenticator.
+    let router = builder
         .add_service(health_service)
         .add_service(reflection)
-        .add_service(EbpfApi::new(manager).into_service());
+        .add_service(EbpfApi::new(manager, options.max_streams).into_service(auth));
 
     match listen {
         Listen::Unix(path) => {
-            let listener = bind_unix(path, socket_mode)?;
+            let listener = bind_unix(path, options.socket_mode, options.socket_gid)?;
             tracing::info!(%listen, "serving");
             let result = router
                 .serve_with_incoming_shutdown(UnixListenerStream::new(listener), shutdown)
@@ -123,15 +221,21 @@ pub async fn serve(
             result?;
         }
         Listen::Tcp(addr) => {
-            if !addr.ip().is_loopback() {
-                tracing::warn!(%addr, "plaintext gRPC on a non-loopback address: anyone who can reach it can load collectors");
+            if options.tls.is_none() && !addr.ip().is_loopback() {
+                tracing::warn!(%addr, "plaintext gRPC on a non-loopback address (--allow-plaintext): anyone who can reach it can load collectors");
+            }
+            if plaintext_tokens {
+                tracing::warn!(%addr, "bearer tokens travel in clear text without TLS");
             }
             let listener = tokio::net::TcpListener::bind(addr)
                 .await
                 .map_err(io("binding", Path::new(&addr.to_string())))?;
-            tracing::info!(%listen, "serving");
+            let incoming = tonic::transport::server::TcpIncoming::from(listener)
+                .with_nodelay(Some(true))
+                .with_keepalive(Some(KEEPALIVE_INTERVAL));
+            tracing::info!(%listen, tls = options.tls.is_some(), mutual_tls = require_client_cert, "serving");
             router
-                .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+                .serve_with_incoming_shutdown(incoming, shutdown)
                 .await?;
         }
     }
@@ -161,5 +265,29 @@ mod tests {
             Ok(Listen::Tcp("[::1]:7777".parse().unwrap()))
         );
         assert!("nonsense".parse::<Listen>().is_err());
+    }
+
+    #[test]
+    fn plaintext_tcp_only_on_loopback_unless_allowed() {
+        let open = ServeOptions::default();
+        let public: Listen = "0.0.0.0:7777".parse().unwrap();
+        let err = open.check(&public).unwrap_err().to_string();
+        assert!(
+            err.contains("--allow-plaintext") && err.contains("--tls-cert"),
+            "{err}"
+        );
+        assert!(open.check(&"127.0.0.1:7777".parse().unwrap()).is_ok());
+        assert!(open.check(&"[::1]:7777".parse().unwrap()).is_ok());
+        let allowed = ServeOptions {
+            allow_plaintext: true,
+            ..ServeOptions::default()
+        };
+        assert!(allowed.check(&public).is_ok());
+        let tls = ServeOptions {
+            tls: Some(TlsFiles::default()),
+            ..ServeOptions::default()
+        };
+        assert!(tls.check(&public).is_ok());
+        assert!(tls.check(&"/tmp/a.sock".parse().unwrap()).is_err());
     }
 }

@@ -1,13 +1,17 @@
 //! The gRPC edge: `coral.agent.v1.EbpfService` over the manager, plus the
-//! standard health and reflection services. Requests are converted to domain
-//! types on the way in, errors become status codes in `error.rs` only.
+//! standard health and reflection services. Requests are authenticated
+//! (`auth.rs`) and converted to domain types on the way in, errors become
+//! status codes in `error.rs` only. Starts, stops and extends are audited.
 
+pub mod auth;
 pub mod convert;
 pub mod listen;
+pub mod tls;
 
-use crate::domain::Record;
+use crate::domain::{Kind, Record};
 use crate::error::Error;
 use crate::manager::{Entry, Manager};
+use auth::{Action, Authenticator, Peer, audit};
 use coral_proto::v1 as pb;
 use coral_proto::v1::ebpf_service_server::{EbpfService, EbpfServiceServer};
 use futures_util::Stream;
@@ -15,7 +19,8 @@ use std::collections::VecDeque;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::broadcast;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, broadcast};
+use tonic::service::interceptor::InterceptedService;
 use tonic::{Request, Response, Status};
 
 /// Records one GetEvents call returns when the client does not say.
@@ -23,17 +28,40 @@ const DEFAULT_PAGE: usize = 1000;
 /// And at most, whatever it says.
 const MAX_PAGE: usize = 10_000;
 
+/// `StreamEvents` clients served at once unless configured otherwise.
+pub const DEFAULT_MAX_STREAMS: usize = 256;
+
 pub struct EbpfApi {
     manager: Manager,
+    /// One permit per open stream: bounds what slow or idle stream clients
+    /// can hold (a broadcast receiver, HTTP/2 buffers) however many connect.
+    streams: Arc<Semaphore>,
+    max_streams: usize,
 }
 
+/// The service as served: every call authenticated first.
+pub type Service = InterceptedService<EbpfServiceServer<EbpfApi>, Authenticator>;
+
 impl EbpfApi {
-    pub fn new(manager: Manager) -> Self {
-        Self { manager }
+    pub fn new(manager: Manager, max_streams: usize) -> Self {
+        Self {
+            manager,
+            streams: Arc::new(Semaphore::new(max_streams)),
+            max_streams,
+        }
     }
 
-    pub fn into_service(self) -> EbpfServiceServer<Self> {
-        EbpfServiceServer::new(self)
+    /// Requests over [`listen::MAX_REQUEST_BYTES`] are refused by tonic
+    /// (`RESOURCE_EXHAUSTED`) before they are decoded.
+    pub fn into_service(self, auth: Authenticator) -> Service {
+        InterceptedService::new(
+            EbpfServiceServer::new(self).max_decoding_message_size(listen::MAX_REQUEST_BYTES),
+            auth,
+        )
+    }
+
+    fn kind_of(&self, id: &str) -> Option<Kind> {
+        self.manager.entry(id).ok().map(|e| e.spec.kind)
     }
 
     fn info(&self, id: &str) -> Result<pb::CollectorInfo, Error> {
@@ -69,9 +97,28 @@ impl EbpfService for EbpfApi {
         &self,
         request: Request<pb::StartCollectorRequest>,
     ) -> Result<Response<pb::StartCollectorResponse>, Status> {
+        let peer = Peer::of(&request);
         let pb::StartCollectorRequest { spec } = request.into_inner();
-        let spec = spec.ok_or_else(|| Error::InvalidArgument("spec is required".into()))?;
-        let started = self.manager.start(spec.try_into()?).await?;
+        let result = async {
+            peer.require_full(Action::Start)?;
+            let spec = spec.ok_or_else(|| Error::InvalidArgument("spec is required".into()))?;
+            self.manager.start(spec.try_into()?).await
+        }
+        .await;
+        match &result {
+            Ok(started) => audit(
+                Action::Start,
+                &peer,
+                &started.view.id,
+                Some(started.view.spec.kind),
+                Ok(()),
+            ),
+            Err(err @ Error::CollectorFailed { kind, id, .. }) => {
+                audit(Action::Start, &peer, id, Some(*kind), Err(err))
+            }
+            Err(err) => audit(Action::Start, &peer, "", None, Err(err)),
+        }
+        let started = result?;
         Ok(Response::new(pb::StartCollectorResponse {
             collector: Some((&started.view).into()),
             warnings: started.warnings,
@@ -82,20 +129,41 @@ impl EbpfService for EbpfApi {
         &self,
         request: Request<pb::StopCollectorRequest>,
     ) -> Result<Response<pb::CollectorInfo>, Status> {
+        let peer = Peer::of(&request);
         let pb::StopCollectorRequest { id } = request.into_inner();
-        let view = self.manager.stop(check_id(&id)?).await?;
-        Ok(Response::new((&view).into()))
+        let result = async {
+            peer.require_full(Action::Stop)?;
+            self.manager.stop(check_id(&id)?).await
+        }
+        .await;
+        audit(
+            Action::Stop,
+            &peer,
+            &id,
+            self.kind_of(&id),
+            result.as_ref().map(drop),
+        );
+        Ok(Response::new((&result?).into()))
     }
 
     async fn extend_collector(
         &self,
         request: Request<pb::ExtendCollectorRequest>,
     ) -> Result<Response<pb::CollectorInfo>, Status> {
+        let peer = Peer::of(&request);
         let pb::ExtendCollectorRequest { id, duration_ns } = request.into_inner();
-        let view = self
-            .manager
-            .extend(check_id(&id)?, Duration::from_nanos(duration_ns))?;
-        Ok(Response::new((&view).into()))
+        let result = peer.require_full(Action::Extend).and_then(|()| {
+            self.manager
+                .extend(check_id(&id)?, Duration::from_nanos(duration_ns))
+        });
+        audit(
+            Action::Extend,
+            &peer,
+            &id,
+            self.kind_of(&id),
+            result.as_ref().map(drop),
+        );
+        Ok(Response::new((&result?).into()))
     }
 
     async fn get_collector(
@@ -153,6 +221,13 @@ impl EbpfService for EbpfApi {
     ) -> Result<Response<EventStream>, Status> {
         let pb::StreamEventsRequest { id, from_seq } = request.into_inner();
         let entry = self.manager.entry(check_id(&id)?)?;
+        let permit =
+            self.streams
+                .clone()
+                .try_acquire_owned()
+                .map_err(|_| Error::TooManyStreams {
+                    max: self.max_streams,
+                })?;
         let sub = entry.log.subscribe(from_seq);
         let state = StreamState {
             agent_id: self.manager.agent_id().to_string(),
@@ -165,6 +240,7 @@ impl EbpfService for EbpfApi {
             live: sub.live,
             entry,
             done: false,
+            _permit: permit,
         };
         // No task is spawned: the stream is polled by tonic and dropped with
         // the connection, which drops the broadcast receiver with it.
@@ -183,6 +259,8 @@ struct StreamState {
     live: Option<broadcast::Receiver<Arc<Record>>>,
     last_seq: u64,
     done: bool,
+    /// Released when the stream ends or its client goes away.
+    _permit: OwnedSemaphorePermit,
 }
 
 type Item = Result<pb::StreamEventsResponse, Status>;

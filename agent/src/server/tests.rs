@@ -1,7 +1,7 @@
 //! Every RPC and every error code, over a real gRPC connection on a Unix
 //! socket, with the test collector behind the manager.
 
-use super::listen::{Listen, serve};
+use super::listen::{Listen, ServeOptions, serve};
 use crate::capabilities::HostCapabilities;
 use crate::config::Limits;
 use crate::manager::Manager;
@@ -40,7 +40,7 @@ async fn harness(name: &str) -> Harness {
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     let listen = Listen::Unix(path.clone());
     tokio::spawn(async move {
-        serve(manager, &listen, 0o660, async {
+        serve(manager, &listen, ServeOptions::default(), async {
             let _ = rx.await;
         })
         .await

@@ -6,14 +6,49 @@ mod tap;
 use crate::client::{self, Client};
 use crate::render::Output;
 use clap::{Parser, Subcommand};
+use std::path::PathBuf;
 
 /// Coral: on-demand, time-boxed eBPF collectors on a node, over gRPC.
 #[derive(Debug, Parser)]
 #[command(name = "coral", version, about, long_about = None, propagate_version = true)]
 pub struct Cli {
-    /// Agent address: unix:///path, /path, or http://host:port.
+    /// Agent address: unix:///path, /path, http://host:port, or https://host:port (TLS).
     #[arg(long, global = true, env = "CORAL_AGENT", hide_env_values = true, default_value = concat!("unix://", "/run/coral/agent.sock"))]
     agent: String,
+
+    /// CA certificate (PEM) that signed the agent's TLS certificate [default: the system's roots].
+    #[arg(
+        long,
+        global = true,
+        env = "CORAL_CA_CERT",
+        hide_env_values = true,
+        value_name = "PEM"
+    )]
+    ca_cert: Option<PathBuf>,
+
+    /// Client certificate (PEM), for agents that require mutual TLS.
+    #[arg(
+        long,
+        global = true,
+        env = "CORAL_CLIENT_CERT",
+        hide_env_values = true,
+        value_name = "PEM"
+    )]
+    client_cert: Option<PathBuf>,
+
+    /// Private key (PEM) of --client-cert.
+    #[arg(
+        long,
+        global = true,
+        env = "CORAL_CLIENT_KEY",
+        hide_env_values = true,
+        value_name = "PEM"
+    )]
+    client_key: Option<PathBuf>,
+
+    /// Bearer token sent on every call (prefer the environment variable: arguments are visible to other users).
+    #[arg(long, global = true, env = "CORAL_TOKEN", hide_env_values = true)]
+    token: Option<String>,
 
     /// Output format.
     #[arg(short, long, global = true, value_enum, default_value_t = Output::Table)]
@@ -39,7 +74,13 @@ pub struct Ctx {
 }
 
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
-    let client = client::connect(&cli.agent).await?;
+    let creds = client::Credentials {
+        ca_cert: cli.ca_cert,
+        client_cert: cli.client_cert,
+        client_key: cli.client_key,
+        token: cli.token,
+    };
+    let client = client::connect(&cli.agent, &creds).await?;
     let ctx = Ctx {
         client,
         output: cli.output,
