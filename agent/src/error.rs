@@ -9,7 +9,7 @@ use tonic::{Code, Status};
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// A malformed request: bad field, unknown kind, kind/config mismatch.
-    #[error("invalid argument: {0}")]
+    #[error("{0}")]
     InvalidArgument(String),
     /// A duration of zero.
     #[error("invalid duration: must be greater than 0")]

@@ -6,6 +6,7 @@
 //! compile-time size asserts, so drift breaks the build.
 
 pub mod cpu_profile;
+pub mod http_latency;
 pub mod syscall_stats;
 pub mod tcp_metrics;
 

@@ -467,7 +467,7 @@ fn bad_input_gets_clear_errors() {
         2,
         "soon",
     );
-    // A collector whose kernel side cannot start (its cgroup does not exist).
+    // A cgroup that does not exist is refused before anything is loaded.
     expect(
         &[
             "tap",
@@ -478,7 +478,7 @@ fn bad_input_gets_clear_errors() {
             "/no/such/cgroup",
         ],
         4,
-        "FAILED_PRECONDITION",
+        "INVALID_ARGUMENT",
     );
     expect(
         &["tap", "get", "3b241101-e2bb-4255-8caf-4136c566a962"],

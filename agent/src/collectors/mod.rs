@@ -16,6 +16,8 @@ pub mod cpu_profile;
 #[cfg(target_os = "linux")]
 mod filter;
 #[cfg(target_os = "linux")]
+pub mod http_latency;
+#[cfg(target_os = "linux")]
 pub mod syscall_stats;
 #[cfg(target_os = "linux")]
 pub mod tcp_metrics;
@@ -95,6 +97,23 @@ pub trait CollectorFactory: Send + Sync {
     fn start(&self, ctx: &StartContext) -> Result<Box<dyn Collector>, CollectorError>;
 }
 
+/// Checks that a cgroup filter names a cgroup v2 directory, before anything
+/// is loaded, so a typo is an invalid argument rather than a failed start.
+pub fn check_cgroup(root: Option<&std::path::Path>, path: &str) -> Result<(), String> {
+    #[cfg(target_os = "linux")]
+    {
+        let root = root.ok_or("cgroup filter given but no cgroup2 mount found")?;
+        filter::resolve_cgroup(root, path)
+            .map(drop)
+            .map_err(|e| e.to_string())
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = (root, path);
+        Err("cgroup filters need Linux".into())
+    }
+}
+
 /// `e` and its sources on one line: aya's top-level messages alone rarely say
 /// which syscall or verifier step failed.
 pub fn error_chain(e: &dyn std::error::Error) -> String {
@@ -118,8 +137,9 @@ pub fn builtin() -> Vec<Box<dyn CollectorFactory>> {
     {
         vec![
             Box::new(syscall_stats::SyscallStatsFactory),
-            Box::new(cpu_profile::CpuProfileFactory),
             Box::new(tcp_metrics::TcpMetricsFactory),
+            Box::new(cpu_profile::CpuProfileFactory),
+            Box::new(http_latency::HttpLatencyFactory),
         ]
     }
     #[cfg(not(target_os = "linux"))]

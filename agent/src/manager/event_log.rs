@@ -35,6 +35,8 @@ pub struct Subscription {
     pub replay: Vec<Arc<Record>>,
     pub missed: u64,
     pub live: Option<broadcast::Receiver<Arc<Record>>>,
+    /// The last seq recorded when subscribing: live records after it are new.
+    pub last_seq: u64,
 }
 
 /// The result of a cursor read.
@@ -143,6 +145,7 @@ impl EventLog {
             replay: page.records,
             missed: page.missed,
             live,
+            last_seq: inner.last_seq,
         }
     }
 

@@ -222,6 +222,10 @@ impl Manager {
                 "comm {comm:?} must be 1 to {MAX_COMM_LEN} bytes (the kernel keeps no more)"
             )));
         }
+        if let Some(cgroup) = &filter.cgroup {
+            crate::collectors::check_cgroup(self.inner.caps.cgroup2_path.as_deref(), cgroup)
+                .map_err(Error::InvalidArgument)?;
+        }
         let factory = self
             .inner
             .factories

@@ -235,7 +235,11 @@ impl EbpfService for EbpfApi {
                 from_seq,
                 count: sub.missed,
             }),
-            last_seq: from_seq.saturating_sub(1),
+            // Live-only (0) starts after what exists; a replay after what it asked to skip.
+            last_seq: match from_seq {
+                0 => sub.last_seq,
+                from => from - 1,
+            },
             replay: sub.replay.into(),
             live: sub.live,
             entry,

@@ -1,6 +1,7 @@
 //! Output for people (aligned tables, log2 histograms, short durations) and
 //! for machines (`-o json`: one proto3-JSON object per line).
 
+pub mod http;
 pub mod pprof;
 pub mod profile;
 pub mod syscalls;
@@ -94,17 +95,35 @@ pub fn timestamp(unix_nano: u64) -> String {
 /// A log2 histogram like the bcc tools print: `buckets[i]` counts values in
 /// `[2^i, 2^(i+1))` of `unit`.
 pub fn log2_histogram(buckets: &[u64], unit: &str) -> String {
+    histogram_with(buckets, unit, |v| v.to_string())
+}
+
+/// A log2 histogram of nanosecond buckets with human bounds (`1.0ms`), for
+/// latencies that span many orders of magnitude.
+pub fn log2_duration_histogram(buckets: &[u64]) -> String {
+    histogram_with(buckets, "latency", |v| {
+        duration(Duration::from_nanos(v.min(u64::MAX as u128) as u64))
+    })
+}
+
+fn histogram_with(buckets: &[u64], unit: &str, fmt: impl Fn(u128) -> String) -> String {
     const WIDTH: usize = 40;
     let Some(first) = buckets.iter().position(|&c| c > 0) else {
         return String::new();
     };
     let last = buckets.iter().rposition(|&c| c > 0).unwrap_or(first);
     let max = *buckets.iter().max().unwrap_or(&1);
-    let label = |i: usize| if i == 0 { 0u64 } else { 1u64 << i };
-    let hi_width = (1u128 << (last + 1))
-        .saturating_sub(1)
-        .to_string()
-        .len()
+    let bounds = |i: usize| {
+        let lo = if i == 0 { 0 } else { 1u128 << i };
+        (fmt(lo), fmt((1u128 << (i + 1)) - 1))
+    };
+    let width = (first..=last)
+        .map(|i| {
+            let (lo, hi) = bounds(i);
+            lo.chars().count().max(hi.chars().count())
+        })
+        .max()
+        .unwrap_or(0)
         .max(unit.len());
     // Header aligned with the `lo -> hi` column of the rows below.
     let mut out = format!(
@@ -112,19 +131,16 @@ pub fn log2_histogram(buckets: &[u64], unit: &str) -> String {
         unit,
         "",
         "count",
-        w = hi_width,
-        pad = hi_width + 4
+        w = width,
+        pad = width + 4
     );
     for (i, &count) in buckets.iter().enumerate().take(last + 1).skip(first) {
-        let hi = (1u128 << (i + 1)) - 1;
+        let (lo, hi) = bounds(i);
         let stars = (count as u128 * WIDTH as u128).div_ceil(max as u128) as usize;
         out.push_str(&format!(
-            "{:>w$} -> {:<w$} : {:<8} |{:<WIDTH$}|\n",
-            label(i),
-            hi,
-            count,
+            "{lo:>w$} -> {hi:<w$} : {count:<8} |{:<WIDTH$}|\n",
             "*".repeat(stars),
-            w = hi_width
+            w = width
         ));
     }
     out

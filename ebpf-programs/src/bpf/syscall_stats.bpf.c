@@ -88,8 +88,9 @@ static __always_inline void add_process_sample(__u32 tgid, __u32 nr, __u64 delta
 		s = bpf_map_lookup_elem(&proc_stats, &key);
 		if (!s)
 			return;
+		/* Refreshed with every new (tgid, nr): after an exec the new name wins. */
 		if (!bpf_get_current_comm(comm, sizeof(comm)))
-			bpf_map_update_elem(&comms, &tgid, comm, BPF_NOEXIST);
+			bpf_map_update_elem(&comms, &tgid, comm, BPF_ANY);
 	}
 	add_sample(s, delta, ret);
 }

@@ -3,6 +3,7 @@
 use super::{export, view};
 use crate::client::CliError;
 use crate::commands::Ctx;
+use crate::render::http::SortBy;
 use crate::render::{self, Output};
 use coral_proto::v1::{Gap, GetEventsRequest, StreamEventsResponse, stream_events_response::Event};
 
@@ -28,6 +29,10 @@ pub struct Args {
     /// follows the extension: .svg, .folded, .pb.gz (pprof), .txt (table).
     #[arg(long, value_name = "FILE")]
     pub out: Option<std::path::PathBuf>,
+
+    /// Order of the http-latency route table.
+    #[arg(long, value_enum, default_value_t)]
+    pub sort: SortBy,
 }
 
 /// Records fetched per GetEvents call.
@@ -39,16 +44,24 @@ pub async fn run(mut ctx: Ctx, args: Args) -> anyhow::Result<()> {
         let out = args.out.as_deref();
         return export::run(&mut ctx.client, &args.id, args.follow, format, out).await;
     }
+    let opts = view::ViewOptions { sort: args.sort };
     if args.follow {
-        let followed =
-            view::follow(&mut ctx.client, &args.id, args.after + 1, ctx.output, false).await?;
+        let followed = view::follow(
+            &mut ctx.client,
+            &args.id,
+            args.after + 1,
+            ctx.output,
+            opts,
+            false,
+        )
+        .await?;
         if ctx.output == Output::Table {
-            view::print_result(&followed)?;
+            view::print_result(&followed, opts)?;
         }
-        return Ok(());
+        return view::ensure_not_failed(&followed);
     }
     let mut cursor = args.after;
-    let mut last = None;
+    let mut seen = view::Followed::default();
     loop {
         let page = ctx
             .client
@@ -83,7 +96,7 @@ pub async fn run(mut ctx: Ctx, args: Args) -> anyhow::Result<()> {
                     event: Some(Event::Record(record.clone())),
                 })?;
             }
-            last = Some(record);
+            seen.keep(record);
         }
         cursor = page.next_after_seq;
         if n < PAGE as usize {
@@ -91,18 +104,15 @@ pub async fn run(mut ctx: Ctx, args: Args) -> anyhow::Result<()> {
         }
     }
     if ctx.output == Output::Table {
-        match &last {
-            Some(r) => {
-                let flag = if r.r#final { " (final)" } else { "" };
-                render::out(format!(
-                    "seq {}{flag} at {}",
-                    r.seq,
-                    render::timestamp(r.time_unix_nano)
-                ))?;
-                render::out(view::report(r))?;
-            }
-            None => render::out("no records yet")?,
+        if let Some(r) = &seen.last {
+            let flag = if r.r#final { " (final)" } else { "" };
+            render::out(format!(
+                "seq {}{flag} at {}",
+                r.seq,
+                render::timestamp(r.time_unix_nano)
+            ))?;
         }
+        view::print_result(&seen, opts)?;
         eprintln!("next cursor: --after {cursor}");
     }
     Ok(())

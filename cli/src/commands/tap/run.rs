@@ -6,6 +6,7 @@ use super::view;
 use crate::client::CliError;
 use crate::commands::Ctx;
 use crate::render::Output;
+use crate::render::http::SortBy;
 use coral_proto::v1::StartCollectorRequest;
 
 #[derive(Debug, clap::Args)]
@@ -17,6 +18,10 @@ pub struct Args {
     /// (or by extension: .folded stacks, .pb.gz pprof, .txt table).
     #[arg(long, value_name = "FILE")]
     pub out: Option<std::path::PathBuf>,
+
+    /// Order of the http-latency route table.
+    #[arg(long, value_enum, default_value_t)]
+    pub sort: SortBy,
 }
 
 pub async fn run(mut ctx: Ctx, args: Args) -> anyhow::Result<()> {
@@ -50,10 +55,12 @@ pub async fn run(mut ctx: Ctx, args: Args) -> anyhow::Result<()> {
         );
     }
     // From seq 1: nothing recorded since the start is missed.
-    let followed = view::follow(&mut ctx.client, &info.id, 1, ctx.output, true).await?;
+    let opts = view::ViewOptions { sort: args.sort };
+    let followed = view::follow(&mut ctx.client, &info.id, 1, ctx.output, opts, true).await?;
     if ctx.output == Output::Table {
-        view::print_result(&followed)?;
+        view::print_result(&followed, opts)?;
     }
+    view::ensure_not_failed(&followed)?;
     if let Some(path) = &args.out {
         let record = followed
             .last

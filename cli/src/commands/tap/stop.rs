@@ -41,7 +41,7 @@ pub async fn run(mut ctx: Ctx, args: Args) -> anyhow::Result<()> {
         .map_err(CliError::from)?
         .into_inner();
     if let Some(record) = page.records.last() {
-        render::out(view::report(record))?;
+        render::out(view::report(record, view::ViewOptions::default()))?;
     }
     Ok(())
 }

@@ -3,17 +3,20 @@
 
 use crate::client::{CliError, Client};
 use crate::commands::caps::kind_name;
-use crate::render::{self, Output, duration_ns, profile, syscalls, tcp, timestamp};
+use crate::render::{self, Output, duration_ns, http, profile, syscalls, tcp, timestamp};
 use coral_proto::v1::{
     self as pb, CollectorInfo, CollectorState, Record, StreamEventsRequest, record::Payload,
     stream_events_response::Event,
 };
 use futures_util::StreamExt;
+use std::collections::VecDeque;
 use std::io::{IsTerminal, Write};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 /// Rows in live and final tables.
 pub const TABLE_ROWS: usize = 20;
+/// Discrete events kept for the live view and the final report.
+pub const RECENT_EVENTS: usize = 10;
 
 pub fn state_name(state: i32) -> &'static str {
     match CollectorState::try_from(state) {
@@ -113,11 +116,28 @@ pub fn describe(info: &CollectorInfo) -> String {
     t.to_string()
 }
 
-/// The human report of one record's payload.
-pub fn report(record: &Record) -> String {
+/// How records are shown to people.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ViewOptions {
+    pub sort: http::SortBy,
+}
+
+/// One line for a discrete event (a request, a connection); `None` for an
+/// aggregate snapshot.
+pub fn event_line(record: &Record) -> Option<String> {
+    match &record.payload {
+        Some(Payload::HttpRequest(r)) => Some(http::request_line(r)),
+        Some(Payload::TcpConnection(c)) => Some(tcp::connection_line(c)),
+        _ => None,
+    }
+}
+
+/// The human report of an aggregate record.
+pub fn report(record: &Record, opts: ViewOptions) -> String {
     match &record.payload {
         Some(Payload::SyscallStats(s)) => syscalls::report(s, TABLE_ROWS),
         Some(Payload::CpuProfile(p)) => profile::report(p, TABLE_ROWS),
+        Some(Payload::HttpStats(s)) => http::report(s, TABLE_ROWS, opts.sort),
         Some(Payload::TcpStats(s)) => tcp::report(s, TABLE_ROWS),
         Some(Payload::TcpConnection(c)) => tcp::connection_report(c),
         // Kinds without a human renderer yet: show the data as it is.
@@ -130,16 +150,50 @@ fn summary(record: &Record) -> String {
     match &record.payload {
         Some(Payload::SyscallStats(s)) => syscalls::summary_line(s),
         Some(Payload::CpuProfile(p)) => profile::summary_line(p),
+        Some(Payload::HttpStats(s)) => http::summary_line(s),
         Some(Payload::TcpStats(s)) => tcp::summary_line(s),
         Some(Payload::TcpConnection(c)) => tcp::connection_line(c),
         Some(_) | None => String::new(),
     }
 }
 
-/// How a followed stream ended.
+/// What a reader of a collector's records keeps for people: the latest
+/// aggregate and the last few discrete events.
+#[derive(Default)]
 pub struct Followed {
+    /// The last aggregate record (the final one when the collector ended).
     pub last: Option<Record>,
+    /// The last few discrete events, oldest first.
+    pub recent: VecDeque<String>,
     pub ended: Option<CollectorInfo>,
+}
+
+impl Followed {
+    /// Keeps `record`: as the latest aggregate or as a recent event line.
+    /// Returns the event line, if it was one.
+    pub fn keep(&mut self, record: Record) -> Option<String> {
+        match event_line(&record) {
+            Some(line) => {
+                if self.recent.len() == RECENT_EVENTS {
+                    self.recent.pop_front();
+                }
+                self.recent.push_back(line.clone());
+                Some(line)
+            }
+            None => {
+                self.last = Some(record);
+                None
+            }
+        }
+    }
+
+    fn recent_block(&self) -> String {
+        if self.recent.is_empty() {
+            return String::new();
+        }
+        let lines: Vec<&str> = self.recent.iter().map(String::as_str).collect();
+        format!("\nrecent events:\n{}\n", lines.join("\n"))
+    }
 }
 
 /// Follows a collector's stream from `from_seq` until it ends. JSON mode
@@ -152,6 +206,7 @@ pub async fn follow(
     id: &str,
     from_seq: u64,
     output: Output,
+    opts: ViewOptions,
     stop_on_interrupt: bool,
 ) -> anyhow::Result<Followed> {
     let mut stream = client
@@ -165,10 +220,7 @@ pub async fn follow(
     let redraw = output == Output::Table && std::io::stderr().is_terminal();
     let mut stopper = client.clone();
     let mut interrupted = !stop_on_interrupt;
-    let mut followed = Followed {
-        last: None,
-        ended: None,
-    };
+    let mut followed = Followed::default();
     loop {
         let message = tokio::select! {
             m = stream.next() => m,
@@ -189,20 +241,24 @@ pub async fn follow(
         }
         match message.event {
             Some(Event::Record(record)) => {
+                let seq = record.seq;
+                let line = followed.keep(record);
                 if output == Output::Table {
                     let mut err = std::io::stderr().lock();
-                    if redraw {
-                        write!(
+                    match (&line, &followed.last) {
+                        // Events scroll; on a terminal they show in the next redraw.
+                        (Some(line), _) if !redraw => writeln!(err, "{line}")?,
+                        (Some(_), _) => {}
+                        (None, Some(last)) if redraw => write!(
                             err,
-                            "\x1b[H\x1b[2J{id}  seq {}\n{}",
-                            record.seq,
-                            report(&record)
-                        )?;
-                    } else {
-                        writeln!(err, "seq {:>4}  {}", record.seq, summary(&record))?;
+                            "\x1b[H\x1b[2J{id}  seq {seq}\n{}{}",
+                            report(last, opts),
+                            followed.recent_block()
+                        )?,
+                        (None, Some(last)) => writeln!(err, "seq {seq:>4}  {}", summary(last))?,
+                        (None, None) => {}
                     }
                 }
-                followed.last = Some(record);
             }
             Some(Event::Gap(gap)) if output == Output::Table => {
                 eprintln!(
@@ -221,8 +277,19 @@ pub async fn follow(
     Ok(followed)
 }
 
+/// An error (exit 1) when the followed collector ended Failed, so scripts
+/// notice; the failure was already printed.
+pub fn ensure_not_failed(followed: &Followed) -> anyhow::Result<()> {
+    match &followed.ended {
+        Some(info) if info.state == CollectorState::Failed as i32 => {
+            anyhow::bail!("collector {} failed: {}", info.id, info.error)
+        }
+        _ => Ok(()),
+    }
+}
+
 /// The final words of a followed collector, for people.
-pub fn print_result(followed: &Followed) -> anyhow::Result<()> {
+pub fn print_result(followed: &Followed, opts: ViewOptions) -> anyhow::Result<()> {
     if let Some(info) = &followed.ended {
         let how = state_name(info.state);
         let mut line = format!("collector {} {how}", info.id);
@@ -232,7 +299,12 @@ pub fn print_result(followed: &Followed) -> anyhow::Result<()> {
         render::out(line)?;
     }
     match &followed.last {
-        Some(record) => render::out(report(record))?,
+        Some(record) => render::out(format!(
+            "{}{}",
+            report(record, opts),
+            followed.recent_block()
+        ))?,
+        None if !followed.recent.is_empty() => render::out(followed.recent_block())?,
         None => render::out("no records")?,
     }
     Ok(())
