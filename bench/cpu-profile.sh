@@ -5,7 +5,8 @@
 # A CPU-bound workload (coral-burn: hot_alpha/hot_beta in a 3:1 ratio, one
 # thread pinned to one CPU, built with frame pointers as tests/build.rs does)
 # runs SECS seconds with nothing attached, with Coral's cpu-profile on the
-# whole machine at 49, 99 and 999 Hz, and with
+# whole machine at 49, 99 and 999 Hz and on the workload's pid at 999 Hz, and
+# with
 # `bpftrace -e 'profile:hz:99 { @[kstack, ustack, comm] = count(); }'`.
 #
 # Throughput is counted per CPU-second of the workload: this kernel has no
@@ -25,15 +26,15 @@
 # Usage: bash bench/cpu-profile.sh
 # Knobs (environment): SECS (seconds per run, default 5), ROUNDS (default 5),
 # CPU (CPU the workload is pinned to, default: the last one), CONFIGS (a
-# subset of: none coral-49 coral-99 coral-999 bpftrace-99), BUILD=0 (use the
-# binaries already in target/release).
+# subset of: none coral-49 coral-99 coral-999 coral-999-pid bpftrace-99),
+# BUILD=0 (use the binaries already in target/release).
 set -euo pipefail
 
 SECS=${SECS:-5}
 ROUNDS=${ROUNDS:-5}
 CPU=${CPU:-$(($(nproc) - 1))}
 BUILD=${BUILD:-1}
-ALL_CONFIGS=(none coral-49 coral-99 coral-999 bpftrace-99)
+ALL_CONFIGS=(none coral-49 coral-99 coral-999 coral-999-pid bpftrace-99)
 read -r -a CONFIGS <<<"${CONFIGS:-${ALL_CONFIGS[*]}}"
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -109,24 +110,57 @@ bpf_ns() {
 		jq -r 'if (.run_cnt // 0) > 0 then (.run_time_ns / .run_cnt | floor) else "-" end'
 }
 
-# One measurement: prints "rounds/cpu-s rounds/s samples agent_ms bpf_ns sym_ms"
-# ("-" where a field does not apply).
+# perf_event-attached BPF programs held by anyone but the agent and the
+# bpftrace under test: another profiler would slow the workload too.
+foreign_perf() {
+	bpftool -j perf list | jq --argjson a "${agent_pid:-0}" --argjson t "${tracer_pid:-0}" \
+		'[.[] | select(.fd_type == "perf_event" and .pid != $a and .pid != $t)] | length'
+}
+
+# Waits until file $2 has a line matching $1, at most $3 seconds.
+wait_for() {
+	local deadline=$((SECONDS + $3))
+	until grep -q "$1" "$2" 2>/dev/null; do
+		((SECONDS < deadline)) || die "no '$1' in $2 after $3s"
+		sleep 0.05
+	done
+}
+
+# One measurement: prints "rounds/cpu-s rounds/s samples agent_ms bpf_ns sym_ms
+# flag" ("-" where a field does not apply; flag "*" when a foreign perf_event
+# program was attached before or after).
 measure() {
-	local config=$1 out burned ops samples=- agent_ms=- bpf=- sym_ms=-
-	local agent_before prog=
+	local config=$1 out burned ops samples=- agent_ms=- bpf=- sym_ms=- flag=-
+	local agent_before prog= burner wl_pid fifo=$work/go
+	(($(foreign_perf) == 0)) || flag="*"
 	# Someone else on the machine may have turned statistics off meanwhile.
 	echo 1 >/proc/sys/kernel/bpf_stats_enabled
+
+	# The workload waits for "go" on stdin, so a collector can be filtered
+	# on its pid before it burns.
+	rm -f "$fifo" "$work/burn.out"
+	mkfifo "$fifo"
+	taskset -c "$CPU" "$work/coral-burn" --wait --seconds "$SECS" --report \
+		<"$fifo" >"$work/burn.out" &
+	burner=$!
+	exec 3>"$fifo"
+	wait_for '^ready' "$work/burn.out" 10
+	wl_pid=$(awk '/^ready/ { print $2 }' "$work/burn.out")
+
 	case $config in
 	coral-*)
-		local hz=${config#coral-}
+		local hz=${config#coral-} filter=()
+		hz=${hz%-pid}
+		[[ $config == *-pid ]] && filter=(--pid "$wl_pid")
 		agent_before=$(cpu_ms "$agent_pid")
-		collector=$(coral -o json tap start --kind cpu-profile -F "$hz" \
+		collector=$(coral -o json tap start --kind cpu-profile -F "$hz" "${filter[@]}" \
 			--duration "$((SECS + 30))s" | jq -r .collector.id)
 		prog=$(coral -o json tap get "$collector" | jq -r '.bpfProgramIds[0]')
 		;;
 	bpftrace-99)
+		# 3>&-: it must not hold the workload's stdin open.
 		bpftrace -e 'profile:hz:99 { @[kstack, ustack, comm] = count(); }' \
-			>"$work/bpftrace.out" 2>&1 &
+			>"$work/bpftrace.out" 2>&1 3>&- &
 		tracer_pid=$!
 		# Until its probes are attached.
 		for _ in $(seq 100); do
@@ -139,10 +173,15 @@ measure() {
 		;;
 	esac
 
-	out=$(taskset -c "$CPU" "$work/coral-burn" --seconds "$SECS" --report)
+	echo go >&3
+	wait_for '^ops' "$work/burn.out" $((SECS * 4 + 10))
+	exec 3>&-
+	wait "$burner"
+	out=$(cat "$work/burn.out")
 	burned=$(awk '/^burned/ { print $2 }' <<<"$out")
 	ops=$(awk '/^ops/ { print $2 }' <<<"$out")
 	[[ -n $prog ]] && bpf=$(bpf_ns "$prog")
+	(($(foreign_perf) == 0)) || flag="*"
 
 	case $config in
 	coral-*)
@@ -170,7 +209,7 @@ measure() {
 	esac
 	awk -v o="$ops" -v b="$burned" -v s="$SECS" \
 		'BEGIN { printf "%.1f %.1f ", o / b, o / s }'
-	echo "$samples $agent_ms $bpf $sym_ms"
+	echo "$samples $agent_ms $bpf $sym_ms $flag"
 }
 
 echo "workload: coral-burn, 1 thread pinned to CPU $CPU, ${SECS}s per run, $ROUNDS rounds" >&2
@@ -181,29 +220,51 @@ for ((round = 0; round < ROUNDS; round++)); do
 		config=${CONFIGS[$(((i + round) % n))]}
 		result=$(measure "$config")
 		echo "round $((round + 1)) $config $result" >&2
-		echo "$config $result" >>"$work/results"
+		echo "$((round + 1)) $config $result" >>"$work/results"
 	done
 done
 
-# Medians per configuration (over the rounds where a field is known), and
-# ratios to the unprofiled run.
+# results: round config cpu wall samples agent_ms bpf_ns sym_ms flag
 median() {
-	grep -v '^-$' | sort -g |
+	awk '$1 != "-"' | sort -g |
 		awk '{ v[NR] = $1 } END { if (!NR) print "-"; else print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
 }
-col() { awk -v c="$1" -v k="$2" '$1 == c { print $k }' "$work/results" | median; }
+field() { awk -v c="$1" -v k="$2" '$2 == c { print $k }' "$work/results"; }
+col() { field "$1" "$2" | median; }
 round() { awk '{ if ($1 == "-") print; else printf "%.0f\n", $1 }'; }
-# Field $2 per 10,000 samples (field 4), per round, median.
+range() { field "$1" "$2" | awk '$1 != "-"' | sort -g | awk 'NR == 1 { lo = $1 } { hi = $1 } END { print lo, hi }'; }
+# Per round: the configuration's rounds/CPU-s over the unprofiled run's of the
+# same round, as a change in percent.
+ratios() {
+	awk -v c="$1" '{ cpu[$1 " " $2] = $3 } END { for (k in cpu) { split(k, f, " "); if (f[2] == c && cpu[f[1] " none"] > 0) printf "%.2f\n", (cpu[k] / cpu[f[1] " none"] - 1) * 100 } }' \
+		"$work/results"
+}
+# Field $2 per 10,000 samples (field 5), per round, median.
 per10k() {
-	awk -v c="$1" -v k="$2" '$1 == c && $4 != "-" && $4 > 0 && $k != "-" { printf "%.0f\n", $k * 10000 / $4 }' \
+	awk -v c="$1" -v k="$2" '$2 == c && $5 != "-" && $5 > 0 && $k != "-" { printf "%.0f\n", $k * 10000 / $5 }' \
 		"$work/results" | median
 }
-base_cpu=$(col none 2)
-base_wall=$(col none 3)
-printf '\n| configuration | rounds/CPU-s | vs none | rounds/s (wall) | vs none | samples | BPF ns/sample | agent CPU ms | agent CPU ms / 10k samples | symbolizer CPU ms | symbolizer CPU ms / 10k samples |\n'
-printf '|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n'
+flagged() { awk -v c="$1" '$2 == c && $9 == "*"' "$work/results" | wc -l; }
+
+printf '\n| configuration | rounds/CPU-s (median) | vs none, median [min, max] of rounds | rounds/s wall (median) | BPF µs/sample | rounds with a foreign profiler |\n'
+printf '|---|---:|---:|---:|---:|---:|\n'
 for c in "${CONFIGS[@]}"; do
-	awk -v c="$c" -v cpu="$(col "$c" 2)" -v wall="$(col "$c" 3)" -v bc="$base_cpu" -v bw="$base_wall" \
-		-v e="$(col "$c" 4) | $(col "$c" 6) | $(col "$c" 5) | $(per10k "$c" 5) | $(col "$c" 7 | round) | $(per10k "$c" 7)" \
-		'BEGIN { printf "| %s | %.1f | %+.2f%% | %.1f | %+.2f%% | %s |\n", c, cpu, (cpu / bc - 1) * 100, wall, (wall / bw - 1) * 100, e }'
+	if [[ $c == none ]]; then
+		vs="-"
+	else
+		read -r lo hi < <(ratios "$c" | sort -g | awk 'NR == 1 { lo = $1 } { hi = $1 } END { print lo, hi }')
+		vs=$(printf '%+.2f%% [%+.2f, %+.2f]' "$(ratios "$c" | median)" "$lo" "$hi")
+	fi
+	bpf=$(col "$c" 7)
+	[[ $bpf != - ]] && bpf=$(awk -v b="$bpf" 'BEGIN { printf "%.1f", b / 1000 }')
+	printf '| %s | %.1f | %s | %.1f | %s | %s |\n' "$c" "$(col "$c" 3)" "$vs" "$(col "$c" 4)" "$bpf" "$(flagged "$c")"
+done
+
+printf '\n| configuration | samples | agent CPU ms | agent CPU ms / 10k samples | symbolizer CPU ms | symbolizer CPU ms / 10k samples |\n'
+printf '|---|---:|---:|---:|---:|---:|\n'
+for c in "${CONFIGS[@]}"; do
+	[[ $c == coral-* ]] || continue
+	read -r slo shi < <(range "$c" 8)
+	printf '| %s | %s | %s | %s | %.0f [%.0f, %.0f] | %s |\n' "$c" "$(col "$c" 5 | round)" "$(col "$c" 6)" \
+		"$(per10k "$c" 6 | round)" "$(col "$c" 8)" "$slo" "$shi" "$(per10k "$c" 8 | round)"
 done

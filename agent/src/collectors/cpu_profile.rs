@@ -338,7 +338,7 @@ fn elide(stacks: &mut Vec<ProfileStack>, keep: usize) {
     let rest = stacks.split_off(keep);
     stacks.push(ProfileStack {
         pid: 0,
-        comm: String::new(),
+        comm: "[other]".into(),
         frames: vec![Frame {
             function: format!("[{} other stacks]", rest.len()),
             module: String::new(),
@@ -464,7 +464,7 @@ fn drain(announcements: &mut RingBuf<MapData>, symbolizer: &mut Symbolizer) {
         };
         let pid = u32::from_ne_bytes(bytes);
         drop(item);
-        symbolizer.capture(pid);
+        symbolizer.capture_new(pid);
     }
 }
 

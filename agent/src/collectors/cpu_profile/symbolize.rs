@@ -25,7 +25,7 @@ use blazesym::symbolize::source::{Elf, Kernel, Process, Source};
 use blazesym::symbolize::{Input, Symbolized};
 use blazesym::{MaybeDefault, Pid};
 use coral_proto::v1::Frame;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fs::File;
 use std::os::fd::AsRawFd;
 use std::path::PathBuf;
@@ -90,6 +90,8 @@ pub struct Stats {
 pub struct Symbolizer {
     blaze: blazesym::symbolize::Symbolizer,
     processes: HashMap<u32, ProcessMaps>,
+    /// Processes whose maps could not be read (gone): not tried again.
+    gone: HashSet<u32>,
     files: Vec<ObjectFile>,
     file_ids: HashMap<((u32, u32), u64), FileId>,
     held_files: usize,
@@ -130,6 +132,7 @@ impl Symbolizer {
                 .enable_demangling(true)
                 .build(),
             processes: HashMap::new(),
+            gone: HashSet::new(),
             files: Vec::new(),
             file_ids: HashMap::new(),
             held_files: 0,
@@ -151,14 +154,26 @@ impl Symbolizer {
         self.processes.contains_key(&pid)
     }
 
+    /// Captures a process the kernel just announced (its first sample).
+    pub fn capture_new(&mut self, pid: u32) -> bool {
+        // A pid seen gone before and announced again was reused.
+        self.gone.remove(&pid);
+        self.capture(pid)
+    }
+
     /// Takes (or retakes) `pid`'s executable mappings and opens the files
-    /// they map. False when the process is gone or its maps are unreadable.
+    /// they map. False when the process is gone or its maps are unreadable;
+    /// a process found gone is not tried again.
     pub fn capture(&mut self, pid: u32) -> bool {
-        if pid == 0 || (!self.captured(pid) && self.processes.len() >= MAX_PROCESSES) {
-            return false;
+        if pid == 0
+            || self.gone.contains(&pid)
+            || (!self.captured(pid) && self.processes.len() >= MAX_PROCESSES)
+        {
+            return self.captured(pid);
         }
         let Ok(text) = std::fs::read_to_string(format!("/proc/{pid}/maps")) else {
-            return false;
+            self.gone.insert(pid);
+            return self.captured(pid);
         };
         let entries = maps::executable_mappings(&text);
         // A process that is exiting (or a kernel thread) has no maps: keep
