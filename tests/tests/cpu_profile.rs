@@ -279,7 +279,10 @@ fn pid_profile_has_the_hot_functions_in_their_ratio_and_every_format_agrees() {
         n,
         stacks(&p).iter().map(|s| u64_of(&s["count"])).sum::<u64>()
     );
-    assert_eq!(u64_of(&p["lostSamples"]), 0, "{p}");
+    // A loss is a stack-map bucket collision: rare with a few dozen stacks
+    // (each new stack meets a taken bucket with chance ~ stacks / 16384).
+    let lost = u64_of(&p["lostSamples"]);
+    assert!(lost * 20 <= n + lost, "{lost} samples lost: {p}");
     assert_eq!(p["frequencyHz"], HZ);
     // About one sample per 1/HZ s of the target's CPU time.
     let expected = cpu * HZ as f64;

@@ -205,7 +205,7 @@ pub fn flamegraph(p: &CpuProfile, title: &str) -> anyhow::Result<Vec<u8>> {
 }
 
 #[cfg(test)]
-pub(super) mod tests {
+pub(crate) mod tests {
     use super::*;
 
     fn f(function: &str, module: &str, kernel: bool) -> Frame {

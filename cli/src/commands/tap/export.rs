@@ -163,4 +163,32 @@ mod tests {
         assert_eq!(f(Some(Format::Folded), "cpu.svg"), Format::Folded);
         assert_eq!(Format::resolve(None, None), Format::Svg);
     }
+
+    #[test]
+    fn only_profiles_are_exported() {
+        let record = Record {
+            seq: 3,
+            payload: Some(Payload::SyscallStats(Default::default())),
+            ..Default::default()
+        };
+        let err = write(&record, Format::Folded, Some(Path::new("/nonexistent/x"))).unwrap_err();
+        assert!(
+            err.to_string().contains("not a cpu-profile result"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn folded_goes_to_the_file() {
+        let record = Record {
+            r#final: true,
+            payload: Some(Payload::CpuProfile(crate::render::profile::tests::profile())),
+            ..Default::default()
+        };
+        let path = std::env::temp_dir().join(format!("coral-export-{}.folded", std::process::id()));
+        write(&record, Format::Folded, Some(&path)).unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        std::fs::remove_file(&path).unwrap();
+        assert!(text.contains("burn;main;alpha 60"), "{text}");
+    }
 }
