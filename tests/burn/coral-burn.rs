@@ -2,13 +2,14 @@
 //! pointers (`-C force-frame-pointers=yes`), optimised, with line tables, so
 //! profiles of it show whole stacks and real function names.
 //!
-//! `coral-burn [--mode cpu|syscall] [--threads N] [--seconds S] [--wait] [--report]`
+//! `coral-burn [--mode cpu|syscall|stacks] [--threads N] [--seconds S] [--wait] [--report]`
 //!
 //! Prints `ready <pid>`; with `--wait`, waits for a line on stdin. Then every
 //! thread burns CPU for S seconds (default 10). `cpu`: `hot_alpha` and
 //! `hot_beta`, two distinctly named functions, in a 3:1 ratio of CPU time.
 //! `syscall`: reads /dev/zero in 64 KiB chunks, so most time is spent in the
-//! kernel. Then it prints `burned <cpu seconds>`: the CPU time (user + system,
+//! kernel. `stacks`: burns at the end of call paths picked at random among
+//! 2^16, so a profile has thousands of distinct stacks. Then it prints `burned <cpu seconds>`: the CPU time (user + system,
 //! all threads) the burn took, from /proc/self/stat. With `--wait` it then
 //! waits for stdin to close before exiting; otherwise it exits at once.
 //! `--report` also prints `ops <n> seconds <s> rate <n/s>`, for benchmarks.
@@ -85,6 +86,49 @@ fn cpu_seconds() -> f64 {
     ticks as f64 / 100.0
 }
 
+/// Levels of `branch_a` / `branch_b` calls in `--mode stacks`.
+const BRANCH_DEPTH: u32 = 16;
+
+/// One level of a random call path: which function the next level is, is
+/// the path's lowest bit. Each function calls both from two call sites, so
+/// every path is a distinct stack (the work after each call keeps them real
+/// calls, not jumps).
+#[inline(never)]
+fn branch_a(depth: u32, path: u64) -> u64 {
+    if depth == 0 {
+        return hot_alpha(200);
+    }
+    if path & 1 == 0 {
+        black_box(branch_a(depth - 1, path >> 1)).wrapping_add(1)
+    } else {
+        black_box(branch_b(depth - 1, path >> 1)).wrapping_mul(3)
+    }
+}
+
+#[inline(never)]
+fn branch_b(depth: u32, path: u64) -> u64 {
+    if depth == 0 {
+        return hot_beta(200);
+    }
+    if path & 1 == 0 {
+        black_box(branch_a(depth - 1, path >> 1)).wrapping_sub(5)
+    } else {
+        black_box(branch_b(depth - 1, path >> 1)).rotate_left(7)
+    }
+}
+
+#[inline(never)]
+fn burn_stacks(stop: &AtomicBool, ops: &AtomicU64) {
+    let mut x = 0x853c_49e6_748f_ea9bu64;
+    while !stop.load(Ordering::Relaxed) {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        black_box(branch_a(BRANCH_DEPTH, x));
+        ops.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
 fn arg(args: &[String], name: &str) -> Option<String> {
     args.iter()
         .position(|a| a == name)
@@ -101,6 +145,7 @@ fn main() {
     let burn: fn(&AtomicBool, &AtomicU64) = match mode.as_str() {
         "cpu" => burn_cpu,
         "syscall" => burn_syscalls,
+        "stacks" => burn_stacks,
         other => panic!("unknown --mode {other}"),
     };
 

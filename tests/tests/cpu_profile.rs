@@ -508,6 +508,60 @@ fn syscall_heavy_workload_shows_kernel_frames_and_tap_run_writes_a_flamegraph() 
 }
 
 #[test]
+fn thousands_of_distinct_stacks_lose_no_samples() {
+    if !kernel_tests_enabled() {
+        return;
+    }
+    let _serial = serial();
+    let agent = Agent::start(&[]);
+    // Random call paths 16 levels deep: nearly every sample a new stack.
+    let mut target = Burner::waiting(&["--mode", "stacks", "--threads", "2", "--seconds", "4"]);
+    let id = start_profile(
+        &agent,
+        &[
+            "--pid",
+            &target.pid.to_string(),
+            "-F",
+            "999",
+            "--duration",
+            "30s",
+        ],
+    );
+    target.go();
+    let cpu = target.burned();
+    let p = stop_profile(&agent, &id);
+    let n = total(&p);
+    let lost = u64_of(&p["lostSamples"]);
+    let distinct = stacks(&p).len();
+    eprintln!("{n} samples ({lost} lost) in {distinct} stacks for {cpu:.2} CPU seconds");
+    assert!(distinct >= 1000, "only {distinct} distinct stacks");
+    // The stack map alone (16384 buckets, one stack each) would refuse a new
+    // stack with chance ~ stacks stored / 16384, several % here; the overflow
+    // map takes those.
+    assert!(
+        lost * 200 <= n + lost,
+        "{lost} of {} samples lost in {distinct} stacks",
+        n + lost
+    );
+    // The paths are whole: 16 levels of branch_a / branch_b under the loop.
+    let whole = stacks(&p)
+        .iter()
+        .filter(|s| {
+            frames(s)
+                .iter()
+                .filter(|f| {
+                    f["function"]
+                        .as_str()
+                        .is_some_and(|n| n.starts_with("coral_burn::branch_"))
+                })
+                .count()
+                >= 16
+        })
+        .count();
+    assert!(whole * 2 >= distinct, "{whole} of {distinct} stacks whole");
+}
+
+#[test]
 fn process_that_exits_before_the_end_is_still_symbolized() {
     if !kernel_tests_enabled() {
         return;

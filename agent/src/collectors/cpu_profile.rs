@@ -5,8 +5,9 @@
 //! stores the user and kernel stacks (frame-pointer walks by
 //! `bpf_get_stackid`) in a stack_trace map and is counted in a hash map by
 //! (tgid, user stack id, kernel stack id); pid, cgroup and comm filters and
-//! the idle exclusion run in the kernel. Samples that cannot be counted (map
-//! full, stack bucket collision) are counted as lost. Needs CAP_BPF +
+//! the idle exclusion run in the kernel. A stack whose bucket in the stack map
+//! is taken goes to an overflow hash map; samples that still cannot be counted
+//! (maps full) are counted as lost. Needs CAP_BPF +
 //! CAP_PERFMON (or CAP_SYS_ADMIN), perf events and BPF ring buffers (5.8+).
 //!
 //! Agent side: a worker thread per collector owns the blazesym symbolizer
@@ -30,7 +31,9 @@ use aya::programs::perf_event::{
     PerfEventConfig, PerfEventLink, PerfEventScope, SamplePolicy, SoftwareEvent,
 };
 use aya::{Ebpf, EbpfLoader};
-use coral_ebpf_programs::cpu_profile::{OBJECT, ProfileKey, ProfileValue, lost};
+use coral_ebpf_programs::cpu_profile::{
+    KERNEL_OVERFLOW, OBJECT, OverflowStack, ProfileKey, ProfileValue, USER_OVERFLOW, lost,
+};
 use coral_proto::v1::{CpuProfile, CpuProfileConfig, Frame, ProfileStack};
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -54,10 +57,13 @@ pub const LIVE_STACKS: usize = 500;
 /// a process must live about this long after its first sample to resolve.
 const CAPTURE_POLL: Duration = Duration::from_millis(10);
 
-/// Entries of the stack map (user and kernel stacks share it). A stack whose
-/// hash bucket is taken by another one is lost (and counted): the chance grows
-/// with distinct stacks / entries.
+/// Entries of the stack map (user and kernel stacks share it). It is a hash
+/// table whose buckets hold one stack each: a new stack meets a taken bucket
+/// with chance ~ stacks stored / entries.
 const STACK_ENTRIES: u32 = 16_384;
+/// Entries of the overflow map, where stacks whose bucket was taken go. A
+/// sample is lost only when both are full (or clash).
+const OVERFLOW_ENTRIES: u32 = 8_192;
 /// Distinct (process, user stack, kernel stack) keys counted.
 const COUNT_ENTRIES: u32 = 32_768;
 
@@ -121,6 +127,7 @@ impl CollectorFactory for CpuProfileFactory {
         loader
             .override_global("include_idle", &include_idle, true)
             .map_max_entries("stacks", STACK_ENTRIES)
+            .map_max_entries("overflow_stacks", OVERFLOW_ENTRIES)
             .map_max_entries("counts", COUNT_ENTRIES);
         let mut bpf = loader
             .load(OBJECT)
@@ -161,6 +168,7 @@ impl CollectorFactory for CpuProfileFactory {
         Ok(Box::new(CpuProfileCollector {
             counts: take_map(&mut bpf, "counts")?,
             stacks: take_map(&mut bpf, "stacks")?,
+            overflow: take_map(&mut bpf, "overflow_stacks")?,
             lost: take_map(&mut bpf, "lost")?,
             raw_stacks: HashMap::new(),
             worker: Worker::spawn(announcements)?,
@@ -204,10 +212,12 @@ fn read_err(map: &'static str) -> impl Fn(aya::maps::MapError) -> CollectorError
 struct CpuProfileCollector {
     counts: BpfHashMap<MapData, ProfileKey, ProfileValue>,
     stacks: StackTraceMap<MapData>,
+    overflow: BpfHashMap<MapData, u32, OverflowStack>,
     lost: PerCpuArray<MapData, u64>,
-    /// Stack id -> addresses (leaf first). An id never changes meaning during
-    /// a collector's life (stacks are never replaced), so each is read once.
-    raw_stacks: HashMap<i32, Arc<[u64]>>,
+    /// Stack -> addresses (leaf first). Neither map ever replaces a stored
+    /// stack, so an id keeps its meaning for the collector's life and each is
+    /// read once.
+    raw_stacks: HashMap<StackRef, Arc<[u64]>>,
     worker: Worker,
     /// One perf event per CPU; dropping a link closes it.
     links: Vec<PerfEventLink>,
@@ -217,8 +227,11 @@ struct CpuProfileCollector {
     _bpf: Ebpf,
 }
 
-/// A stack id and its addresses, leaf first.
-type RawStack = (i32, Arc<[u64]>);
+/// Where a stack is stored: (in `overflow_stacks`, id or key).
+type StackRef = (bool, i32);
+
+/// A stored stack and its addresses, leaf first.
+type RawStack = (StackRef, Arc<[u64]>);
 
 /// One counted key, with its stacks' addresses, for the worker.
 struct RawSample {
@@ -230,20 +243,34 @@ struct RawSample {
 }
 
 impl CpuProfileCollector {
-    fn stack(&mut self, id: i32) -> Result<Option<RawStack>, CollectorError> {
+    fn stack(&mut self, id: i32, overflow: bool) -> Result<Option<RawStack>, CollectorError> {
         if id < 0 {
             return Ok(None);
         }
-        if let Some(ips) = self.raw_stacks.get(&id) {
-            return Ok(Some((id, ips.clone())));
+        let at = (overflow, id);
+        if let Some(ips) = self.raw_stacks.get(&at) {
+            return Ok(Some((at, ips.clone())));
         }
-        let trace = self
-            .stacks
-            .get(&(id as u32), 0)
-            .map_err(read_err("stacks"))?;
-        let ips: Arc<[u64]> = trace.frames().iter().map(|f| f.ip).collect();
-        self.raw_stacks.insert(id, ips.clone());
-        Ok(Some((id, ips)))
+        let ips: Arc<[u64]> = if overflow {
+            let stack = self
+                .overflow
+                .get(&(id as u32), 0)
+                .map_err(read_err("overflow_stacks"))?;
+            stack
+                .ips
+                .iter()
+                .copied()
+                .take_while(|&ip| ip != 0)
+                .collect()
+        } else {
+            let trace = self
+                .stacks
+                .get(&(id as u32), 0)
+                .map_err(read_err("stacks"))?;
+            trace.frames().iter().map(|f| f.ip).collect()
+        };
+        self.raw_stacks.insert(at, ips.clone());
+        Ok(Some((at, ips)))
     }
 
     fn read_samples(&mut self) -> Result<Vec<RawSample>, CollectorError> {
@@ -257,8 +284,8 @@ impl CpuProfileCollector {
             samples.push(RawSample {
                 tgid: key.tgid,
                 comm: comm(&value.comm),
-                user: self.stack(key.user_stack_id)?,
-                kernel: self.stack(key.kernel_stack_id)?,
+                user: self.stack(key.user_stack_id, key.flags & USER_OVERFLOW != 0)?,
+                kernel: self.stack(key.kernel_stack_id, key.flags & KERNEL_OVERFLOW != 0)?,
                 count: value.count,
             });
         }
@@ -408,8 +435,8 @@ struct WorkerState {
     symbolizer: Symbolizer,
     /// Symbolized stacks: user ones per (process, id), since the same
     /// addresses mean different code in different processes.
-    user_stacks: HashMap<(u32, i32), Arc<[Frame]>>,
-    kernel_stacks: HashMap<i32, Arc<[Frame]>>,
+    user_stacks: HashMap<(u32, StackRef), Arc<[Frame]>>,
+    kernel_stacks: HashMap<StackRef, Arc<[Frame]>>,
     /// CPU time this thread spent symbolizing, for the closing log line.
     busy: Duration,
     samples: u64,

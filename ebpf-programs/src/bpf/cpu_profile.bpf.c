@@ -9,6 +9,12 @@
  * sample by (tgid, user stack id, kernel stack id). Nothing is copied to user
  * space per sample; the agent reads the counts and stacks when it snapshots.
  *
+ * stack_trace maps are hash tables that refuse a stack whose bucket another
+ * stack holds (without BPF_F_REUSE_STACKID, which would silently change what
+ * stored ids mean). Such a stack goes to `overflow_stacks` instead, keyed by a
+ * hash of its addresses and compared in full, so a collision costs a sample
+ * only when both maps fail.
+ *
  * The first sample of a process is announced on a ring buffer so the agent can
  * take the process's memory maps (and open its binaries) while it is alive:
  * that is what lets stacks of short-lived processes be symbolized after they
@@ -32,6 +38,24 @@ struct {
 	__uint(key_size, sizeof(__u32));
 	__uint(value_size, CORAL_PROFILE_STACK_DEPTH * sizeof(__u64));
 } stacks SEC(".maps");
+
+/* Stacks whose bucket in `stacks` was taken: 31-bit hash -> stack. max_entries
+ * is set by the agent. perf_event programs may only use preallocated hash
+ * maps. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 8192);
+	__type(key, __u32);
+	__type(value, struct coral_stack);
+} overflow_stacks SEC(".maps");
+
+/* One stack's worth of scratch per CPU (too big for the BPF stack). */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct coral_stack);
+} scratch SEC(".maps");
 
 /* perf_event programs may only use preallocated hash maps. */
 struct {
@@ -81,6 +105,59 @@ static __always_inline int stack_failed(long id)
 	return 1;
 }
 
+/* Stores the current stack (user with BPF_F_USER_STACK, else kernel) in
+ * `overflow_stacks`. Returns its key, or -EEXIST when another stack has the
+ * same key or the map is full. */
+static __always_inline long overflow_stack(void *ctx, __u64 flags)
+{
+	struct coral_stack *buf, *stored;
+	__u32 zero = 0, key;
+	__u64 h = 14695981039346656037ULL; /* FNV-1a over the addresses */
+	long len;
+	int i;
+
+	buf = bpf_map_lookup_elem(&scratch, &zero);
+	if (!buf)
+		return -17;
+	/* Zero-fills the rest of the buffer. */
+	len = bpf_get_stack(ctx, buf->ips, sizeof(buf->ips), flags);
+	if (len <= 0)
+		return len == 0 ? -14 /* EFAULT: no stack */ : -17;
+	for (i = 0; i < CORAL_PROFILE_STACK_DEPTH; i++) {
+		h ^= buf->ips[i];
+		h *= 1099511628211ULL;
+	}
+	key = (h ^ (h >> 32)) & 0x7fffffff;
+	stored = bpf_map_lookup_elem(&overflow_stacks, &key);
+	if (!stored) {
+		if (!bpf_map_update_elem(&overflow_stacks, &key, buf, BPF_NOEXIST))
+			return key;
+		/* Full, or another CPU stored a stack with this key meanwhile. */
+		stored = bpf_map_lookup_elem(&overflow_stacks, &key);
+		if (!stored)
+			return -17;
+	}
+	for (i = 0; i < CORAL_PROFILE_STACK_DEPTH; i++) {
+		if (stored->ips[i] != buf->ips[i])
+			return -17;
+	}
+	return key;
+}
+
+/* The id of the current stack in `stacks`, or its key in `overflow_stacks`
+ * (then `overflow_bit` is set in *key_flags), or a negative errno. */
+static __always_inline long stack_id(void *ctx, __u64 flags, __u32 overflow_bit, __u32 *key_flags)
+{
+	long id = bpf_get_stackid(ctx, &stacks, flags);
+
+	if (id != -17 /* EEXIST: the bucket holds another stack */)
+		return id;
+	id = overflow_stack(ctx, flags);
+	if (id >= 0)
+		*key_flags |= overflow_bit;
+	return id;
+}
+
 static __always_inline void announce(__u32 tgid)
 {
 	static const __u8 one = 1;
@@ -110,8 +187,8 @@ int coral_cpu_sample(struct bpf_perf_event_data *ctx)
 	if (!coral_target_matches(tgid))
 		return 0;
 
-	kernel_id = bpf_get_stackid(ctx, &stacks, 0);
-	user_id = bpf_get_stackid(ctx, &stacks, BPF_F_USER_STACK);
+	kernel_id = stack_id(ctx, 0, CORAL_KERNEL_OVERFLOW, &key.flags);
+	user_id = stack_id(ctx, BPF_F_USER_STACK, CORAL_USER_OVERFLOW, &key.flags);
 	if (stack_failed(kernel_id) || stack_failed(user_id))
 		return 0;
 
