@@ -14,6 +14,7 @@ pub mod config;
 pub mod domain;
 pub mod error;
 pub mod manager;
+pub mod memory;
 pub mod server;
 pub mod test_hooks;
 #[cfg(test)]

@@ -154,7 +154,13 @@ async fn main() -> anyhow::Result<()> {
     // Refuse an insecure listener before probing (which may mount tracefs).
     options.check(&args.listen)?;
 
-    let caps = tokio::task::spawn_blocking(capabilities::detect).await?;
+    let caps = tokio::task::spawn_blocking(|| {
+        let caps = capabilities::detect();
+        // The probes loaded BPF objects: give their BTF parse back.
+        coral_agent::memory::release_freed();
+        caps
+    })
+    .await?;
     tracing::info!(kernel = %caps.kernel_release, btf = caps.btf, cap_bpf = caps.cap_bpf,
         raw_tp = caps.raw_tracepoints, kprobes = caps.kprobes, "capabilities probed");
     let mut factories = collectors::builtin();

@@ -398,7 +398,10 @@ fn tls_tokens_and_client_certificates_are_enforced() {
         ],
     );
     assert_eq!(code, 4, "{err}");
-    assert!(err.contains("too large"), "{err}");
+    assert!(
+        err.contains("OUT_OF_RANGE") && err.contains("too large"),
+        "{err}"
+    );
 
     // The agent survived all of it, and the audit log names who tried what.
     assert!(agent.coral(&["caps"]).status.success());

@@ -23,7 +23,7 @@ pub(super) async fn run(
 ) {
     let loaded = tokio::task::spawn_blocking(move || {
         let loaded = factory.start(&ctx);
-        release_freed_memory();
+        crate::memory::release_freed();
         loaded
     })
     .await;
@@ -90,19 +90,6 @@ pub(super) async fn run(
         }
     };
     finish(&entry, state, error);
-}
-
-/// Loading a collector parses the kernel's BTF (aya does it for every
-/// loader): tens of megabytes allocated and freed on a blocking-pool thread.
-/// glibc keeps freed memory in that thread's arena, so without this an idle
-/// agent would stay at the high-water mark of its busiest start.
-fn release_freed_memory() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: malloc_trim only returns free heap pages to the kernel; it has
-    // no preconditions and touches no live allocation.
-    unsafe {
-        libc::malloc_trim(0);
-    }
 }
 
 fn fail_start(entry: &Entry, error: String) {

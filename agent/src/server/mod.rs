@@ -52,7 +52,7 @@ impl EbpfApi {
     }
 
     /// Requests over [`listen::MAX_REQUEST_BYTES`] are refused by tonic
-    /// (`RESOURCE_EXHAUSTED`) before they are decoded.
+    /// (`OUT_OF_RANGE`) before they are decoded.
     pub fn into_service(self, auth: Authenticator) -> Service {
         InterceptedService::new(
             EbpfServiceServer::new(self).max_decoding_message_size(listen::MAX_REQUEST_BYTES),
@@ -330,5 +330,7 @@ impl StreamState {
     }
 }
 
+#[cfg(test)]
+mod fuzz;
 #[cfg(test)]
 mod tests;

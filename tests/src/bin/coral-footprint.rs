@@ -3,14 +3,15 @@
 //!
 //! ```text
 //! coral-footprint --socket PATH --pid AGENT_PID [--idle-secs 10] [--starts 50]
-//!                 [--flood 20000] [--kinds syscall-stats,tcp-metrics,...]
+//!                 [--settle-secs 0] [--flood 20000] [--kinds syscall-stats,tcp-metrics,...]
 //! ```
 //!
 //! 1. Idle: the agent's RSS, and CPU time over `--idle-secs` with no collector.
 //! 2. Start latency per kind: `--starts` times StartCollector (the answer
 //!    comes once the programs are attached: RPC -> attached), then stop.
 //!    p50 / p99 / max. Targets are this process's own pid, so the collectors
-//!    trace almost nothing.
+//!    trace almost nothing. RSS right after, and again after `--settle-secs`
+//!    (give the agent a short `--retention` to see ended collectors reaped).
 //! 3. StreamEvents throughput: a tcp-metrics collector records `--flood`
 //!    loopback connections made by this process (one record per closed end),
 //!    is stopped, and its retained records are streamed from seq 1 to one
@@ -111,6 +112,7 @@ async fn main() {
     let idle_secs: u64 = arg(&args, "--idle-secs").map_or(10, |v| v.parse().unwrap());
     let starts: usize = arg(&args, "--starts").map_or(50, |v| v.parse().unwrap());
     let flood: usize = arg(&args, "--flood").map_or(20_000, |v| v.parse().unwrap());
+    let settle_secs: u64 = arg(&args, "--settle-secs").map_or(0, |v| v.parse().unwrap());
     let me = std::process::id();
     let mut client = connect(&socket).await;
     let caps = client
@@ -208,9 +210,18 @@ async fn main() {
     let (rss_after, _) = proc_sample(pid);
     println!("rss_after_starts_kib {rss_after}");
     summary.push(format!(
-        "| RSS after the starts | {:.1} MiB |",
+        "| RSS right after the starts | {:.1} MiB |",
         rss_after as f64 / 1024.0
     ));
+    if settle_secs > 0 {
+        tokio::time::sleep(Duration::from_secs(settle_secs)).await;
+        let (rss_settled, _) = proc_sample(pid);
+        println!("rss_settled_kib {rss_settled}");
+        summary.push(format!(
+            "| RSS {settle_secs} s later (ended collectors reaped) | {:.1} MiB |",
+            rss_settled as f64 / 1024.0
+        ));
+    }
 
     // 3. StreamEvents throughput.
     if available.iter().any(|a| a == "COLLECTOR_KIND_TCP_METRICS") {

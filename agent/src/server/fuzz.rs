@@ -1,0 +1,197 @@
+//! Property-based fuzzing of what a client controls: arbitrary bytes decoded
+//! as requests, and arbitrary field values through conversion and the
+//! manager's validation with the real collector kinds. Bounded (a few hundred
+//! cases each) so it runs in every `cargo test`; the property is "never
+//! panics, always answers with a status code a client can act on".
+
+use crate::capabilities::HostCapabilities;
+use crate::config::Limits;
+use crate::domain::Spec;
+use crate::error::Error;
+use crate::manager::Manager;
+use coral_proto::v1 as pb;
+use pb::collector_spec::Config;
+use proptest::prelude::*;
+use prost::Message;
+use tonic::Code;
+
+const CASES: u32 = 384;
+
+fn any_string() -> impl Strategy<Value = String> {
+    prop_oneof![
+        // Short and printable: most likely to get deep into validation.
+        "[a-z0-9/._-]{0,20}",
+        // Anything at all, including NULs, control characters and long runs.
+        proptest::collection::vec(any::<char>(), 0..64).prop_map(|c| c.into_iter().collect()),
+    ]
+}
+
+fn any_u64() -> impl Strategy<Value = u64> {
+    prop_oneof![Just(0u64), 1u64..1_000_000_000_000, any::<u64>()]
+}
+
+fn any_config() -> impl Strategy<Value = Option<Config>> {
+    prop_oneof![
+        Just(None),
+        (any_u64(), any::<bool>()).prop_map(|(interval_ns, per_process)| Some(
+            Config::SyscallStats(pb::SyscallStatsConfig {
+                interval_ns,
+                per_process,
+            })
+        )),
+        (any_u64(), any::<bool>(), any::<u32>()).prop_map(
+            |(interval_ns, client_side, max_routes)| {
+                Some(Config::HttpLatency(pb::HttpLatencyConfig {
+                    interval_ns,
+                    client_side,
+                    max_routes,
+                }))
+            }
+        ),
+        (any::<u32>(), any::<bool>()).prop_map(|(frequency_hz, include_idle)| Some(
+            Config::CpuProfile(pb::CpuProfileConfig {
+                frequency_hz,
+                include_idle,
+            })
+        )),
+        (
+            any_u64(),
+            proptest::collection::vec(any::<u32>(), 0..80),
+            proptest::collection::vec(any::<u32>(), 0..80),
+            prop_oneof![
+                any_string(),
+                "[0-9]{1,3}\\.[0-9]{1,3}\\.[0-9]{1,3}\\.[0-9]{1,3}/[0-9]{1,3}",
+                "[0-9a-f:]{2,30}/[0-9]{1,3}",
+            ],
+            any::<u32>()
+        )
+            .prop_map(
+                |(interval_ns, local_ports, remote_ports, remote_prefix, rtt_sample_every)| Some(
+                    Config::TcpMetrics(pb::TcpMetricsConfig {
+                        interval_ns,
+                        local_ports,
+                        remote_ports,
+                        remote_prefix,
+                        rtt_sample_every,
+                    })
+                )
+            ),
+    ]
+}
+
+fn any_spec() -> impl Strategy<Value = pb::CollectorSpec> {
+    (
+        prop_oneof![0i32..6, any::<i32>()],
+        proptest::option::of(any_u64()),
+        proptest::option::of((
+            proptest::collection::vec(prop_oneof![Just(0u32), any::<u32>()], 0..100),
+            any_string(),
+            any_string(),
+        )),
+        proptest::collection::btree_map(any_string(), any_string(), 0..8),
+        any_config(),
+    )
+        .prop_map(
+            |(kind, duration_ns, filter, labels, config)| pb::CollectorSpec {
+                kind,
+                duration_ns,
+                filter: filter.map(|(pids, cgroup, comm)| pb::TargetFilter { pids, cgroup, comm }),
+                labels: labels.into_iter().collect(),
+                config,
+            },
+        )
+}
+
+/// The codes a refused start may carry: each one means something to a
+/// client. Nothing here can load BPF (the capabilities say the node has no
+/// privileges), so every well-formed spec ends as "unavailable".
+const START_CODES: [Code; 3] = [
+    Code::InvalidArgument,
+    Code::FailedPrecondition,
+    Code::ResourceExhausted,
+];
+
+struct Fixture {
+    rt: tokio::runtime::Runtime,
+    manager: Manager,
+}
+
+impl Fixture {
+    fn new() -> Self {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let manager = rt.block_on(async {
+            Manager::new(
+                Limits::default(),
+                HostCapabilities::default(),
+                crate::collectors::builtin(),
+            )
+        });
+        Self { rt, manager }
+    }
+
+    /// Conversion then validation, as `StartCollector` does them.
+    fn start(&self, spec: pb::CollectorSpec) -> Result<(), Code> {
+        let spec = Spec::try_from(spec).map_err(|e| e.code())?;
+        self.rt
+            .block_on(self.manager.start(spec))
+            .map(drop)
+            .map_err(|e: Error| e.code())
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: CASES, failure_persistence: None, ..ProptestConfig::default() })]
+
+    #[test]
+    fn arbitrary_specs_are_refused_with_a_meaningful_code(spec in any_spec()) {
+        let fixture = Fixture::new();
+        match fixture.start(spec) {
+            Ok(()) => prop_assert!(false, "a start succeeded on a node without privileges"),
+            Err(code) => prop_assert!(START_CODES.contains(&code), "{code:?}"),
+        }
+    }
+
+    #[test]
+    fn arbitrary_bytes_decode_or_fail_cleanly(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
+        let fixture = Fixture::new();
+        if let Ok(pb::StartCollectorRequest { spec: Some(spec) }) =
+            pb::StartCollectorRequest::decode(bytes.as_slice())
+        {
+            let code = fixture.start(spec).unwrap_err();
+            prop_assert!(START_CODES.contains(&code), "{code:?}");
+        }
+        // The other requests a client can send decode without panicking too.
+        let _ = pb::StreamEventsRequest::decode(bytes.as_slice());
+        let _ = pb::GetEventsRequest::decode(bytes.as_slice());
+        let _ = pb::ExtendCollectorRequest::decode(bytes.as_slice());
+    }
+
+    #[test]
+    fn encoded_specs_survive_a_round_trip_and_bit_flips(spec in any_spec(), flip in any::<usize>()) {
+        let fixture = Fixture::new();
+        let mut bytes = pb::StartCollectorRequest { spec: Some(spec) }.encode_to_vec();
+        if !bytes.is_empty() {
+            let i = flip % bytes.len();
+            bytes[i] ^= 1 << (flip % 8);
+        }
+        if let Ok(pb::StartCollectorRequest { spec: Some(spec) }) =
+            pb::StartCollectorRequest::decode(bytes.as_slice())
+        {
+            let code = fixture.start(spec).unwrap_err();
+            prop_assert!(START_CODES.contains(&code), "{code:?}");
+        }
+    }
+
+    #[test]
+    fn certificate_subjects_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..256)) {
+        let _ = super::tls::cert_subject(&bytes);
+    }
+
+    #[test]
+    fn token_files_never_panic(text in any_string()) {
+        let _ = super::auth::Tokens::parse(&text);
+    }
+}
