@@ -403,9 +403,33 @@ fn tls_tokens_and_client_certificates_are_enforced() {
         "{err}"
     );
 
+    // A good client's start over mutual TLS with a token: audited with both
+    // the certificate subject and the token name.
+    let started_id = kernel_tests_enabled().then(|| {
+        let info = agent.start_collector(&["--kind", "syscall-stats", "--pid", "1", "-d", "5s"]);
+        let id = id_of(&info);
+        assert!(agent.coral(&["tap", "stop", &id]).status.success());
+        id
+    });
+
     // The agent survived all of it, and the audit log names who tried what.
     assert!(agent.coral(&["caps"]).status.success());
     let audit = std::fs::read_to_string(&log).unwrap();
+    if let Some(id) = started_id {
+        for action in ["start", "stop"] {
+            let line = audit
+                .lines()
+                .find(|l| l.contains(&format!("action={action}")) && l.contains(&id))
+                .unwrap_or_else(|| panic!("no audit line for {action}: {audit}"));
+            assert!(
+                line.contains("peer=tcp 127.0.0.1:")
+                    && line.contains("cert=\"CN=coral-test-client\"")
+                    && line.contains("token=ci")
+                    && line.contains("outcome=\"ok\""),
+                "{line}"
+            );
+        }
+    }
     assert!(
         audit.contains("coral::audit")
             && audit.contains("the bearer token is not valid")
