@@ -7,8 +7,11 @@
 # where a connection tracer works hardest) and one bulk stream (where the
 # per-ACK tcp_probe hook works hardest), each for SECS seconds, with nothing
 # attached, with Coral tcp-metrics on the whole machine (closed-connection
-# events + per-remote RTT histograms, retransmits, resets) and with tcplife
-# (closed-connection lines only), its output going to a file. Rounds go
+# events + per-remote RTT histograms, retransmits, resets), with tcplife
+# (closed-connection lines only, its output going to a file), and with Coral
+# using its pre-6.3 fallback for the owners of accepted connections
+# (CORAL_TCP_OWNER=accept: syscall tracepoints, which send every syscall
+# through the slow path). Rounds go
 # round-robin over the configurations, starting one further each round, so
 # drift on a shared machine hits every configuration alike; medians over
 # rounds are reported, with each configuration's ratio to "none" (the median
@@ -17,7 +20,7 @@
 # Needs root and libbpf-tools' tcplife. Usage: bash bench/tcp-metrics.sh
 # Knobs (environment): SECS (per workload and round, default 5), ROUNDS
 # (default 5), CLIENTS (client threads of the short-connection load, default
-# 2), CONFIGS (subset of: none coral tcplife), BUILD=0 (use the binaries
+# 2), CONFIGS (subset of: none coral tcplife coral-accept), BUILD=0 (use the binaries
 # already in target/release).
 set -euo pipefail
 
@@ -25,12 +28,13 @@ SECS=${SECS:-5}
 ROUNDS=${ROUNDS:-5}
 CLIENTS=${CLIENTS:-2}
 BUILD=${BUILD:-1}
-ALL_CONFIGS=(none coral tcplife)
+ALL_CONFIGS=(none coral tcplife coral-accept)
 read -r -a CONFIGS <<<"${CONFIGS:-${ALL_CONFIGS[*]}}"
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$root"
 sock=/tmp/coral-bench-tcp.sock
+sock_accept=/tmp/coral-bench-tcp-accept.sock
 work=$(mktemp -d /tmp/coral-bench-tcp.XXXXXX)
 
 die() {
@@ -48,8 +52,10 @@ done
 
 # --- clean-up of everything started below --------------------------------
 agent_pid=
+accept_pid=
 tracer_pid=
 collector=
+collector_accept=
 
 cleanup() {
 	local rc=$?
@@ -57,13 +63,16 @@ cleanup() {
 	if [[ -n $collector ]]; then
 		"$work/bin/coral" --agent "unix://$sock" tap stop "$collector" >/dev/null 2>&1 || true
 	fi
-	for pid in $tracer_pid $agent_pid; do
+	if [[ -n $collector_accept ]]; then
+		"$work/bin/coral" --agent "unix://$sock_accept" tap stop "$collector_accept" >/dev/null 2>&1 || true
+	fi
+	for pid in $tracer_pid $agent_pid $accept_pid; do
 		kill -TERM "$pid" 2>/dev/null || true
 	done
-	for pid in $tracer_pid $agent_pid; do
+	for pid in $tracer_pid $agent_pid $accept_pid; do
 		wait "$pid" 2>/dev/null || true
 	done
-	rm -f "$sock"
+	rm -f "$sock" "$sock_accept"
 	if [[ $rc -ne 0 ]]; then
 		echo "${0##*/}: failed (exit $rc); logs kept in $work" >&2
 	else
@@ -91,15 +100,26 @@ coral=("$work/bin/coral" --agent "unix://$sock")
 # tcplife attaches its tracepoint through tracefs.
 mountpoint -q /sys/kernel/tracing || mount -t tracefs tracefs /sys/kernel/tracing
 
-rm -f "$sock"
-"$work/bin/coral-agent" --listen "unix://$sock" >"$work/agent.log" 2>&1 &
-agent_pid=$!
-for _ in $(seq 100); do
-	"${coral[@]}" caps >/dev/null 2>&1 && break
-	kill -0 "$agent_pid" 2>/dev/null || die "coral-agent exited: $(cat "$work/agent.log")"
-	sleep 0.1
-done
-"${coral[@]}" caps >/dev/null || die "coral-agent does not answer on $sock"
+# Starts an agent on socket $1 (extra environment in $2...); prints its pid.
+start_agent() {
+	local at=$1 pid
+	shift
+	rm -f "$at"
+	env "$@" "$work/bin/coral-agent" --listen "unix://$at" >>"$work/agent.log" 2>&1 &
+	pid=$!
+	for _ in $(seq 100); do
+		"$work/bin/coral" --agent "unix://$at" caps >/dev/null 2>&1 && break
+		kill -0 "$pid" 2>/dev/null || die "coral-agent exited: $(cat "$work/agent.log")"
+		sleep 0.1
+	done
+	"$work/bin/coral" --agent "unix://$at" caps >/dev/null || die "coral-agent does not answer on $at"
+	echo "$pid"
+}
+agent_pid=$(start_agent "$sock")
+coral_accept=("$work/bin/coral" --agent "unix://$sock_accept")
+if [[ " ${CONFIGS[*]} " == *" coral-accept "* ]]; then
+	accept_pid=$(start_agent "$sock_accept" CORAL_TCP_OWNER=accept)
+fi
 
 # Attaches configuration $1 (returns once it is attached).
 start_tracer() {
@@ -108,6 +128,10 @@ start_tracer() {
 	none) ;;
 	coral)
 		collector=$("${coral[@]}" tap start --kind tcp-metrics --duration 10m 2>>"$log") ||
+			die "coral tap start failed: $(cat "$log")"
+		;;
+	coral-accept)
+		collector_accept=$("${coral_accept[@]}" tap start --kind tcp-metrics --duration 10m 2>>"$log") ||
 			die "coral tap start failed: $(cat "$log")"
 		;;
 	tcplife)
@@ -129,11 +153,17 @@ stop_tracer() {
 	local cfg=$1 log=$work/$1.log
 	case $cfg in
 	none) echo 0 0 ;;
-	coral)
-		local id=$collector
-		collector=
-		"${coral[@]}" tap stop "$id" >/dev/null 2>>"$log" || die "coral tap stop $id failed: $(cat "$log")"
-		"${coral[@]}" -o json tap events "$id" >"$work/coral.json" 2>>"$log" ||
+	coral | coral-accept)
+		local id cli
+		if [[ $cfg == coral ]]; then
+			id=$collector cli=("${coral[@]}")
+			collector=
+		else
+			id=$collector_accept cli=("${coral_accept[@]}")
+			collector_accept=
+		fi
+		"${cli[@]}" tap stop "$id" >/dev/null 2>>"$log" || die "coral tap stop $id failed: $(cat "$log")"
+		"${cli[@]}" -o json tap events "$id" >"$work/coral.json" 2>>"$log" ||
 			die "coral tap events $id failed: $(cat "$log")"
 		python3 - "$work/coral.json" <<-'EOF'
 			import json, sys
@@ -172,7 +202,9 @@ for ((round = 0; round < ROUNDS; round++)); do
 	for ((k = 0; k < n; k++)); do
 		cfg=${CONFIGS[(round + k) % n]}
 		start_tracer "$cfg"
-		agent_before=$(cpu_ticks "$agent_pid")
+		tracer_agent=$agent_pid
+		[[ $cfg == coral-accept ]] && tracer_agent=$accept_pid
+		agent_before=$(cpu_ticks "$tracer_agent")
 		read -r _ made rate < <("$load" conns --secs "$SECS" --clients "$CLIENTS")
 		read -r _ _ mbps < <("$load" bulk --secs "$SECS")
 		# Not in a subshell: stop_tracer clears the tracer variables.
@@ -181,7 +213,7 @@ for ((round = 0; round < ROUNDS; round++)); do
 		# The tracer's own CPU: the agent's for Coral (its polling when idle
 		# included), tcplife's for tcplife.
 		case $cfg in
-		coral) ticks=$(($(cpu_ticks "$agent_pid") - agent_before)) ;;
+		coral | coral-accept) ticks=$(($(cpu_ticks "$tracer_agent") - agent_before)) ;;
 		tcplife) ticks=$(cat "$work/tracer_ticks") ;;
 		*) ticks=0 ;;
 		esac
@@ -195,7 +227,7 @@ for ((round = 0; round < ROUNDS; round++)); do
 		conns_r[$cfg,$round]=$rate
 		bulk_r[$cfg,$round]=$mbps
 		seen[$cfg]+="$ends/$dropped "
-		printf 'round %d  %-8s %10s conn/s %9s MB/s  ends/dropped %s  tracer cpu %ss\n' \
+		printf 'round %d  %-12s %10s conn/s %9s MB/s  ends/dropped %s  tracer cpu %ss\n' \
 			"$round" "$cfg" "$rate" "$mbps" "$ends/$dropped" "$ticks/$hz" >&2
 	done
 done
@@ -206,7 +238,7 @@ median() {
 
 echo
 echo "tcp-metrics overhead: loopback, $SECS s per workload, median of $ROUNDS rounds, $(nproc) CPUs, $(uname -r)"
-printf '%-10s %14s %8s %12s %8s %14s\n' CONFIG "CONN/s" RATIO "BULK MB/s" RATIO "TRACER CPU s"
+printf '%-13s %14s %8s %12s %8s %14s\n' CONFIG "CONN/s" RATIO "BULK MB/s" RATIO "TRACER CPU s"
 # RATIO: the median over rounds of (configuration / none) within a round,
 # which cancels drift between rounds better than a ratio of medians.
 ratio() {
@@ -226,5 +258,5 @@ for cfg in "${CONFIGS[@]}"; do
 	else
 		rc=- rb=-
 	fi
-	printf '%-10s %14.1f %8s %12.1f %8s %14s\n' "$cfg" "$c" "$rc" "$b" "$rb" "$(median <<<"${cpu[$cfg]}")"
+	printf '%-13s %14.1f %8s %12.1f %8s %14s\n' "$cfg" "$c" "$rc" "$b" "$rb" "$(median <<<"${cpu[$cfg]}")"
 done

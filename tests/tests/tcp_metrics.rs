@@ -331,6 +331,69 @@ fn closed_connections_are_exact_for_both_ends() {
     );
 }
 
+/// Names of the BPF programs a collector has loaded (bpftool).
+fn program_names(agent: &Agent, id: &str) -> BTreeSet<String> {
+    let info = agent.get(id);
+    info["bpfProgramIds"]
+        .as_array()
+        .expect("program ids")
+        .iter()
+        .map(|p| {
+            let out = Command::new("bpftool")
+                .args(["-j", "prog", "show", "id", &u64_of(p).to_string()])
+                .output()
+                .expect("running bpftool");
+            let v: Value = serde_json::from_slice(&out.stdout).expect("bpftool JSON");
+            v["name"].as_str().unwrap_or_default().to_string()
+        })
+        .collect()
+}
+
+/// Kernels before 6.3 have no sock_{recv,send}_length: accepted connections
+/// then get their owner from accept(). The agent takes that path when told.
+#[test]
+fn accept_fallback_names_both_ends() {
+    if !kernel_tests_enabled() {
+        return;
+    }
+    let agent = Agent::start_at(&socket_path(), &[], &[("CORAL_TCP_OWNER", "accept")]);
+    let (mut srv, port, srv_pid) =
+        server(None, "127.0.0.1:0", &["--conns", "3", "--reply", "7,8,9"]);
+    let (mut cli, cli_pid) = client(
+        None,
+        &format!("127.0.0.1:{port}"),
+        &["--sizes", "100,200,300"],
+    );
+    let id = start(
+        &agent,
+        &["--pid", &srv_pid.to_string(), "--pid", &cli_pid.to_string()],
+    );
+    let names = program_names(&agent, &id);
+    assert!(names.contains("coral_tcp_accept4"), "{names:?}");
+    assert!(!names.contains("coral_tcp_recv"), "{names:?}");
+    cli.go();
+    cli.expect("done");
+    srv.expect("done");
+    wait_connections(&agent, &id, 6);
+    let (events, _) = stop(&agent, &id);
+    assert_eq!(events.len(), 6, "{events:#?}");
+    for e in &events {
+        let (pid, comm) = if e["active"] == true {
+            (cli_pid, CLIENT_COMM)
+        } else {
+            (srv_pid, SERVER_COMM)
+        };
+        assert_eq!(u64_of(&e["pid"]), u64::from(pid), "{e}");
+        assert_eq!(e["comm"], comm, "{e}");
+    }
+    let received: BTreeSet<u64> = events
+        .iter()
+        .filter(|e| e["active"] != true)
+        .map(|e| u64_of(&e["bytesReceived"]))
+        .collect();
+    assert_eq!(received, BTreeSet::from([100, 200, 300]));
+}
+
 #[test]
 fn ipv6_connections_are_reported() {
     if !kernel_tests_enabled() {
@@ -637,6 +700,15 @@ fn capabilities_report_tcp_metrics() {
         hooks.contains("inet_sock_set_state") && hooks.contains("tcp_probe"),
         "{kind}"
     );
+
+    // Owners of accepted connections: sock_*_length where the kernel has
+    // them (no syscall tracepoint, no tax on other syscalls).
+    let has_io = std::path::Path::new("/sys/kernel/tracing/events/sock/sock_recv_length").exists();
+    let id = start(&agent, &["--comm", "coral-no-such"]);
+    let names = program_names(&agent, &id);
+    assert_eq!(names.contains("coral_tcp_recv"), has_io, "{names:?}");
+    assert_eq!(names.contains("coral_tcp_accept4"), !has_io, "{names:?}");
+    stop(&agent, &id);
 
     // Bad filters are refused before anything loads.
     let out = agent.coral(&[

@@ -7,9 +7,12 @@
 //! - raw tracepoints `inet_sock_set_state`, `tcp_destroy_sock`, `tcp_probe`,
 //!   `tcp_retransmit_skb`, `tcp_send_reset`, `tcp_receive_reset` (no tracefs,
 //!   no trace record formatted per ACK);
-//! - tracepoints `syscalls:sys_exit_accept{,4}` (through perf_event, so tracefs
-//!   must be mounted; the agent mounts it): an accepted connection belongs to
-//!   the process that accepts it, since its handshake ran in softirq context.
+//! - for the owner of an accepted connection (its handshake ran in softirq
+//!   context, where `current` is whatever task happened to run): raw
+//!   tracepoints `sock_recv_length` / `sock_send_length` (Linux 6.3+), the
+//!   first task to read or write it; on older kernels, tracepoints
+//!   `syscalls:sys_exit_accept{,4}` (perf_event, so tracefs; and every
+//!   syscall of every task takes the slow path while they are attached).
 //!
 //! Needs CAP_BPF + CAP_PERFMON (or CAP_SYS_ADMIN), BTF (CO-RE), BPF ring
 //! buffers (5.8+) and BPF atomic fetch / compare-and-exchange (5.12+). Only
@@ -34,8 +37,10 @@ use coral_ebpf_programs::tcp_metrics::{
     RTT_BUCKETS, Remote, RemoteKey, SOCK_CLOSED, SOCK_TARGET, SOCK_TUPLE_MATCH, Sock, TcpEvent,
 };
 use coral_proto::v1::{TcpConnection, TcpMetricsConfig, TcpRemoteStats, TcpStats};
+use std::collections::BTreeSet;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::Path;
+use std::sync::OnceLock;
 use std::time::Duration;
 
 /// Aggregate snapshot interval when the request gives none.
@@ -49,7 +54,7 @@ pub const SOCK_ENTRIES: u32 = 65_536;
 /// Distinct remote endpoints aggregated.
 pub const REMOTE_ENTRIES: u32 = 8_192;
 
-/// Raw tracepoints: (program, tracepoint).
+/// Raw tracepoints always attached: (program, tracepoint).
 const RAW_PROGRAMS: [(&str, &str); 6] = [
     ("coral_tcp_state", "inet_sock_set_state"),
     ("coral_tcp_destroy", "tcp_destroy_sock"),
@@ -59,19 +64,94 @@ const RAW_PROGRAMS: [(&str, &str); 6] = [
     ("coral_tcp_receive_reset", "tcp_receive_reset"),
 ];
 
-/// perf_event tracepoints: (program, category, name).
-const TP_PROGRAMS: [(&str, &str, &str); 2] = [
+/// Owners of accepted connections, where the kernel has these (6.3+).
+const IO_PROGRAMS: [(&str, &str); 2] = [
+    ("coral_tcp_recv", "sock_recv_length"),
+    ("coral_tcp_send", "sock_send_length"),
+];
+
+/// Owners of accepted connections otherwise: perf_event tracepoints
+/// (program, category, name).
+const ACCEPT_PROGRAMS: [(&str, &str, &str); 2] = [
     ("coral_tcp_accept4", "syscalls", "sys_exit_accept4"),
     ("coral_tcp_accept", "syscalls", "sys_exit_accept"),
 ];
 
-/// Category of each raw tracepoint, to find it under tracefs.
-fn category(tracepoint: &str) -> &'static str {
-    if tracepoint == "inet_sock_set_state" {
-        "sock"
-    } else {
-        "tcp"
+/// Environment variable of the agent: with `accept`, accepted connections get
+/// their owner from the `accept()` tracepoints even where `sock_*_length`
+/// exist (the e2e tests run the fallback this way).
+pub const OWNER_ENV: &str = "CORAL_TCP_OWNER";
+
+/// Where the kernel describes its types, tracepoints included.
+const VMLINUX_BTF: &str = "/sys/kernel/btf/vmlinux";
+
+/// Which of `names` the kernel has as tracepoints: each one has a
+/// `btf_trace_<name>` typedef in the kernel's BTF, whose name sits
+/// NUL-terminated in the string section. (Raw tracepoints need no tracefs,
+/// so tracefs is no place to look for them.)
+fn tracepoints_in_btf<'a>(btf: &[u8], names: &[&'a str]) -> BTreeSet<&'a str> {
+    let wanted: std::collections::HashMap<Vec<u8>, &'a str> = names
+        .iter()
+        .map(|n| (format!("btf_trace_{n}").into_bytes(), *n))
+        .collect();
+    btf.split(|&b| b == 0)
+        .filter_map(|s| wanted.get(s).copied())
+        .collect()
+}
+
+/// The tracepoints this collector may attach that the running kernel has,
+/// read once.
+fn kernel_tracepoints() -> &'static Result<BTreeSet<&'static str>, String> {
+    static FOUND: OnceLock<Result<BTreeSet<&'static str>, String>> = OnceLock::new();
+    FOUND.get_or_init(|| {
+        let btf = std::fs::read(VMLINUX_BTF).map_err(|e| format!("reading {VMLINUX_BTF}: {e}"))?;
+        let names: Vec<&str> = RAW_PROGRAMS
+            .iter()
+            .chain(IO_PROGRAMS.iter())
+            .map(|(_, tp)| *tp)
+            .collect();
+        Ok(tracepoints_in_btf(&btf, &names))
+    })
+}
+
+/// How accepted connections get their owner on this kernel.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Ownership {
+    /// `sock_recv_length` / `sock_send_length`.
+    Io,
+    /// `syscalls:sys_exit_accept{,4}`.
+    Accept,
+}
+
+/// Which hooks this kernel allows, or the first thing it lacks.
+fn plan(tracefs: Option<&Path>) -> Result<Ownership, String> {
+    let found = kernel_tracepoints().as_ref().map_err(Clone::clone)?;
+    for (_, tp) in RAW_PROGRAMS {
+        if !found.contains(tp) {
+            return Err(format!(
+                "kernel tracepoint {tp} is missing (no btf_trace_{tp} in {VMLINUX_BTF})"
+            ));
+        }
     }
+    if IO_PROGRAMS.iter().all(|(_, tp)| found.contains(tp)) {
+        return Ok(Ownership::Io);
+    }
+    let tracefs = tracefs.ok_or(
+        "this kernel lacks sock_recv_length / sock_send_length (Linux 6.3+), and tracefs, \
+         needed for the syscalls:sys_exit_accept tracepoints used instead, is not mounted",
+    )?;
+    let events = tracefs.join("events");
+    for (_, cat, tp) in ACCEPT_PROGRAMS {
+        if !events.join(cat).join(tp).join("id").exists() {
+            return Err(format!(
+                "this kernel lacks sock_recv_length / sock_send_length (Linux 6.3+) and the \
+                 tracepoint {cat}:{tp} used instead (not under {}; syscall tracepoints need \
+                 CONFIG_FTRACE_SYSCALLS)",
+                events.display()
+            ));
+        }
+    }
+    Ok(Ownership::Accept)
 }
 
 /// A remote address prefix, as the kernel side compares it.
@@ -160,8 +240,9 @@ impl CollectorFactory for TcpMetricsFactory {
             "raw_tracepoint/tcp_retransmit_skb",
             "raw_tracepoint/tcp_send_reset",
             "raw_tracepoint/tcp_receive_reset",
-            "tracepoint/syscalls/sys_exit_accept4",
-            "tracepoint/syscalls/sys_exit_accept",
+            "raw_tracepoint/sock_recv_length",
+            "raw_tracepoint/sock_send_length",
+            "tracepoint/syscalls/sys_exit_accept{,4} (instead of sock_*_length before Linux 6.3)",
         ]
     }
 
@@ -178,11 +259,7 @@ impl CollectorFactory for TcpMetricsFactory {
         if !caps.ringbuf {
             return Err("BPF ring buffers are not supported (kernel 5.8+ needed)".into());
         }
-        let tracefs = caps.tracefs_path.as_deref().ok_or(
-            "tracefs is not mounted and the agent could not mount it: \
-             the syscalls:sys_exit_accept tracepoints attach through it",
-        )?;
-        missing_tracepoint(tracefs).map_or(Ok(()), Err)
+        plan(caps.tracefs_path.as_deref()).map(drop)
     }
 
     fn validate(&self, config: Option<&KindConfig>, _: &Limits) -> Result<(), String> {
@@ -245,9 +322,25 @@ impl CollectorFactory for TcpMetricsFactory {
             .load(OBJECT)
             .map_err(|e| CollectorError::Load(error_chain(&e)))?;
 
+        // sock_*_length when the kernel has them: unlike syscall
+        // tracepoints they tax no other syscall. CORAL_TCP_OWNER=accept
+        // forces the accept() tracepoints (to compare, or to test them).
+        let ownership = match (std::env::var(OWNER_ENV).as_deref(), kernel_tracepoints()) {
+            (Ok("accept"), _) => Ownership::Accept,
+            (_, Ok(found)) if IO_PROGRAMS.iter().all(|(_, tp)| found.contains(tp)) => Ownership::Io,
+            _ => Ownership::Accept,
+        };
+        let raw: Vec<(&'static str, &'static str)> = match ownership {
+            Ownership::Io => RAW_PROGRAMS
+                .iter()
+                .chain(IO_PROGRAMS.iter())
+                .copied()
+                .collect(),
+            Ownership::Accept => RAW_PROGRAMS.to_vec(),
+        };
         let mut program_ids = Vec::new();
-        let mut raw_links = Vec::with_capacity(RAW_PROGRAMS.len());
-        for (name, hook) in RAW_PROGRAMS {
+        let mut raw_links = Vec::with_capacity(raw.len());
+        for (name, hook) in raw {
             let attach_err = |reason: String| CollectorError::Attach {
                 program: name,
                 hook,
@@ -271,30 +364,32 @@ impl CollectorFactory for TcpMetricsFactory {
                     .map_err(|e| attach_err(error_chain(&e)))?,
             );
         }
-        let mut tp_links = Vec::with_capacity(TP_PROGRAMS.len());
-        for (name, category, hook) in TP_PROGRAMS {
-            let attach_err = |reason: String| CollectorError::Attach {
-                program: name,
-                hook,
-                reason,
-            };
-            let program: &mut TracePoint = bpf
-                .program_mut(name)
-                .ok_or_else(|| attach_err("program missing from object".into()))?
-                .try_into()
-                .map_err(|e| attach_err(error_chain(&e)))?;
-            program.load().map_err(|e| attach_err(error_chain(&e)))?;
-            if let Ok(info) = program.info() {
-                program_ids.push(info.id());
+        let mut tp_links = Vec::new();
+        if ownership == Ownership::Accept {
+            for (name, category, hook) in ACCEPT_PROGRAMS {
+                let attach_err = |reason: String| CollectorError::Attach {
+                    program: name,
+                    hook,
+                    reason,
+                };
+                let program: &mut TracePoint = bpf
+                    .program_mut(name)
+                    .ok_or_else(|| attach_err("program missing from object".into()))?
+                    .try_into()
+                    .map_err(|e| attach_err(error_chain(&e)))?;
+                program.load().map_err(|e| attach_err(error_chain(&e)))?;
+                if let Ok(info) = program.info() {
+                    program_ids.push(info.id());
+                }
+                let id = program
+                    .attach(category, hook)
+                    .map_err(|e| attach_err(error_chain(&e)))?;
+                tp_links.push(
+                    program
+                        .take_link(id)
+                        .map_err(|e| attach_err(error_chain(&e)))?,
+                );
             }
-            let id = program
-                .attach(category, hook)
-                .map_err(|e| attach_err(error_chain(&e)))?;
-            tp_links.push(
-                program
-                    .take_link(id)
-                    .map_err(|e| attach_err(error_chain(&e)))?,
-            );
         }
 
         Ok(Box::new(TcpMetricsCollector {
@@ -311,30 +406,6 @@ impl CollectorFactory for TcpMetricsFactory {
             _bpf: bpf,
         }))
     }
-}
-
-/// The first tracepoint this kernel lacks, as a reason, if any.
-fn missing_tracepoint(tracefs: &Path) -> Option<String> {
-    let events = tracefs.join("events");
-    for (_, tp) in RAW_PROGRAMS {
-        let cat = category(tp);
-        if !events.join(cat).join(tp).is_dir() {
-            return Some(format!(
-                "kernel tracepoint {cat}:{tp} is missing (not under {})",
-                events.display()
-            ));
-        }
-    }
-    for (_, cat, tp) in TP_PROGRAMS {
-        if !events.join(cat).join(tp).join("id").exists() {
-            return Some(format!(
-                "kernel tracepoint {cat}:{tp} is missing (not under {}; \
-                 syscall tracepoints need CONFIG_FTRACE_SYSCALLS)",
-                events.display()
-            ));
-        }
-    }
-    None
 }
 
 fn take_map<T>(bpf: &mut Ebpf, name: &'static str) -> Result<T, CollectorError>
@@ -661,6 +732,13 @@ mod tests {
             comm: [0; 16],
             pad2: 0,
         }
+    }
+
+    #[test]
+    fn tracepoints_are_found_by_their_btf_typedef_names() {
+        let btf = b"\0int\0btf_trace_tcp_probe\0btf_trace_sock_recv_length_x\0tcp_probe\0";
+        let found = tracepoints_in_btf(btf, &["tcp_probe", "sock_recv_length", "tcp_send_reset"]);
+        assert_eq!(found.into_iter().collect::<Vec<_>>(), ["tcp_probe"]);
     }
 
     #[test]

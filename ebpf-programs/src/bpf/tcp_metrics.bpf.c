@@ -12,10 +12,14 @@
  *   tcp_probe             smoothed RTT, 1 in rtt_sample_every per socket
  *   tcp_retransmit_skb    tcp_sock.total_retrans re-read (the kernel's count)
  *   tcp_send_reset / tcp_receive_reset
+ *   sock_recv_length / sock_send_length
+ *                         owner of an accepted socket: the first task that
+ *                         reads or writes it (its handshake ran in softirq,
+ *                         where `current` is whatever task happened to run);
+ *                         also FIN_WAIT1 / LAST_ACK, entered in close()
  *   tracepoint syscalls:sys_exit_accept{,4}
- *                         owner of an accepted socket: the process that
- *                         accept()s it (the handshake ran in softirq, where
- *                         `current` is whatever task happened to run)
+ *                         the same, on kernels before 6.3: the task that
+ *                         accept()s it
  *
  * Per-socket state lives in a hash keyed by the struct sock address, created
  * at SYN_SENT / SYN_RECV and deleted at destroy, so a socket address reused
@@ -214,10 +218,12 @@ static __always_inline struct coral_tcp_remote *remote_get(const struct coral_tc
 /*
  * Adds to the remote's aggregates what this connection has not added yet.
  * Counts made before the connection could be attributed (an accepted socket
- * before accept()) are added when it is; RTT samples are not kept for that.
+ * before its owner shows up) are added when it is; RTT samples are not kept
+ * for that.
  *
  * Softirq hooks of one socket are serialised by the socket lock, but
- * accept() runs without it: it may race with softirq on another CPU, or be
+ * adopt() runs without it (after sock_recvmsg() / sock_sendmsg(), or at
+ * accept()): it may race with softirq on another CPU, or be
  * interrupted by softirq on its own. So one updater at a time (a try-lock);
  * a loser just returns, and what it saw is added by the next sync (every
  * hook syncs, tcp_destroy_sock last). Adds are atomic because per-CPU values
@@ -317,7 +323,7 @@ static __always_inline void on_connect(struct sock *sk)
 	track(sk, &s);
 }
 
-/* A listener's child is born in softirq: its owner is known at accept(). */
+/* A listener's child is born in softirq: its owner shows up later (adopt). */
 static __always_inline void on_syn_recv(struct sock *sk)
 {
 	struct coral_tcp_sock s = {};
@@ -344,13 +350,49 @@ static __always_inline void on_established(struct sock *sk, int oldstate)
 	sync_remote(s);
 }
 
-/* The FIN is queued right after these state changes (tcp_send_fin). */
+/*
+ * An accepted connection's owner is the task acting on it from process
+ * context: it passes the filter or the connection is dropped. Returns
+ * whether the entry is still there.
+ */
+static __always_inline int adopt(struct sock *sk, struct coral_tcp_sock *s)
+{
+	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
+
+	if (!coral_target_matches(tgid)) {
+		sock_del(sk);
+		return 0;
+	}
+	s->ev.pid = tgid;
+	bpf_get_current_comm(s->ev.comm, sizeof(s->ev.comm));
+	s->ev.flags |= CORAL_TCP_OWNED;
+	set_state(s, CORAL_SOCK_TARGET);
+	/* Closed before it was adopted: the tuple is in the event already. */
+	if (!(s->state & CORAL_SOCK_CLOSED))
+		ensure_tuple(sk, s);
+	sync_remote(s);
+	return 1;
+}
+
+static __always_inline int unowned(const struct coral_tcp_sock *s)
+{
+	return !(s->ev.flags & (CORAL_TCP_ACTIVE | CORAL_TCP_OWNED));
+}
+
+/*
+ * FIN_WAIT1 and LAST_ACK are only entered through tcp_close_state(), from
+ * close() or shutdown(): process context, the owner's. The FIN is queued
+ * right after (tcp_send_fin).
+ */
 static __always_inline void on_fin_sent(struct sock *sk)
 {
 	struct coral_tcp_sock *s = sock_get(sk);
 
-	if (s)
-		set_state(s, CORAL_SOCK_FIN_SENT);
+	if (!s)
+		return;
+	if (unowned(s) && !adopt(sk, s))
+		return;
+	set_state(s, CORAL_SOCK_FIN_SENT);
 }
 
 /*
@@ -585,10 +627,41 @@ static __always_inline struct sock *fd_sock(long fd)
 	return BPF_CORE_READ(sock, sk);
 }
 
-/* accept() returned `ret`: the caller owns that connection from now on. */
+/*
+ * sock_recvmsg() / sock_sendmsg() on a socket (read, recv*, write, send*,
+ * splice, io_uring alike), in the calling task: the first one on an
+ * accepted connection names its owner. Unlike syscall tracepoints these put
+ * no tax on other syscalls. (Linux 6.3+; older kernels use accept().)
+ */
+static __always_inline void on_io(struct sock *sk)
+{
+	struct coral_tcp_sock *s = sock_get(sk);
+
+	if (s && unowned(s))
+		adopt(sk, s);
+}
+
+SEC("raw_tp/sock_recv_length")
+int coral_tcp_recv(__u64 *ctx)
+{
+	on_io((struct sock *)ctx[0]);
+	return 0;
+}
+
+SEC("raw_tp/sock_send_length")
+int coral_tcp_send(__u64 *ctx)
+{
+	on_io((struct sock *)ctx[0]);
+	return 0;
+}
+
+/*
+ * Fallback for kernels without sock_{recv,send}_length: accept() returned
+ * `ret`, the caller owns that connection. Enabling any syscall tracepoint
+ * sends every syscall of every task through the slow path while attached.
+ */
 static __always_inline void on_accept(long ret)
 {
-	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
 	struct coral_tcp_sock *s;
 	struct sock *sk;
 
@@ -598,20 +671,8 @@ static __always_inline void on_accept(long ret)
 	if (!sk)
 		return;
 	s = sock_get(sk);
-	if (!s || (s->ev.flags & (CORAL_TCP_ACTIVE | CORAL_TCP_OWNED)))
-		return;
-	if (!coral_target_matches(tgid)) {
-		sock_del(sk);
-		return;
-	}
-	s->ev.pid = tgid;
-	bpf_get_current_comm(s->ev.comm, sizeof(s->ev.comm));
-	s->ev.flags |= CORAL_TCP_OWNED;
-	set_state(s, CORAL_SOCK_TARGET);
-	/* Closed before accept(): the tuple is in the event already. */
-	if (!(s->state & CORAL_SOCK_CLOSED))
-		ensure_tuple(sk, s);
-	sync_remote(s);
+	if (s && unowned(s))
+		adopt(sk, s);
 }
 
 SEC("tracepoint/syscalls/sys_exit_accept4")
