@@ -46,8 +46,8 @@ static __always_inline int coral_comm_matches(void)
 	return 1;
 }
 
-/* True when the current task is one the collector was asked to trace. */
-static __always_inline int coral_target_matches(__u32 tgid)
+/* The pid part of the filter alone: the cheapest check, for hot exit paths. */
+static __always_inline int coral_pid_matches(__u32 tgid)
 {
 	if (tgid == ignore_tgid)
 		return 0;
@@ -63,6 +63,14 @@ static __always_inline int coral_target_matches(__u32 tgid)
 		if (!found)
 			return 0;
 	}
+	return 1;
+}
+
+/* True when the current task is one the collector was asked to trace. */
+static __always_inline int coral_target_matches(__u32 tgid)
+{
+	if (!coral_pid_matches(tgid))
+		return 0;
 	if (filter_cgroup_id &&
 	    bpf_get_current_ancestor_cgroup_id(filter_cgroup_level) != filter_cgroup_id)
 		return 0;
