@@ -5,8 +5,8 @@
 //! - `loop`: a tight raw `getppid` loop pinned to one CPU, printing ns per call.
 //! - `floor`: empty raw_tp `sys_enter` + `sys_exit` programs, attached until
 //!   SIGTERM/SIGINT: the least any syscall tracer built on these hooks costs.
-//! - `attach`: the same for any object file's raw_tp programs, to measure
-//!   variants of a collector's BPF program built outside the tree.
+//! - `attach`: the same for any object file's raw_tp / tp_btf programs, to
+//!   measure variants of a collector's BPF program built outside the tree.
 
 use clap::{Parser, Subcommand};
 
@@ -24,13 +24,13 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 #[cfg_attr(not(target_os = "linux"), allow(dead_code))]
 enum Command {
-    /// Run raw getppid syscalls in a tight loop and print ns per call (the
-    /// best of --reps runs) as the first field on stdout.
+    /// Run raw getppid syscalls in a tight loop and print ns per call (thread
+    /// CPU time, the best of --reps runs) as the first field on stdout.
     Loop(LoopArgs),
     /// Attach empty raw_tp sys_enter/sys_exit programs, print "attached",
     /// stay attached until SIGTERM or SIGINT.
     Floor,
-    /// Load an object file, attach its raw_tp programs, print "attached",
+    /// Load an object file, attach its raw_tp / tp_btf programs, print "attached",
     /// stay attached until SIGTERM or SIGINT.
     Attach(AttachArgs),
 }
@@ -47,6 +47,10 @@ struct LoopArgs {
     /// CPU to pin to (default: the highest-numbered CPU we may run on).
     #[arg(long)]
     cpu: Option<usize>,
+    /// Report wall-clock time instead of the thread's CPU time (which leaves
+    /// out time spent preempted by other work on a busy machine).
+    #[arg(long)]
+    wall: bool,
 }
 
 #[derive(Debug, clap::Args)]
@@ -55,7 +59,7 @@ struct AttachArgs {
     /// The BPF object file (clang -target bpf output).
     object: std::path::PathBuf,
     /// Program to attach, as NAME=TRACEPOINT (repeatable). Default: every
-    /// raw tracepoint program, on sys_enter if its name contains "enter",
+    /// raw_tp / tp_btf program, on sys_enter if its name contains "enter",
     /// on sys_exit if it contains "exit".
     #[arg(long = "prog", value_name = "NAME=TRACEPOINT")]
     progs: Vec<String>,
