@@ -329,6 +329,12 @@ fn closed_connections_are_exact_for_both_ends() {
         text.contains("smoothed RTT") && text.contains("usecs"),
         "{text}"
     );
+    // The last closed connections, tcplife-like, under their column titles.
+    assert!(text.contains("PID     COMM            LADDR"), "{text}");
+    assert!(
+        text.contains(CLIENT_COMM) && text.contains(SERVER_COMM),
+        "{text}"
+    );
 }
 
 /// Names of the BPF programs a collector has loaded (bpftool).

@@ -132,6 +132,14 @@ pub fn event_line(record: &Record) -> Option<String> {
     }
 }
 
+/// Column titles for the lines of [`event_line`], where the kind has them.
+fn event_header(record: &Record) -> Option<&'static str> {
+    match &record.payload {
+        Some(Payload::TcpConnection(_)) => Some(tcp::CONNECTION_HEADER),
+        _ => None,
+    }
+}
+
 /// The human report of an aggregate record.
 pub fn report(record: &Record, opts: ViewOptions) -> String {
     match &record.payload {
@@ -165,12 +173,15 @@ pub struct Followed {
     pub last: Option<Record>,
     /// The last few discrete events, oldest first.
     pub recent: VecDeque<String>,
+    /// Column titles of those events, if their kind has them.
+    pub header: Option<&'static str>,
     pub ended: Option<CollectorInfo>,
 }
 
 impl Followed {
     /// Keeps `record`: as the latest aggregate or as a recent event line.
-    /// Returns the event line, if it was one.
+    /// Returns the event line, if it was one (the first one with its kind's
+    /// column titles above it).
     pub fn keep(&mut self, record: Record) -> Option<String> {
         match event_line(&record) {
             Some(line) => {
@@ -178,7 +189,13 @@ impl Followed {
                     self.recent.pop_front();
                 }
                 self.recent.push_back(line.clone());
-                Some(line)
+                match event_header(&record) {
+                    Some(header) if self.header.is_none() => {
+                        self.header = Some(header);
+                        Some(format!("{header}\n{line}"))
+                    }
+                    _ => Some(line),
+                }
             }
             None => {
                 self.last = Some(record);
@@ -191,7 +208,11 @@ impl Followed {
         if self.recent.is_empty() {
             return String::new();
         }
-        let lines: Vec<&str> = self.recent.iter().map(String::as_str).collect();
+        let lines: Vec<&str> = self
+            .header
+            .into_iter()
+            .chain(self.recent.iter().map(String::as_str))
+            .collect();
         format!("\nrecent events:\n{}\n", lines.join("\n"))
     }
 }
