@@ -446,6 +446,34 @@ fn ipv6_connections_are_reported() {
         2,
         "{stats}"
     );
+
+    // A dual-stack listener accepting an IPv4 client holds v4-mapped
+    // addresses (family 6); an IPv4 prefix matches them.
+    let (mut srv, port, srv_pid) = server(None, "[::]:0", &["--reply", "5"]);
+    let (mut cli, cli_pid) = client(None, &format!("127.0.0.1:{port}"), &["--sizes", "50"]);
+    let id = start(
+        &agent,
+        &[
+            "--pid",
+            &srv_pid.to_string(),
+            "--pid",
+            &cli_pid.to_string(),
+            "--remote-prefix",
+            "127.0.0.0/8",
+        ],
+    );
+    cli.go();
+    cli.expect("done");
+    srv.expect("done");
+    wait_connections(&agent, &id, 2);
+    let (events, _) = stop(&agent, &id);
+    assert_eq!(events.len(), 2, "{events:#?}");
+    let accepted = events.iter().find(|e| e["active"] != true).unwrap();
+    assert_eq!(accepted["family"], 6, "{accepted}");
+    assert_eq!(accepted["remoteAddr"], "::ffff:127.0.0.1", "{accepted}");
+    assert_eq!(u64_of(&accepted["bytesReceived"]), 50, "{accepted}");
+    let opened = events.iter().find(|e| e["active"] == true).unwrap();
+    assert_eq!(opened["family"], 4, "{opened}");
 }
 
 /// A port nothing listens on (bound, then released).
