@@ -2,10 +2,12 @@
 //! pointers (`-C force-frame-pointers=yes`), optimised, with line tables, so
 //! profiles of it show whole stacks and real function names.
 //!
-//! `coral-burn [--mode cpu|syscall|stacks] [--threads N] [--seconds S] [--wait] [--report]`
+//! `coral-burn [--mode cpu|syscall|stacks] [--threads N] [--seconds S]
+//! [--cpu-seconds C] [--wait] [--report]`
 //!
 //! Prints `ready <pid>`; with `--wait`, waits for a line on stdin. Then every
-//! thread burns CPU for S seconds (default 10). `cpu`: `hot_alpha` and
+//! thread burns CPU for S seconds (default 10), or with `--cpu-seconds` until
+//! the process has used C seconds of CPU (S at most). `cpu`: `hot_alpha` and
 //! `hot_beta`, two distinctly named functions, in a 3:1 ratio of CPU time.
 //! `syscall`: reads /dev/zero in 64 KiB chunks, so most time is spent in the
 //! kernel. `stacks`: burns at the end of call paths picked at random among
@@ -140,6 +142,8 @@ fn main() {
     let mode = arg(&args, "--mode").unwrap_or_else(|| "cpu".into());
     let threads: usize = arg(&args, "--threads").map_or(1, |v| v.parse().expect("--threads N"));
     let seconds: f64 = arg(&args, "--seconds").map_or(10.0, |v| v.parse().expect("--seconds S"));
+    let cpu_target: Option<f64> =
+        arg(&args, "--cpu-seconds").map(|v| v.parse().expect("--cpu-seconds C"));
     let report = args.iter().any(|a| a == "--report");
     let wait = args.iter().any(|a| a == "--wait");
     let burn: fn(&AtomicBool, &AtomicU64) = match mode.as_str() {
@@ -171,9 +175,21 @@ fn main() {
         .collect();
     let timer = {
         let stop = stop.clone();
-        std::thread::spawn(move || {
-            std::thread::sleep(Duration::from_secs_f64(seconds));
-            stop.store(true, Ordering::Relaxed);
+        std::thread::spawn(move || match cpu_target {
+            None => {
+                std::thread::sleep(Duration::from_secs_f64(seconds));
+                stop.store(true, Ordering::Relaxed);
+            }
+            Some(target) => {
+                // Until the burn has used `target` CPU seconds (at most
+                // `seconds` of wall time): a busy machine then makes the run
+                // longer, not the profile smaller.
+                while cpu_seconds() - cpu_before < target && start.elapsed().as_secs_f64() < seconds
+                {
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                stop.store(true, Ordering::Relaxed);
+            }
         })
     };
     burn(&stop, &ops);

@@ -248,7 +248,8 @@ fn pid_profile_has_the_hot_functions_in_their_ratio_and_every_format_agrees() {
     }
     let _serial = serial();
     let agent = Agent::start(&[]);
-    let mut target = Burner::waiting(&["--seconds", "3"]);
+    // 2.5 CPU seconds (~500 samples) however busy the machine is.
+    let mut target = Burner::waiting(&["--cpu-seconds", "2.5", "--seconds", "30"]);
     // Same program, same functions, same time: must not be counted.
     let mut other = Burner::waiting(&["--seconds", "3"]);
     let id = start_profile(
@@ -296,6 +297,12 @@ fn pid_profile_has_the_hot_functions_in_their_ratio_and_every_format_agrees() {
     // The 3:1 split, by name (demangled Rust paths).
     let alpha = samples_in(&p, "coral_burn::hot_alpha") as f64 / n as f64;
     let beta = samples_in(&p, "coral_burn::hot_beta") as f64 / n as f64;
+    eprintln!(
+        "{n} samples for {cpu:.2} CPU seconds at {HZ} Hz ({:.3} of expected); hot_alpha {:.1}%, hot_beta {:.1}%",
+        n as f64 / expected,
+        alpha * 100.0,
+        beta * 100.0
+    );
     assert_within("hot_alpha share", alpha, 0.75, 0.10);
     assert_within("hot_beta share", beta, 0.25, 0.10);
     // Frame pointers: the callers are on the stack too, root first.
@@ -515,7 +522,16 @@ fn thousands_of_distinct_stacks_lose_no_samples() {
     let _serial = serial();
     let agent = Agent::start(&[]);
     // Random call paths 16 levels deep: nearly every sample a new stack.
-    let mut target = Burner::waiting(&["--mode", "stacks", "--threads", "2", "--seconds", "4"]);
+    let mut target = Burner::waiting(&[
+        "--mode",
+        "stacks",
+        "--threads",
+        "2",
+        "--cpu-seconds",
+        "3",
+        "--seconds",
+        "30",
+    ]);
     let id = start_profile(
         &agent,
         &[
