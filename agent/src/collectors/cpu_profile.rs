@@ -20,6 +20,7 @@
 mod maps;
 mod symbolize;
 
+use super::bpf::{read_err, take_map};
 use super::filter::FilterGlobals;
 use super::{Collector, CollectorError, CollectorFactory, StartContext, error_chain};
 use crate::capabilities::HostCapabilities;
@@ -185,27 +186,6 @@ fn frequency(config: Option<&KindConfig>) -> u32 {
     match config {
         Some(KindConfig::CpuProfile(c)) if c.frequency_hz != 0 => c.frequency_hz,
         _ => DEFAULT_FREQUENCY_HZ,
-    }
-}
-
-fn take_map<T>(bpf: &mut Ebpf, name: &'static str) -> Result<T, CollectorError>
-where
-    T: TryFrom<aya::maps::Map, Error = aya::maps::MapError>,
-{
-    let map = bpf.take_map(name).ok_or(CollectorError::Read {
-        map: name,
-        reason: "missing from object".into(),
-    })?;
-    T::try_from(map).map_err(|e| CollectorError::Read {
-        map: name,
-        reason: error_chain(&e),
-    })
-}
-
-fn read_err(map: &'static str) -> impl Fn(aya::maps::MapError) -> CollectorError {
-    move |e| CollectorError::Read {
-        map,
-        reason: error_chain(&e),
     }
 }
 

@@ -8,6 +8,7 @@
 //! to the agent, which parses method, path and status from the raw bytes,
 //! normalises routes and keeps exact-enough quantiles (HDR histograms, 1%).
 
+use super::bpf::{self, KtimeClock, read_err, take_map};
 use super::filter::FilterGlobals;
 use super::{Collector, CollectorError, CollectorFactory, StartContext, error_chain};
 use crate::capabilities::HostCapabilities;
@@ -120,52 +121,26 @@ impl CollectorFactory for HttpLatencyFactory {
             .load(OBJECT)
             .map_err(|e| CollectorError::Load(error_chain(&e)))?;
 
-        let mut links = Vec::new();
         let mut program_ids = Vec::new();
-        let wanted = PROGRAMS
+        let links = PROGRAMS
             .iter()
-            .chain(config.client_side.then_some(&CONNECT));
-        for &(name, tp) in wanted {
-            let attach_err = |reason: String| CollectorError::Attach {
-                program: name,
-                hook: tp,
-                reason,
-            };
-            let program: &mut TracePoint = bpf
-                .program_mut(name)
-                .ok_or_else(|| attach_err("program missing from object".into()))?
-                .try_into()
-                .map_err(|e| attach_err(error_chain(&e)))?;
-            program.load().map_err(|e| attach_err(error_chain(&e)))?;
-            if let Ok(info) = program.info() {
-                program_ids.push(info.id());
-            }
-            let id = program
-                .attach("syscalls", tp)
-                .map_err(|e| attach_err(error_chain(&e)))?;
-            links.push(
-                program
-                    .take_link(id)
-                    .map_err(|e| attach_err(error_chain(&e)))?,
-            );
-        }
-
-        let events = RingBuf::try_from(bpf.take_map("events").ok_or(CollectorError::Read {
-            map: "events",
-            reason: "missing from object".into(),
-        })?)
-        .map_err(|e| CollectorError::Read {
-            map: "events",
-            reason: error_chain(&e),
-        })?;
-        let drops = PerCpuArray::try_from(bpf.take_map("drops").ok_or(CollectorError::Read {
-            map: "drops",
-            reason: "missing from object".into(),
-        })?)
-        .map_err(|e| CollectorError::Read {
-            map: "drops",
-            reason: error_chain(&e),
-        })?;
+            .chain(config.client_side.then_some(&CONNECT))
+            .map(|&(name, tp)| {
+                bpf::attach(
+                    &mut bpf,
+                    name,
+                    tp,
+                    &mut program_ids,
+                    |p: &mut TracePoint| {
+                        p.load()?;
+                        let id = p.attach("syscalls", tp)?;
+                        p.take_link(id)
+                    },
+                )
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let events = take_map(&mut bpf, "events")?;
+        let drops = take_map(&mut bpf, "drops")?;
 
         Ok(Box::new(HttpLatencyCollector {
             events,
@@ -181,33 +156,9 @@ impl CollectorFactory for HttpLatencyFactory {
                 0 => DEFAULT_MAX_ROUTES,
                 n => n,
             }),
-            clock: MonotonicToWall::now(),
+            clock: KtimeClock::now(),
             _bpf: bpf,
         }))
-    }
-}
-
-/// Converts `bpf_ktime_get_ns` (CLOCK_MONOTONIC) to Unix time.
-#[derive(Clone, Copy, Debug)]
-struct MonotonicToWall {
-    offset_ns: i128,
-}
-
-impl MonotonicToWall {
-    fn now() -> Self {
-        let mono = nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC)
-            .map(|t| t.tv_sec() as i128 * 1_000_000_000 + t.tv_nsec() as i128)
-            .unwrap_or(0);
-        let wall = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos() as i128);
-        Self {
-            offset_ns: wall - mono,
-        }
-    }
-
-    fn wall(&self, mono_ns: u64) -> u64 {
-        (mono_ns as i128 + self.offset_ns).max(0) as u64
     }
 }
 
@@ -362,7 +313,7 @@ struct HttpLatencyCollector {
     interval: Duration,
     next_stats: Duration,
     routes: Routes,
-    clock: MonotonicToWall,
+    clock: KtimeClock,
     /// Owns the programs; dropped last, which unloads them.
     _bpf: Ebpf,
 }
@@ -385,7 +336,7 @@ impl HttpLatencyCollector {
         );
         let comm = e.comm.split(|&b| b == 0).next().unwrap_or(&[]);
         Some(HttpRequest {
-            start_unix_nano: self.clock.wall(e.start_ns),
+            start_unix_nano: self.clock.unix(e.start_ns),
             pid: e.tgid,
             comm: String::from_utf8_lossy(comm).into_owned(),
             method,
@@ -427,10 +378,7 @@ impl Collector for HttpLatencyCollector {
             let dropped_events = self
                 .drops
                 .get(&0, 0)
-                .map_err(|e| CollectorError::Read {
-                    map: "drops",
-                    reason: error_chain(&e),
-                })?
+                .map_err(read_err("drops"))?
                 .iter()
                 .sum();
             out.push(Payload::HttpStats(HttpStats {

@@ -12,6 +12,8 @@ use crate::domain::{Kind, KindConfig, Payload, Spec};
 use std::time::Duration;
 
 #[cfg(target_os = "linux")]
+mod bpf;
+#[cfg(target_os = "linux")]
 pub mod cpu_profile;
 #[cfg(target_os = "linux")]
 mod filter;

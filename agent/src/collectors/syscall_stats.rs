@@ -5,6 +5,7 @@
 //! entry timestamp. Needs CAP_BPF + CAP_PERFMON (or CAP_SYS_ADMIN) and a kernel
 //! with task storage (5.11+). Syscall names are x86_64's.
 
+use super::bpf::{self, read_err, take_map};
 use super::filter::FilterGlobals;
 use super::{Collector, CollectorError, CollectorFactory, StartContext, error_chain};
 use crate::capabilities::HostCapabilities;
@@ -104,32 +105,23 @@ impl CollectorFactory for SyscallStatsFactory {
             .load(OBJECT)
             .map_err(|e| CollectorError::Load(error_chain(&e)))?;
 
-        let mut links = Vec::with_capacity(PROGRAMS.len());
         let mut program_ids = Vec::with_capacity(PROGRAMS.len());
-        for (name, hook) in PROGRAMS {
-            let attach_err = |reason: String| CollectorError::Attach {
-                program: name,
-                hook,
-                reason,
-            };
-            let program: &mut RawTracePoint = bpf
-                .program_mut(name)
-                .ok_or_else(|| attach_err("program missing from object".into()))?
-                .try_into()
-                .map_err(|e| attach_err(error_chain(&e)))?;
-            program.load().map_err(|e| attach_err(error_chain(&e)))?;
-            if let Ok(info) = program.info() {
-                program_ids.push(info.id());
-            }
-            let id = program
-                .attach(hook)
-                .map_err(|e| attach_err(error_chain(&e)))?;
-            links.push(
-                program
-                    .take_link(id)
-                    .map_err(|e| attach_err(error_chain(&e)))?,
-            );
-        }
+        let links = PROGRAMS
+            .into_iter()
+            .map(|(name, hook)| {
+                bpf::attach(
+                    &mut bpf,
+                    name,
+                    hook,
+                    &mut program_ids,
+                    |p: &mut RawTracePoint| {
+                        p.load()?;
+                        let id = p.attach(hook)?;
+                        p.take_link(id)
+                    },
+                )
+            })
+            .collect::<Result<Vec<_>, _>>()?;
 
         Ok(Box::new(SyscallStatsCollector {
             stats: take_map(&mut bpf, "stats")?,
@@ -146,20 +138,6 @@ impl CollectorFactory for SyscallStatsFactory {
             _bpf: bpf,
         }))
     }
-}
-
-fn take_map<T>(bpf: &mut Ebpf, name: &'static str) -> Result<T, CollectorError>
-where
-    T: TryFrom<aya::maps::Map, Error = aya::maps::MapError>,
-{
-    let map = bpf.take_map(name).ok_or(CollectorError::Read {
-        map: name,
-        reason: "missing from object".into(),
-    })?;
-    T::try_from(map).map_err(|e| CollectorError::Read {
-        map: name,
-        reason: error_chain(&e),
-    })
 }
 
 struct SyscallStatsCollector {
@@ -216,13 +194,6 @@ pub fn syscall_name(nr: u32) -> String {
     syscalls::Sysno::new(nr as usize)
         .map(|s| s.name().to_string())
         .unwrap_or_else(|| format!("syscall_{nr}"))
-}
-
-fn read_err(map: &'static str) -> impl Fn(aya::maps::MapError) -> CollectorError {
-    move |e| CollectorError::Read {
-        map,
-        reason: error_chain(&e),
-    }
 }
 
 impl SyscallStatsCollector {

@@ -22,6 +22,7 @@
 //! aggregates every interval; the final collect also reports connections that
 //! closed but whose socket the owner had not released yet.
 
+use super::bpf::{self, KtimeClock, read_err, take_map};
 use super::filter::FilterGlobals;
 use super::{Collector, CollectorError, CollectorFactory, StartContext, error_chain};
 use crate::capabilities::HostCapabilities;
@@ -339,56 +340,36 @@ impl CollectorFactory for TcpMetricsFactory {
             Ownership::Accept => RAW_PROGRAMS.to_vec(),
         };
         let mut program_ids = Vec::new();
-        let mut raw_links = Vec::with_capacity(raw.len());
-        for (name, hook) in raw {
-            let attach_err = |reason: String| CollectorError::Attach {
-                program: name,
-                hook,
-                reason,
-            };
-            let program: &mut RawTracePoint = bpf
-                .program_mut(name)
-                .ok_or_else(|| attach_err("program missing from object".into()))?
-                .try_into()
-                .map_err(|e| attach_err(error_chain(&e)))?;
-            program.load().map_err(|e| attach_err(error_chain(&e)))?;
-            if let Ok(info) = program.info() {
-                program_ids.push(info.id());
-            }
-            let id = program
-                .attach(hook)
-                .map_err(|e| attach_err(error_chain(&e)))?;
-            raw_links.push(
-                program
-                    .take_link(id)
-                    .map_err(|e| attach_err(error_chain(&e)))?,
-            );
-        }
+        let raw_links = raw
+            .into_iter()
+            .map(|(name, hook)| {
+                bpf::attach(
+                    &mut bpf,
+                    name,
+                    hook,
+                    &mut program_ids,
+                    |p: &mut RawTracePoint| {
+                        p.load()?;
+                        let id = p.attach(hook)?;
+                        p.take_link(id)
+                    },
+                )
+            })
+            .collect::<Result<Vec<_>, _>>()?;
         let mut tp_links = Vec::new();
         if ownership == Ownership::Accept {
             for (name, category, hook) in ACCEPT_PROGRAMS {
-                let attach_err = |reason: String| CollectorError::Attach {
-                    program: name,
+                tp_links.push(bpf::attach(
+                    &mut bpf,
+                    name,
                     hook,
-                    reason,
-                };
-                let program: &mut TracePoint = bpf
-                    .program_mut(name)
-                    .ok_or_else(|| attach_err("program missing from object".into()))?
-                    .try_into()
-                    .map_err(|e| attach_err(error_chain(&e)))?;
-                program.load().map_err(|e| attach_err(error_chain(&e)))?;
-                if let Ok(info) = program.info() {
-                    program_ids.push(info.id());
-                }
-                let id = program
-                    .attach(category, hook)
-                    .map_err(|e| attach_err(error_chain(&e)))?;
-                tp_links.push(
-                    program
-                        .take_link(id)
-                        .map_err(|e| attach_err(error_chain(&e)))?,
-                );
+                    &mut program_ids,
+                    |p: &mut TracePoint| {
+                        p.load()?;
+                        let id = p.attach(category, hook)?;
+                        p.take_link(id)
+                    },
+                )?);
             }
         }
 
@@ -402,65 +383,9 @@ impl CollectorFactory for TcpMetricsFactory {
             program_ids,
             interval,
             next_snapshot: interval,
-            clock: Clock::now(),
+            clock: KtimeClock::now(),
             _bpf: bpf,
         }))
-    }
-}
-
-fn take_map<T>(bpf: &mut Ebpf, name: &'static str) -> Result<T, CollectorError>
-where
-    T: TryFrom<aya::maps::Map, Error = aya::maps::MapError>,
-{
-    let map = bpf.take_map(name).ok_or(CollectorError::Read {
-        map: name,
-        reason: "missing from object".into(),
-    })?;
-    T::try_from(map).map_err(|e| CollectorError::Read {
-        map: name,
-        reason: error_chain(&e),
-    })
-}
-
-fn read_err(map: &'static str) -> impl Fn(aya::maps::MapError) -> CollectorError {
-    move |e| CollectorError::Read {
-        map,
-        reason: error_chain(&e),
-    }
-}
-
-/// Converts `bpf_ktime_get_ns` (CLOCK_MONOTONIC) to Unix time.
-#[derive(Clone, Copy, Debug)]
-struct Clock {
-    /// CLOCK_REALTIME - CLOCK_MONOTONIC, in ns, taken at start.
-    offset: i128,
-}
-
-fn clock_ns(id: libc::clockid_t) -> i128 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: clock_gettime writes one timespec into a valid, owned struct.
-    let rc = unsafe { libc::clock_gettime(id, &mut ts) };
-    if rc != 0 {
-        return 0;
-    }
-    i128::from(ts.tv_sec) * 1_000_000_000 + i128::from(ts.tv_nsec)
-}
-
-impl Clock {
-    fn now() -> Self {
-        Self {
-            offset: clock_ns(libc::CLOCK_REALTIME) - clock_ns(libc::CLOCK_MONOTONIC),
-        }
-    }
-
-    fn unix(self, ktime_ns: u64) -> u64 {
-        if ktime_ns == 0 {
-            return 0;
-        }
-        (i128::from(ktime_ns) + self.offset).clamp(0, u64::MAX as i128) as u64
     }
 }
 
@@ -476,7 +401,7 @@ struct TcpMetricsCollector {
     interval: Duration,
     /// Elapsed time at which the next aggregate snapshot is due.
     next_snapshot: Duration,
-    clock: Clock,
+    clock: KtimeClock,
     /// Owns the programs; dropped last, which unloads them.
     _bpf: Ebpf,
 }

@@ -1,0 +1,88 @@
+//! Loading pieces every collector needs from an `aya::Ebpf`: typed maps taken
+//! out of the object, and programs loaded and attached with their owned link.
+
+use super::{CollectorError, error_chain};
+use aya::Ebpf;
+use aya::maps::{Map, MapError};
+use aya::programs::{Program, ProgramError};
+
+/// Takes map `name` out of `bpf` as a `T` (e.g. `RingBuf<MapData>`), so the
+/// collector owns it beside the object.
+pub fn take_map<T>(bpf: &mut Ebpf, name: &'static str) -> Result<T, CollectorError>
+where
+    T: TryFrom<Map, Error = MapError>,
+{
+    let map = bpf.take_map(name).ok_or(CollectorError::Read {
+        map: name,
+        reason: "missing from object".into(),
+    })?;
+    T::try_from(map).map_err(read_err(name))
+}
+
+/// Turns a map error into a [`CollectorError::Read`] naming the map.
+pub fn read_err(map: &'static str) -> impl Fn(MapError) -> CollectorError {
+    move |e| CollectorError::Read {
+        map,
+        reason: error_chain(&e),
+    }
+}
+
+/// Loads and attaches program `name` as a `P` with `attach` (which loads,
+/// attaches and takes the owned link: dropping the link detaches). The
+/// program's kernel id is appended to `ids`. Errors name the program and hook.
+pub fn attach<P, L>(
+    bpf: &mut Ebpf,
+    name: &'static str,
+    hook: &'static str,
+    ids: &mut Vec<u32>,
+    attach: impl FnOnce(&mut P) -> Result<L, ProgramError>,
+) -> Result<L, CollectorError>
+where
+    for<'a> &'a mut P: TryFrom<&'a mut Program, Error = ProgramError>,
+{
+    let err = |reason: String| CollectorError::Attach {
+        program: name,
+        hook,
+        reason,
+    };
+    let program = bpf
+        .program_mut(name)
+        .ok_or_else(|| err("program missing from object".into()))?;
+    let typed: &mut P = program.try_into().map_err(|e| err(error_chain(&e)))?;
+    let link = attach(typed).map_err(|e| err(error_chain(&e)))?;
+    if let Some(Ok(info)) = bpf.program(name).map(Program::info) {
+        ids.push(info.id());
+    }
+    Ok(link)
+}
+
+/// Converts `bpf_ktime_get_ns` (CLOCK_MONOTONIC) to Unix time, with the offset
+/// between the two clocks taken once, at collector start.
+#[derive(Clone, Copy, Debug)]
+pub struct KtimeClock {
+    /// CLOCK_REALTIME - CLOCK_MONOTONIC, in ns.
+    offset: i128,
+}
+
+fn clock_ns(id: nix::time::ClockId) -> i128 {
+    nix::time::clock_gettime(id).map_or(0, |t| {
+        i128::from(t.tv_sec()) * 1_000_000_000 + i128::from(t.tv_nsec())
+    })
+}
+
+impl KtimeClock {
+    pub fn now() -> Self {
+        Self {
+            offset: clock_ns(nix::time::ClockId::CLOCK_REALTIME)
+                - clock_ns(nix::time::ClockId::CLOCK_MONOTONIC),
+        }
+    }
+
+    /// Unix nanoseconds of a kernel timestamp; 0 stays 0 (never set).
+    pub fn unix(self, ktime_ns: u64) -> u64 {
+        if ktime_ns == 0 {
+            return 0;
+        }
+        (i128::from(ktime_ns) + self.offset).clamp(0, u64::MAX as i128) as u64
+    }
+}
