@@ -1,9 +1,14 @@
 #!/usr/bin/env bash
 # http-latency overhead: nginx (Debian) serving a small file under wrk, side
-# by side in one run: no tracing; the hooks alone (bpftrace with empty actions
-# on the same 15 syscall tracepoints: the floor any tracepoint-based tracer
-# pays); Coral http-latency filtered on the nginx worker's pid. Rounds rotate
-# the configurations so drift on a shared machine hits all alike.
+# by side in one run:
+#   none      no tracing
+#   floor     empty raw_tp sys_enter + sys_exit programs (coral-bench floor):
+#             the hooks Coral uses, with no work in them
+#   tp-hooks  bpftrace with empty actions on the 14 per-syscall tracepoints
+#             (syscalls:sys_{enter,exit}_*) a per-syscall design would use:
+#             why Coral does not
+#   coral     Coral http-latency filtered on the nginx worker's pid
+# Rounds rotate the configurations so drift on a shared machine hits all alike.
 #
 #   bash bench/http-latency.sh            (as root; ROUNDS=5 DURATION=10 by default)
 #
@@ -19,7 +24,7 @@ CONNS=${CONNS:-32}
 PORT=${PORT:-18980}
 
 .ci/install-deps
-cargo build --release -q -p coral-agent -p coral-cli
+cargo build --release -q -p coral-agent -p coral-cli -p coral-bench
 agent=target/release/coral-agent
 coral=target/release/coral
 work=$(mktemp -d /tmp/coral-http-bench.XXXXXX)
@@ -72,7 +77,12 @@ wrk -t1 -c4 -d1s "$url" >/dev/null # warm up
 declare -A rps lat cpu_us
 run() { # $1: config name
 	local id="" before after out bt=""
-	if [[ $1 == hooks ]]; then
+	if [[ $1 == floor ]]; then
+		target/release/coral-bench floor >"$work/floor.log" 2>&1 &
+		bt=$!
+		for _ in $(seq 100); do grep -q attached "$work/floor.log" && break; sleep 0.1; done
+	fi
+	if [[ $1 == tp-hooks ]]; then
 		local probes="tracepoint:syscalls:sys_enter_read"
 		for t in sys_enter_recvfrom sys_enter_readv sys_enter_recvmsg sys_exit_read sys_exit_recvfrom \
 			sys_exit_readv sys_exit_recvmsg sys_enter_write sys_enter_sendto sys_enter_writev \
@@ -93,7 +103,7 @@ run() { # $1: config name
 	out=$(wrk -t2 -c"$CONNS" -d"${DURATION}s" --latency "$url")
 	after=$(cpu_ticks)
 	[[ -n $id ]] && "$coral" --agent "$sock" tap stop "$id" >/dev/null
-	if [[ -n $bt ]]; then kill -INT "$bt"; wait "$bt" 2>/dev/null || true; fi
+	if [[ -n $bt ]]; then kill -INT "$bt" 2>/dev/null; wait "$bt" 2>/dev/null || true; fi
 	local r l n
 	r=$(awk '/^Requests\/sec/ { print $2 }' <<<"$out")
 	l=$(awk '$1 == "Latency" && NF >= 4 { print $2; exit }' <<<"$out")
@@ -106,24 +116,28 @@ run() { # $1: config name
 	printf 'round %d  %-6s %10s req/s  %8s avg  %s µs CPU/req\n' "$round" "$1" "$r" "$l" "${c##* }" >&2
 }
 
-configs=(none hooks coral)
+configs=(none floor tp-hooks coral)
 for ((round = 1; round <= ROUNDS; round++)); do
-	for k in 0 1 2; do run "${configs[(round + k) % 3]}"; done
+	for k in 0 1 2 3; do run "${configs[(round + k) % 4]}"; done
 done
 
 median() { tr ' ' '\n' | sed '/^$/d' | sort -g | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
 r_none=$(median <<<"${rps[none]}")
 r_coral=$(median <<<"${rps[coral]}")
-r_hooks=$(median <<<"${rps[hooks]}")
-c_hooks=$(median <<<"${cpu_us[hooks]}")
+r_floor=$(median <<<"${rps[floor]}")
+c_floor=$(median <<<"${cpu_us[floor]}")
+r_tp=$(median <<<"${rps[tp-hooks]}")
+c_tp=$(median <<<"${cpu_us[tp-hooks]}")
 c_none=$(median <<<"${cpu_us[none]}")
 c_coral=$(median <<<"${cpu_us[coral]}")
 echo
 echo "nginx 1 worker, wrk -t2 -c$CONNS -d${DURATION}s, $ROUNDS rounds (medians); kernel $(uname -r), $(nproc) CPUs"
 printf '%-28s %12s %12s %10s\n' config "req/s" "nginx CPU/req" "req/s ratio"
 printf '%-28s %12s %10s µs %10s\n' "no tracing" "$r_none" "$c_none" "1.000"
-printf '%-28s %12s %10s µs %10s\n' "hooks only (bpftrace, empty)" "$r_hooks" "$c_hooks" \
-	"$(awk -v a="$r_hooks" -v b="$r_none" 'BEGIN { printf "%.3f", a / b }')"
+printf '%-28s %12s %10s µs %10s\n' "floor (empty raw_tp pair)" "$r_floor" "$c_floor" \
+	"$(awk -v a="$r_floor" -v b="$r_none" 'BEGIN { printf "%.3f", a / b }')"
+printf '%-28s %12s %10s µs %10s\n' "syscalls:* tps (bpftrace)" "$r_tp" "$c_tp" \
+	"$(awk -v a="$r_tp" -v b="$r_none" 'BEGIN { printf "%.3f", a / b }')"
 printf '%-28s %12s %10s µs %10s\n' "coral http-latency --pid" "$r_coral" "$c_coral" \
 	"$(awk -v a="$r_coral" -v b="$r_none" 'BEGIN { printf "%.3f", a / b }')"
 awk -v a="$r_coral" -v b="$r_none" -v ca="$c_coral" -v cb="$c_none" 'BEGIN {

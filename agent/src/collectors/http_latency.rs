@@ -1,10 +1,11 @@
 //! http-latency: one event per HTTP/1.x request and aggregates per
 //! (method, route, status), for servers in any language.
 //!
-//! Kernel side: `src/bpf/http_latency.bpf.c` on the `syscalls` tracepoints of
-//! the read and write families, accept4, connect and close (tracepoints only:
-//! no kprobes, no uprobes into TLS libraries). It needs tracefs (the agent
-//! mounts it), a ring buffer, and CAP_BPF + CAP_PERFMON. Every request is sent
+//! Kernel side: `src/bpf/http_latency.bpf.c` on the raw tracepoints
+//! `sys_enter`/`sys_exit`, dispatching on the syscall number to the read and
+//! write families, accept, connect and close (no kprobes, no uprobes into TLS
+//! libraries, no tracefs). It needs a ring buffer, BTF (CO-RE read of the fd
+//! table), x86_64 syscall numbers, and CAP_BPF + CAP_PERFMON. Every request is sent
 //! to the agent, which parses method, path and status from the raw bytes,
 //! normalises routes and keeps exact-enough quantiles (HDR histograms, 1%).
 
@@ -15,8 +16,8 @@ use crate::capabilities::HostCapabilities;
 use crate::config::Limits;
 use crate::domain::{Kind, KindConfig, Payload};
 use aya::maps::{MapData, PerCpuArray, RingBuf};
-use aya::programs::TracePoint;
-use aya::programs::trace_point::TracePointLink;
+use aya::programs::RawTracePoint;
+use aya::programs::raw_trace_point::RawTracePointLink;
 use aya::{Ebpf, EbpfLoader};
 use coral_ebpf_programs::http_latency::{HttpEvent, OBJECT};
 use coral_proto::v1::{HttpLatencyConfig, HttpRequest, HttpRouteStats, HttpStats};
@@ -34,24 +35,11 @@ const DRAIN_EVERY: Duration = Duration::from_millis(100);
 pub const OVERFLOW_ROUTE: &str = "{overflow}";
 const LOG2_BUCKETS: usize = 40;
 
-/// (program, tracepoint) pairs; `connect` only matters with client_side.
-const PROGRAMS: [(&str, &str); 14] = [
-    ("coral_enter_read", "sys_enter_read"),
-    ("coral_enter_recvfrom", "sys_enter_recvfrom"),
-    ("coral_enter_readv", "sys_enter_readv"),
-    ("coral_enter_recvmsg", "sys_enter_recvmsg"),
-    ("coral_exit_read", "sys_exit_read"),
-    ("coral_exit_recvfrom", "sys_exit_recvfrom"),
-    ("coral_exit_readv", "sys_exit_readv"),
-    ("coral_exit_recvmsg", "sys_exit_recvmsg"),
-    ("coral_enter_write", "sys_enter_write"),
-    ("coral_enter_sendto", "sys_enter_sendto"),
-    ("coral_enter_writev", "sys_enter_writev"),
-    ("coral_enter_sendmsg", "sys_enter_sendmsg"),
-    ("coral_exit_accept4", "sys_exit_accept4"),
-    ("coral_enter_close", "sys_enter_close"),
+/// (program, raw tracepoint): both dispatch on the syscall number.
+const PROGRAMS: [(&str, &str); 2] = [
+    ("coral_http_enter", "sys_enter"),
+    ("coral_http_exit", "sys_exit"),
 ];
-const CONNECT: (&str, &str) = ("coral_enter_connect", "sys_enter_connect");
 
 pub struct HttpLatencyFactory;
 
@@ -69,28 +57,30 @@ impl CollectorFactory for HttpLatencyFactory {
 
     fn hooks(&self) -> &'static [&'static str] {
         &[
-            "tracepoint/syscalls/sys_{enter,exit}_{read,readv,recvfrom,recvmsg}",
-            "tracepoint/syscalls/sys_enter_{write,writev,sendto,sendmsg}",
-            "tracepoint/syscalls/sys_exit_accept4",
-            "tracepoint/syscalls/sys_enter_{connect,close}",
+            "raw_tracepoint/sys_enter (read, readv, recvfrom, recvmsg, write, writev, sendto, sendmsg, accept, accept4, connect, close)",
+            "raw_tracepoint/sys_exit",
         ]
     }
 
     fn availability(&self, caps: &HostCapabilities) -> Result<(), String> {
         caps.require_bpf()?;
-        let tracefs = caps
-            .tracefs_path
-            .as_ref()
-            .ok_or("tracefs is not mounted and the agent could not mount it")?;
+        if caps.arch != "x86_64" {
+            return Err(format!(
+                "syscall numbers and argument registers are x86_64's; this node is {}",
+                caps.arch
+            ));
+        }
+        if !caps.btf {
+            return Err(
+                "the kernel has no BTF (/sys/kernel/btf/vmlinux): the fd-table read needs it"
+                    .into(),
+            );
+        }
+        if !caps.raw_tracepoints {
+            return Err("raw tracepoints cannot be attached on this kernel".into());
+        }
         if !caps.ringbuf {
             return Err("BPF ring buffers are not supported (kernel 5.8+ needed)".into());
-        }
-        for (_, tp) in PROGRAMS.iter().chain([&CONNECT]) {
-            if !tracefs.join("events/syscalls").join(tp).exists() {
-                return Err(format!(
-                    "tracepoint syscalls:{tp} is missing (kernel built without CONFIG_FTRACE_SYSCALLS?)"
-                ));
-            }
         }
         Ok(())
     }
@@ -123,17 +113,16 @@ impl CollectorFactory for HttpLatencyFactory {
 
         let mut program_ids = Vec::new();
         let links = PROGRAMS
-            .iter()
-            .chain(config.client_side.then_some(&CONNECT))
-            .map(|&(name, tp)| {
+            .into_iter()
+            .map(|(name, hook)| {
                 bpf::attach(
                     &mut bpf,
                     name,
-                    tp,
+                    hook,
                     &mut program_ids,
-                    |p: &mut TracePoint| {
+                    |p: &mut RawTracePoint| {
                         p.load()?;
-                        let id = p.attach("syscalls", tp)?;
+                        let id = p.attach(hook)?;
                         p.take_link(id)
                     },
                 )
@@ -308,7 +297,7 @@ struct HttpLatencyCollector {
     events: RingBuf<MapData>,
     drops: PerCpuArray<MapData, u64>,
     /// Dropping a link detaches it.
-    links: Vec<TracePointLink>,
+    links: Vec<RawTracePointLink>,
     program_ids: Vec<u32>,
     interval: Duration,
     next_stats: Duration,

@@ -30,6 +30,22 @@ const volatile __u8 client_side = 0;
 #define BUF_PLAIN 0
 #define BUF_IOVEC 1
 #define BUF_MSGHDR 2
+/* Not a read: an accept whose returned fd is a server socket. */
+#define PENDING_ACCEPT 3
+
+/* x86_64 syscall numbers (arch/x86/entry/syscalls/syscall_64.tbl). */
+#define NR_read 0
+#define NR_write 1
+#define NR_close 3
+#define NR_readv 19
+#define NR_writev 20
+#define NR_connect 42
+#define NR_accept 43
+#define NR_sendto 44
+#define NR_recvfrom 45
+#define NR_sendmsg 46
+#define NR_recvmsg 47
+#define NR_accept4 288
 
 struct pending_read {
 	__u64 buf;
@@ -207,11 +223,11 @@ static __always_inline int save_read(__u32 fd, __u64 buf, __u32 how)
 	__u64 id = bpf_get_current_pid_tgid();
 	struct pending_read r = { .buf = buf, .fd = fd, .how = how };
 
-	if (!coral_target_matches(id >> 32))
-		return 0;
 	bpf_map_update_elem(&reads, &id, &r, BPF_ANY);
 	return 0;
 }
+
+static __always_inline void mark(__u32 fd, __u32 phase);
 
 static __always_inline int finish_read(long ret)
 {
@@ -226,6 +242,12 @@ static __always_inline int finish_read(long ret)
 		return 0;
 	key.tgid = id >> 32;
 	key.fd = r->fd;
+	if (r->how == PENDING_ACCEPT) {
+		bpf_map_delete_elem(&reads, &id);
+		if (ret >= 0)
+			mark(ret, CORAL_HTTP_IDLE_SERVER);
+		return 0;
+	}
 	src = first_buffer(r->buf, r->how);
 	bpf_map_delete_elem(&reads, &id);
 	if (ret < 8 || !src || bpf_probe_read_user(head, sizeof(head), (void *)src))
@@ -257,8 +279,6 @@ static __always_inline int on_write(__u32 fd, __u64 buf, __u32 how, __u64 len)
 	char head[CORAL_HTTP_RESP_LEN];
 	__u64 src;
 
-	if (!coral_target_matches(key.tgid))
-		return 0;
 	c = bpf_map_lookup_elem(&conns, &key);
 	if (!c && !client_side)
 		return 0;
@@ -298,105 +318,60 @@ static __always_inline void mark(__u32 fd, __u32 phase)
 	bpf_map_update_elem(&conns, &key, c, BPF_ANY);
 }
 
-#define ARG(n) (ctx->args[n])
-
-SEC("tracepoint/syscalls/sys_enter_read")
-int coral_enter_read(struct trace_event_raw_sys_enter *ctx)
+/*
+ * Two raw tracepoints dispatching on the syscall number rather than one
+ * `syscalls:sys_{enter,exit}_*` tracepoint per syscall: enabling any of those
+ * sends every syscall of every process through the perf tracepoint path, which
+ * measured ~19% of nginx's throughput before any work of ours (see
+ * docs/benchmarks.md); raw tracepoints cost a fraction of that and need no
+ * tracefs. The filter comes first, so processes not watched pay only it.
+ */
+SEC("raw_tp/sys_enter")
+int coral_http_enter(__u64 *ctx)
 {
-	return save_read(ARG(0), ARG(1), BUF_PLAIN);
-}
+	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
+	struct pt_regs *regs = (struct pt_regs *)ctx[0];
+	struct coral_http_conn_key key;
 
-SEC("tracepoint/syscalls/sys_enter_recvfrom")
-int coral_enter_recvfrom(struct trace_event_raw_sys_enter *ctx)
-{
-	return save_read(ARG(0), ARG(1), BUF_PLAIN);
-}
-
-SEC("tracepoint/syscalls/sys_enter_readv")
-int coral_enter_readv(struct trace_event_raw_sys_enter *ctx)
-{
-	return save_read(ARG(0), ARG(1), BUF_IOVEC);
-}
-
-SEC("tracepoint/syscalls/sys_enter_recvmsg")
-int coral_enter_recvmsg(struct trace_event_raw_sys_enter *ctx)
-{
-	return save_read(ARG(0), ARG(1), BUF_MSGHDR);
-}
-
-SEC("tracepoint/syscalls/sys_exit_read")
-int coral_exit_read(struct trace_event_raw_sys_exit *ctx)
-{
-	return finish_read(ctx->ret);
-}
-
-SEC("tracepoint/syscalls/sys_exit_recvfrom")
-int coral_exit_recvfrom(struct trace_event_raw_sys_exit *ctx)
-{
-	return finish_read(ctx->ret);
-}
-
-SEC("tracepoint/syscalls/sys_exit_readv")
-int coral_exit_readv(struct trace_event_raw_sys_exit *ctx)
-{
-	return finish_read(ctx->ret);
-}
-
-SEC("tracepoint/syscalls/sys_exit_recvmsg")
-int coral_exit_recvmsg(struct trace_event_raw_sys_exit *ctx)
-{
-	return finish_read(ctx->ret);
-}
-
-SEC("tracepoint/syscalls/sys_enter_write")
-int coral_enter_write(struct trace_event_raw_sys_enter *ctx)
-{
-	return on_write(ARG(0), ARG(1), BUF_PLAIN, ARG(2));
-}
-
-SEC("tracepoint/syscalls/sys_enter_sendto")
-int coral_enter_sendto(struct trace_event_raw_sys_enter *ctx)
-{
-	return on_write(ARG(0), ARG(1), BUF_PLAIN, ARG(2));
-}
-
-SEC("tracepoint/syscalls/sys_enter_writev")
-int coral_enter_writev(struct trace_event_raw_sys_enter *ctx)
-{
-	return on_write(ARG(0), ARG(1), BUF_IOVEC, 0);
-}
-
-SEC("tracepoint/syscalls/sys_enter_sendmsg")
-int coral_enter_sendmsg(struct trace_event_raw_sys_enter *ctx)
-{
-	return on_write(ARG(0), ARG(1), BUF_MSGHDR, 0);
-}
-
-SEC("tracepoint/syscalls/sys_exit_accept4")
-int coral_exit_accept4(struct trace_event_raw_sys_exit *ctx)
-{
-	if (ctx->ret < 0 || !coral_target_matches(bpf_get_current_pid_tgid() >> 32))
+	if (!coral_target_matches(tgid))
 		return 0;
-	mark(ctx->ret, CORAL_HTTP_IDLE_SERVER);
-	return 0;
-}
-
-SEC("tracepoint/syscalls/sys_enter_connect")
-int coral_enter_connect(struct trace_event_raw_sys_enter *ctx)
-{
-	if (!client_side || !coral_target_matches(bpf_get_current_pid_tgid() >> 32))
+	switch (ctx[1]) {
+	case NR_read:
+	case NR_recvfrom:
+		return save_read(PT_REGS_PARM1_CORE(regs), PT_REGS_PARM2_CORE(regs), BUF_PLAIN);
+	case NR_readv:
+		return save_read(PT_REGS_PARM1_CORE(regs), PT_REGS_PARM2_CORE(regs), BUF_IOVEC);
+	case NR_recvmsg:
+		return save_read(PT_REGS_PARM1_CORE(regs), PT_REGS_PARM2_CORE(regs), BUF_MSGHDR);
+	case NR_write:
+	case NR_sendto:
+		return on_write(PT_REGS_PARM1_CORE(regs), PT_REGS_PARM2_CORE(regs), BUF_PLAIN,
+				PT_REGS_PARM3_CORE(regs));
+	case NR_writev:
+		return on_write(PT_REGS_PARM1_CORE(regs), PT_REGS_PARM2_CORE(regs), BUF_IOVEC, 0);
+	case NR_sendmsg:
+		return on_write(PT_REGS_PARM1_CORE(regs), PT_REGS_PARM2_CORE(regs), BUF_MSGHDR, 0);
+	case NR_accept:
+	case NR_accept4:
+		return save_read(0, 0, PENDING_ACCEPT);
+	case NR_connect:
+		if (client_side)
+			mark(PT_REGS_PARM1_CORE(regs), CORAL_HTTP_IDLE_CLIENT);
 		return 0;
-	mark(ARG(0), CORAL_HTTP_IDLE_CLIENT);
+	case NR_close:
+		key.tgid = tgid;
+		key.fd = PT_REGS_PARM1_CORE(regs);
+		bpf_map_delete_elem(&conns, &key);
+		return 0;
+	}
 	return 0;
 }
 
-SEC("tracepoint/syscalls/sys_enter_close")
-int coral_enter_close(struct trace_event_raw_sys_enter *ctx)
+SEC("raw_tp/sys_exit")
+int coral_http_exit(__u64 *ctx)
 {
-	struct coral_http_conn_key key = { .tgid = bpf_get_current_pid_tgid() >> 32,
-					   .fd = ARG(0) };
-
-	/* Cheaper than the filter: a miss for every fd never seen. */
-	bpf_map_delete_elem(&conns, &key);
-	return 0;
+	/* Only reads and accepts of watched threads left a pending entry. */
+	if (!coral_pid_matches(bpf_get_current_pid_tgid() >> 32))
+		return 0;
+	return finish_read((long)ctx[1]);
 }
