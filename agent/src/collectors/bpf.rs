@@ -4,7 +4,8 @@
 use super::{CollectorError, error_chain};
 use aya::Ebpf;
 use aya::maps::{Map, MapError};
-use aya::programs::{Program, ProgramError};
+use aya::programs::raw_trace_point::RawTracePointLink;
+use aya::programs::{Program, ProgramError, RawTracePoint};
 
 /// Takes map `name` out of `bpf` as a `T` (e.g. `RingBuf<MapData>`), so the
 /// collector owns it beside the object.
@@ -54,6 +55,25 @@ where
         ids.push(info.id());
     }
     Ok(link)
+}
+
+/// Loads and attaches raw tracepoint programs, given as (program, tracepoint)
+/// pairs: the common case of [`attach`].
+pub fn attach_raw_tracepoints(
+    bpf: &mut Ebpf,
+    programs: &[(&'static str, &'static str)],
+    ids: &mut Vec<u32>,
+) -> Result<Vec<RawTracePointLink>, CollectorError> {
+    programs
+        .iter()
+        .map(|&(name, hook)| {
+            attach(bpf, name, hook, ids, |p: &mut RawTracePoint| {
+                p.load()?;
+                let id = p.attach(hook)?;
+                p.take_link(id)
+            })
+        })
+        .collect()
 }
 
 /// Converts `bpf_ktime_get_ns` (CLOCK_MONOTONIC) to Unix time, with the offset

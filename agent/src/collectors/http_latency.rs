@@ -16,7 +16,6 @@ use crate::capabilities::HostCapabilities;
 use crate::config::Limits;
 use crate::domain::{Kind, KindConfig, Payload};
 use aya::maps::{MapData, PerCpuArray, RingBuf};
-use aya::programs::RawTracePoint;
 use aya::programs::raw_trace_point::RawTracePointLink;
 use aya::{Ebpf, EbpfLoader};
 use coral_ebpf_programs::http_latency::{HttpEvent, OBJECT};
@@ -112,22 +111,7 @@ impl CollectorFactory for HttpLatencyFactory {
             .map_err(|e| CollectorError::Load(error_chain(&e)))?;
 
         let mut program_ids = Vec::new();
-        let links = PROGRAMS
-            .into_iter()
-            .map(|(name, hook)| {
-                bpf::attach(
-                    &mut bpf,
-                    name,
-                    hook,
-                    &mut program_ids,
-                    |p: &mut RawTracePoint| {
-                        p.load()?;
-                        let id = p.attach(hook)?;
-                        p.take_link(id)
-                    },
-                )
-            })
-            .collect::<Result<Vec<_>, _>>()?;
+        let links = bpf::attach_raw_tracepoints(&mut bpf, &PROGRAMS, &mut program_ids)?;
         let events = take_map(&mut bpf, "events")?;
         let drops = take_map(&mut bpf, "drops")?;
 

@@ -12,7 +12,6 @@ use crate::capabilities::HostCapabilities;
 use crate::config::Limits;
 use crate::domain::{Kind, KindConfig, Payload};
 use aya::maps::{HashMap, MapData, PerCpuArray, PerCpuHashMap};
-use aya::programs::RawTracePoint;
 use aya::programs::raw_trace_point::RawTracePointLink;
 use aya::{Ebpf, EbpfLoader};
 use coral_ebpf_programs::syscall_stats::{LOG2_BUCKETS, OBJECT, SYSCALL_SLOTS, SysKey, SysStat};
@@ -106,22 +105,7 @@ impl CollectorFactory for SyscallStatsFactory {
             .map_err(|e| CollectorError::Load(error_chain(&e)))?;
 
         let mut program_ids = Vec::with_capacity(PROGRAMS.len());
-        let links = PROGRAMS
-            .into_iter()
-            .map(|(name, hook)| {
-                bpf::attach(
-                    &mut bpf,
-                    name,
-                    hook,
-                    &mut program_ids,
-                    |p: &mut RawTracePoint| {
-                        p.load()?;
-                        let id = p.attach(hook)?;
-                        p.take_link(id)
-                    },
-                )
-            })
-            .collect::<Result<Vec<_>, _>>()?;
+        let links = bpf::attach_raw_tracepoints(&mut bpf, &PROGRAMS, &mut program_ids)?;
 
         Ok(Box::new(SyscallStatsCollector {
             stats: take_map(&mut bpf, "stats")?,

@@ -29,9 +29,9 @@ use crate::capabilities::HostCapabilities;
 use crate::config::Limits;
 use crate::domain::{Kind, KindConfig, Payload};
 use aya::maps::{HashMap, MapData, PerCpuArray, PerCpuHashMap, RingBuf};
+use aya::programs::TracePoint;
 use aya::programs::raw_trace_point::RawTracePointLink;
 use aya::programs::trace_point::TracePointLink;
-use aya::programs::{RawTracePoint, TracePoint};
 use aya::{Ebpf, EbpfLoader};
 use coral_ebpf_programs::tcp_metrics::{
     AF_INET, AF_INET6, DROP_SLOTS, FLAG_ACTIVE, FLAG_ESTABLISHED, FLAG_OWNED, MAX_PORTS, OBJECT,
@@ -340,22 +340,7 @@ impl CollectorFactory for TcpMetricsFactory {
             Ownership::Accept => RAW_PROGRAMS.to_vec(),
         };
         let mut program_ids = Vec::new();
-        let raw_links = raw
-            .into_iter()
-            .map(|(name, hook)| {
-                bpf::attach(
-                    &mut bpf,
-                    name,
-                    hook,
-                    &mut program_ids,
-                    |p: &mut RawTracePoint| {
-                        p.load()?;
-                        let id = p.attach(hook)?;
-                        p.take_link(id)
-                    },
-                )
-            })
-            .collect::<Result<Vec<_>, _>>()?;
+        let raw_links = bpf::attach_raw_tracepoints(&mut bpf, &raw, &mut program_ids)?;
         let mut tp_links = Vec::new();
         if ownership == Ownership::Accept {
             for (name, category, hook) in ACCEPT_PROGRAMS {
