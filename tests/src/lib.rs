@@ -349,6 +349,8 @@ pub struct Footprint {
     pub tasks: usize,
     /// Resident memory, KiB.
     pub rss_kib: u64,
+    /// Of which anonymous (heap, stacks), KiB.
+    pub rss_anon_kib: u64,
 }
 
 impl Footprint {
@@ -370,11 +372,15 @@ impl Footprint {
             .expect("reading /proc/PID/task")
             .count();
         let status = std::fs::read_to_string(proc.join("status")).expect("reading status");
-        let rss_kib = status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmRSS:"))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-            .expect("VmRSS in /proc/PID/status");
+        let kib = |field: &str| -> u64 {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(field))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+                .unwrap_or_else(|| panic!("{field} in /proc/PID/status"))
+        };
+        let rss_kib = kib("VmRSS:");
+        let rss_anon_kib = kib("RssAnon:");
         Footprint {
             fds,
             bpf_progs,
@@ -382,6 +388,7 @@ impl Footprint {
             bpf_links,
             tasks,
             rss_kib,
+            rss_anon_kib,
         }
     }
 }
