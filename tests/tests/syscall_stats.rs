@@ -52,6 +52,7 @@ fn pid_filter_counts_exactly_and_excludes_others() {
     assert_eq!(u64_of(&close["errors"]), M_CLOSE);
 
     // The latency histogram accounts for every call.
+    assert_eq!(stats["timed"], true, "{stats}");
     let buckets: Vec<u64> = getppid["latencyLog2"]
         .as_array()
         .expect("latency histogram")
@@ -67,6 +68,63 @@ fn pid_filter_counts_exactly_and_excludes_others() {
     assert!(out.status.success());
     assert!(text.contains("getppid") && text.contains("5000"), "{text}");
     assert!(text.contains("distribution"), "{text}");
+}
+
+#[test]
+fn no_latency_counts_exactly_from_one_tp_btf_program() {
+    if !kernel_tests_enabled() {
+        return;
+    }
+    let agent = Agent::start(&[]);
+    let mut target = Workload::spawn(&[
+        "--getppid",
+        &N_GETPPID.to_string(),
+        "--close-fail",
+        &M_CLOSE.to_string(),
+    ]);
+    let mut other = Workload::spawn(&["--getppid", "777", "--close-fail", "77"]);
+    let info = agent.start_collector(&[
+        "--kind",
+        "syscall-stats",
+        "--no-latency",
+        "--pid",
+        &target.pid.to_string(),
+    ]);
+    let id = info["id"].as_str().unwrap().to_string();
+
+    // One program, on the BTF-typed sys_exit hook: nothing on sys_enter.
+    let ids: Vec<u64> = info["bpfProgramIds"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(u64_of)
+        .collect();
+    assert_eq!(ids.len(), 1, "{info}");
+    let prog = Command::new("bpftool")
+        .args(["-j", "prog", "show", "id", &ids[0].to_string()])
+        .output()
+        .expect("running bpftool");
+    let prog: serde_json::Value = serde_json::from_slice(&prog.stdout).expect("bpftool JSON");
+    assert_eq!(prog["type"], "tracing", "{prog}");
+
+    target.go();
+    other.go();
+    let stats = stop_and_read(&agent, &id);
+    let getppid = syscall(&stats, "getppid");
+    assert_eq!(u64_of(&getppid["count"]), N_GETPPID, "{stats}");
+    let close = syscall(&stats, "close");
+    assert_eq!(u64_of(&close["count"]), M_CLOSE, "{stats}");
+    assert_eq!(u64_of(&close["errors"]), M_CLOSE);
+    // Nothing timed, and the record says so.
+    assert!(stats.get("timed").is_none(), "{stats}");
+    assert_eq!(u64_of(&getppid["totalNs"]), 0, "{stats}");
+    assert!(getppid.get("latencyLog2").is_none(), "{stats}");
+    assert!(linked_prog_ids().iter().all(|p| !ids.contains(p)));
+
+    let out = agent.coral(&["tap", "events", &id]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("latency not measured"), "{text}");
+    assert!(!text.contains("distribution"), "{text}");
 }
 
 #[test]

@@ -2,8 +2,9 @@
 //!
 //! Kernel side: `src/bpf/syscall_stats.bpf.c` on raw tracepoints `sys_enter` and
 //! `sys_exit` (no tracefs, no kprobes), per-CPU maps, task-local storage for the
-//! entry timestamp. Needs CAP_BPF + CAP_PERFMON (or CAP_SYS_ADMIN) and a kernel
-//! with task storage (5.11+). Syscall names are x86_64's.
+//! entry timestamp. With latency off, one `tp_btf/sys_exit` program instead,
+//! which only counts. Needs CAP_BPF + CAP_PERFMON (or CAP_SYS_ADMIN) and a
+//! kernel with BTF and task storage (5.11+). Syscall names are x86_64's.
 
 use super::bpf::{self, read_err, take_map};
 use super::filter::FilterGlobals;
@@ -12,10 +13,13 @@ use crate::capabilities::HostCapabilities;
 use crate::config::Limits;
 use crate::domain::{Kind, KindConfig, Payload};
 use aya::maps::{HashMap, MapData, PerCpuArray, PerCpuHashMap};
-use aya::programs::raw_trace_point::RawTracePointLink;
-use aya::{Ebpf, EbpfLoader};
+use aya::programs::BtfTracePoint;
+use aya::programs::links::FdLink;
+use aya::{Btf, Ebpf, EbpfLoader};
 use coral_ebpf_programs::syscall_stats::{LOG2_BUCKETS, OBJECT, SYSCALL_SLOTS, SysKey, SysStat};
-use coral_proto::v1::{ProcessSyscalls, SyscallStat, SyscallStats, SyscallStatsConfig};
+use coral_proto::v1::{
+    ProcessSyscalls, SyscallLatency, SyscallStat, SyscallStats, SyscallStatsConfig,
+};
 use std::collections::BTreeMap;
 use std::time::Duration;
 
@@ -27,10 +31,13 @@ pub const MIN_INTERVAL: Duration = Duration::from_millis(100);
 /// (tgid, syscall) entries kept when per-process counts are asked for.
 pub const PROCESS_ENTRIES: u32 = 16_384;
 
-const PROGRAMS: [(&str, &str); 2] = [
+/// Exact latency: (program, raw tracepoint).
+const TIMED_PROGRAMS: [(&str, &str); 2] = [
     ("coral_sys_enter", "sys_enter"),
     ("coral_sys_exit", "sys_exit"),
 ];
+/// Latency off: counts at `tp_btf/sys_exit` alone.
+const COUNT_PROGRAM: &str = "coral_sys_exit_count";
 
 pub struct SyscallStatsFactory;
 
@@ -66,14 +73,17 @@ impl CollectorFactory for SyscallStatsFactory {
     }
 
     fn validate(&self, config: Option<&KindConfig>, _: &Limits) -> Result<(), String> {
-        if let Some(KindConfig::SyscallStats(c)) = config
-            && c.interval_ns != 0
-            && Duration::from_nanos(c.interval_ns) < MIN_INTERVAL
-        {
+        let Some(KindConfig::SyscallStats(c)) = config else {
+            return Ok(());
+        };
+        if c.interval_ns != 0 && Duration::from_nanos(c.interval_ns) < MIN_INTERVAL {
             return Err(format!(
                 "interval must be at least {}ms",
                 MIN_INTERVAL.as_millis()
             ));
+        }
+        if SyscallLatency::try_from(c.latency).is_err() {
+            return Err(format!("unknown latency mode {}", c.latency));
         }
         Ok(())
     }
@@ -87,6 +97,7 @@ impl CollectorFactory for SyscallStatsFactory {
             0 => DEFAULT_INTERVAL,
             ns => Duration::from_nanos(ns),
         };
+        let timed = config.latency() != SyscallLatency::Off;
         let globals = FilterGlobals::resolve(ctx)?;
         let per_process = u8::from(config.per_process);
 
@@ -104,8 +115,28 @@ impl CollectorFactory for SyscallStatsFactory {
             .load(OBJECT)
             .map_err(|e| CollectorError::Load(error_chain(&e)))?;
 
-        let mut program_ids = Vec::with_capacity(PROGRAMS.len());
-        let links = bpf::attach_raw_tracepoints(&mut bpf, &PROGRAMS, &mut program_ids)?;
+        let mut program_ids = Vec::with_capacity(TIMED_PROGRAMS.len());
+        let links: Vec<FdLink> = if timed {
+            bpf::attach_raw_tracepoints(&mut bpf, &TIMED_PROGRAMS, &mut program_ids)?
+                .into_iter()
+                .map(FdLink::from)
+                .collect()
+        } else {
+            // The loader parsed the kernel's BTF too, but keeps it private.
+            let btf = Btf::from_sys_fs().map_err(|e| CollectorError::Load(error_chain(&e)))?;
+            let link = bpf::attach(
+                &mut bpf,
+                COUNT_PROGRAM,
+                "tp_btf/sys_exit",
+                &mut program_ids,
+                |p: &mut BtfTracePoint| {
+                    p.load("sys_exit", &btf)?;
+                    let id = p.attach()?;
+                    p.take_link(id)
+                },
+            )?;
+            vec![link.into()]
+        };
 
         Ok(Box::new(SyscallStatsCollector {
             stats: take_map(&mut bpf, "stats")?,
@@ -119,6 +150,7 @@ impl CollectorFactory for SyscallStatsFactory {
             links,
             program_ids,
             interval,
+            timed,
             _bpf: bpf,
         }))
     }
@@ -130,9 +162,11 @@ struct SyscallStatsCollector {
     comms: HashMap<MapData, u32, [u8; 16]>,
     drops: PerCpuArray<MapData, u64>,
     /// Dropping a link detaches it.
-    links: Vec<RawTracePointLink>,
+    links: Vec<FdLink>,
     program_ids: Vec<u32>,
     interval: Duration,
+    /// Latency is measured (exact mode), not only counts.
+    timed: bool,
     /// Owns the programs; dropped last, which unloads them.
     _bpf: Ebpf,
 }
@@ -248,6 +282,7 @@ impl Collector for SyscallStatsCollector {
             syscalls,
             processes: self.read_processes()?,
             dropped,
+            timed: self.timed,
         }));
         Ok(())
     }

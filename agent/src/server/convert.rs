@@ -224,6 +224,7 @@ mod tests {
                 pb::SyscallStatsConfig {
                     interval_ns: 500_000_000,
                     per_process: true,
+                    latency: pb::SyscallLatency::Off as i32,
                 },
             )),
         }
@@ -241,7 +242,8 @@ mod tests {
             spec.config,
             Some(KindConfig::SyscallStats(pb::SyscallStatsConfig {
                 interval_ns: 500_000_000,
-                per_process: true
+                per_process: true,
+                latency: pb::SyscallLatency::Off as i32,
             }))
         );
         assert_eq!(pb::CollectorSpec::from(&spec), pb_spec());

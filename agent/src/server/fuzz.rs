@@ -33,12 +33,13 @@ fn any_u64() -> impl Strategy<Value = u64> {
 fn any_config() -> impl Strategy<Value = Option<Config>> {
     prop_oneof![
         Just(None),
-        (any_u64(), any::<bool>()).prop_map(|(interval_ns, per_process)| Some(
-            Config::SyscallStats(pb::SyscallStatsConfig {
+        (any_u64(), any::<bool>(), -1i32..4).prop_map(|(interval_ns, per_process, latency)| {
+            Some(Config::SyscallStats(pb::SyscallStatsConfig {
                 interval_ns,
                 per_process,
-            })
-        )),
+                latency,
+            }))
+        }),
         (any_u64(), any::<bool>(), any::<u32>()).prop_map(
             |(interval_ns, client_side, max_routes)| {
                 Some(Config::HttpLatency(pb::HttpLatencyConfig {

@@ -15,7 +15,20 @@ fn rate(count: u64, elapsed_ns: u64) -> String {
     format!("{:.1}", count as f64 / (elapsed_ns as f64 / 1e9))
 }
 
-fn syscall_table(syscalls: &[SyscallStat], elapsed_ns: u64, limit: usize) -> String {
+fn syscall_table(syscalls: &[SyscallStat], elapsed_ns: u64, limit: usize, timed: bool) -> String {
+    if !timed {
+        let mut t = table(["SYSCALL", "COUNT", "ERRORS", "RATE/s"]);
+        for s in syscalls.iter().take(limit) {
+            t.add_row([
+                s.name.clone(),
+                s.count.to_string(),
+                s.errors.to_string(),
+                rate(s.count, elapsed_ns),
+            ]);
+        }
+        align_right(&mut t, 1..4);
+        return t.to_string();
+    }
     let mut t = table([
         "SYSCALL", "COUNT", "ERRORS", "RATE/s", "AVG", "P50", "P99", "TOTAL",
     ]);
@@ -45,7 +58,7 @@ pub fn report(stats: &SyscallStats, limit: usize) -> String {
     let errors: u64 = stats.syscalls.iter().map(|s| s.errors).sum();
     let _ = writeln!(
         out,
-        "{} syscalls ({} errors) over {}, {} distinct{}",
+        "{} syscalls ({} errors) over {}, {} distinct{}{}",
         calls,
         errors,
         duration_ns(stats.elapsed_ns),
@@ -54,12 +67,22 @@ pub fn report(stats: &SyscallStats, limit: usize) -> String {
             format!(", top {limit} shown")
         } else {
             String::new()
+        },
+        if stats.timed {
+            ""
+        } else {
+            "; latency not measured (--no-latency)"
         }
     );
     if stats.syscalls.is_empty() {
         return out;
     }
-    out.push_str(&syscall_table(&stats.syscalls, stats.elapsed_ns, limit));
+    out.push_str(&syscall_table(
+        &stats.syscalls,
+        stats.elapsed_ns,
+        limit,
+        stats.timed,
+    ));
     out.push('\n');
     if !stats.processes.is_empty() {
         let mut t = table(["PID", "COMM", "CALLS", "ERRORS", "TOP SYSCALL"]);
@@ -89,7 +112,8 @@ pub fn report(stats: &SyscallStats, limit: usize) -> String {
         align_right(&mut t, [0, 2, 3]);
         let _ = writeln!(out, "\nby process:\n{t}");
     }
-    for s in stats.syscalls.iter().take(HISTOGRAMS) {
+    let histograms = if stats.timed { HISTOGRAMS } else { 0 };
+    for s in stats.syscalls.iter().take(histograms) {
         let _ = write!(
             out,
             "\n{} latency:\n{}",
@@ -148,12 +172,24 @@ mod tests {
             ],
             processes: vec![],
             dropped: 0,
+            timed: true,
         }
     }
 
     #[test]
     fn report_snapshot() {
         insta::assert_snapshot!(report(&stats(), 20));
+    }
+
+    #[test]
+    fn untimed_report_has_no_latency_columns_or_histograms() {
+        let mut stats = stats();
+        stats.timed = false;
+        for s in &mut stats.syscalls {
+            s.total_ns = 0;
+            s.latency_log2.clear();
+        }
+        insta::assert_snapshot!(report(&stats, 20));
     }
 
     #[test]

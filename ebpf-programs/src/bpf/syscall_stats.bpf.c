@@ -7,6 +7,12 @@
  * a per-CPU array indexed by syscall number (no locks, no atomics). With
  * per_process set, a per-CPU hash keyed by (tgid, nr) is updated as well.
  *
+ * Without latency the agent attaches tp_btf/sys_exit alone instead: one hook
+ * instead of two, no clock, no storage (the syscall number comes from
+ * regs->orig_ax, a direct BTF-checked load). It costs about what one empty
+ * pair of hooks costs (docs/benchmarks.md); exit and exit_group, which never
+ * return, are not seen by it.
+ *
  * Raw tracepoint context is taken as `__u64 *ctx`: aya cannot CO-RE-relocate
  * the flexible `args[]` of struct bpf_raw_tracepoint_args.
  * sys_enter(struct pt_regs *regs, long id); sys_exit(struct pt_regs *regs, long ret).
@@ -55,17 +61,22 @@ struct {
 	__type(value, __u64);
 } drops SEC(".maps");
 
+/* A call with no latency to add: exit/exit_group, or latency off. */
+#define NO_LATENCY ((__u64)-1)
+
 static __always_inline void add_sample(struct coral_sys_stat *s, __u64 delta, long ret)
 {
-	__u32 slot = coral_log2(delta);
-
-	if (slot >= CORAL_LOG2_BUCKETS)
-		slot = CORAL_LOG2_BUCKETS - 1;
 	s->count++;
-	s->total_ns += delta;
 	if (ret < 0)
 		s->errors++;
-	s->log2[slot]++;
+	if (delta != NO_LATENCY) {
+		__u32 slot = coral_log2(delta);
+
+		if (slot >= CORAL_LOG2_BUCKETS)
+			slot = CORAL_LOG2_BUCKETS - 1;
+		s->total_ns += delta;
+		s->log2[slot]++;
+	}
 }
 
 static __always_inline void add_process_sample(__u32 tgid, __u32 nr, __u64 delta, long ret)
@@ -122,7 +133,7 @@ int coral_sys_enter(__u64 *ctx)
 	if (!coral_target_matches(tgid))
 		return 0;
 	if (nr == NR_EXIT || nr == NR_EXIT_GROUP) {
-		record(tgid, nr, 0, 0);
+		record(tgid, nr, NO_LATENCY, 0);
 		return 0;
 	}
 	st = bpf_task_storage_get(&starts, bpf_get_current_task_btf(), 0,
@@ -154,5 +165,17 @@ int coral_sys_exit(__u64 *ctx)
 	ts = st->ts;
 	st->ts = 0;
 	record(tgid, st->nr, now - ts, (long)ctx[1]);
+	return 0;
+}
+
+/* Latency off: attached alone, instead of the pair above. */
+SEC("tp_btf/sys_exit")
+int BPF_PROG(coral_sys_exit_count, struct pt_regs *regs, long ret)
+{
+	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
+
+	if (!coral_target_matches(tgid))
+		return 0;
+	record(tgid, (__u32)regs->orig_ax, NO_LATENCY, ret);
 	return 0;
 }

@@ -76,6 +76,11 @@ pub struct SpecArgs {
     #[arg(long)]
     pub per_process: bool,
 
+    /// Count calls and errors without timing them: one hook instead of two,
+    /// about a third of the overhead per syscall (syscall-stats).
+    #[arg(long)]
+    pub no_latency: bool,
+
     /// Samples per second per CPU (cpu-profile; default 49).
     #[arg(long, short = 'F')]
     pub frequency: Option<u32>,
@@ -116,6 +121,11 @@ impl SpecArgs {
             Kind::SyscallStats => Config::SyscallStats(pb::SyscallStatsConfig {
                 interval_ns,
                 per_process: self.per_process,
+                latency: if self.no_latency {
+                    pb::SyscallLatency::Off
+                } else {
+                    pb::SyscallLatency::Exact
+                } as i32,
             }),
             Kind::CpuProfile => Config::CpuProfile(pb::CpuProfileConfig {
                 frequency_hz: self.frequency.unwrap_or(0),
