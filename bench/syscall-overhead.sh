@@ -29,7 +29,7 @@ REPS=${REPS:-7}
 ROUNDS=${ROUNDS:-5}
 CPU=${CPU:-}
 BUILD=${BUILD:-1}
-ALL_CONFIGS=(none floor coral coral-pid syscount syscount-L bpftrace)
+ALL_CONFIGS=(none floor coral coral-pid coral-nolat coral-nolat-pid syscount syscount-L bpftrace)
 read -r -a CONFIGS <<<"${CONFIGS:-${ALL_CONFIGS[*]}}"
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -150,6 +150,14 @@ start_tracer() {
 		collector=$("${coral[@]}" tap start --kind syscall-stats --duration 10m --pid "$idle_pid" 2>>"$log") ||
 			die "coral tap start --pid failed: $(cat "$log")"
 		;;
+	coral-nolat)
+		collector=$("${coral[@]}" tap start --kind syscall-stats --no-latency --duration 10m 2>>"$log") ||
+			die "coral tap start --no-latency failed: $(cat "$log")"
+		;;
+	coral-nolat-pid)
+		collector=$("${coral[@]}" tap start --kind syscall-stats --no-latency --duration 10m --pid "$idle_pid" 2>>"$log") ||
+			die "coral tap start --no-latency --pid failed: $(cat "$log")"
+		;;
 	syscount)
 		stdbuf -oL syscount >"$log" 2>&1 &
 		tracer_pid=$!
@@ -179,10 +187,10 @@ stop_tracer() {
 		# The whole-machine collector must have seen the loop; the filtered one must not.
 		local seen
 		seen=$(awk '$1 == "getppid" && $2 ~ /^[0-9]+$/ { print $2; exit }' "$work/$cfg.result")
-		if [[ $cfg == coral && ${seen:-0} -lt $ITERS ]]; then
+		if [[ ($cfg == coral || $cfg == coral-nolat) && ${seen:-0} -lt $ITERS ]]; then
 			die "Coral counted ${seen:-no} getppid calls, expected at least $ITERS"
 		fi
-		if [[ $cfg == coral-pid && -n $seen ]]; then
+		if [[ $cfg == *-pid && -n $seen ]]; then
 			die "Coral filtered to pid $idle_pid counted $seen getppid calls"
 		fi
 	fi
@@ -199,7 +207,7 @@ stop_tracer() {
 expected_hooks() {
 	case $1 in
 	none) echo 0 ;;
-	bpftrace) echo 1 ;;
+	bpftrace | coral-nolat*) echo 1 ;;
 	*) echo 2 ;;
 	esac
 }
