@@ -47,7 +47,11 @@ impl CollectorFactory for SyscallStatsFactory {
     }
 
     fn hooks(&self) -> &'static [&'static str] {
-        &["raw_tracepoint/sys_enter", "raw_tracepoint/sys_exit"]
+        &[
+            "raw_tracepoint/sys_enter",
+            "raw_tracepoint/sys_exit",
+            "tp_btf/sys_exit (latency off)",
+        ]
     }
 
     fn availability(&self, caps: &HostCapabilities) -> Result<(), String> {
