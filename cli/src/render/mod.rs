@@ -63,7 +63,11 @@ where
     S: Into<comfy_table::Cell>,
 {
     let mut t = Table::new();
-    t.load_style(NOTHING).set_header(header);
+    // On a terminal, long cells (hook lists, paths) wrap to its width
+    // instead of padding every row past it; pipes and files get full lines.
+    t.load_style(NOTHING)
+        .set_content_arrangement(comfy_table::ContentArrangement::Dynamic)
+        .set_header(header);
     t
 }
 
