@@ -309,6 +309,31 @@ mod tests {
     }
 
     #[test]
+    fn unknown_latency_modes_are_refused() {
+        let config = |latency| {
+            KindConfig::SyscallStats(SyscallStatsConfig {
+                latency,
+                ..Default::default()
+            })
+        };
+        let limits = Limits::default();
+        for ok in [
+            SyscallLatency::Unspecified,
+            SyscallLatency::Exact,
+            SyscallLatency::Off,
+        ] {
+            assert_eq!(
+                SyscallStatsFactory.validate(Some(&config(ok as i32)), &limits),
+                Ok(())
+            );
+        }
+        assert_eq!(
+            SyscallStatsFactory.validate(Some(&config(7)), &limits),
+            Err("unknown latency mode 7".into())
+        );
+    }
+
+    #[test]
     fn trailing_empty_buckets_are_trimmed() {
         assert_eq!(trim_buckets(&[0, 3, 0, 1, 0, 0]), vec![0, 3, 0, 1]);
         assert!(trim_buckets(&[0, 0]).is_empty());
