@@ -16,20 +16,26 @@ fn stop_and_read(agent: &Agent, id: &str) -> serde_json::Value {
     agent.final_syscalls(id)
 }
 
+/// The target (N getppid, M failing close) and another process making the
+/// same calls at the same time, which a pid filter must not count.
+fn target_and_other() -> (Workload, Workload) {
+    let target = Workload::spawn(&[
+        "--getppid",
+        &N_GETPPID.to_string(),
+        "--close-fail",
+        &M_CLOSE.to_string(),
+    ]);
+    let other = Workload::spawn(&["--getppid", "777", "--close-fail", "77"]);
+    (target, other)
+}
+
 #[test]
 fn pid_filter_counts_exactly_and_excludes_others() {
     if !kernel_tests_enabled() {
         return;
     }
     let agent = Agent::start(&[]);
-    let mut target = Workload::spawn(&[
-        "--getppid",
-        &N_GETPPID.to_string(),
-        "--close-fail",
-        &M_CLOSE.to_string(),
-    ]);
-    // Another process doing the same calls at the same time must not count.
-    let mut other = Workload::spawn(&["--getppid", "777", "--close-fail", "77"]);
+    let (mut target, mut other) = target_and_other();
     let info = agent.start_collector(&[
         "--kind",
         "syscall-stats",
@@ -76,13 +82,7 @@ fn no_latency_counts_exactly_from_one_tp_btf_program() {
         return;
     }
     let agent = Agent::start(&[]);
-    let mut target = Workload::spawn(&[
-        "--getppid",
-        &N_GETPPID.to_string(),
-        "--close-fail",
-        &M_CLOSE.to_string(),
-    ]);
-    let mut other = Workload::spawn(&["--getppid", "777", "--close-fail", "77"]);
+    let (mut target, mut other) = target_and_other();
     let info = agent.start_collector(&[
         "--kind",
         "syscall-stats",
