@@ -30,11 +30,15 @@ pub fn json_line<T: Serialize>(value: &T) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Prints `text` and a newline on stdout. Returns the error instead of
-/// panicking like `println!`, so a closed pipe (`coral ... | head`) ends quietly.
+/// Prints `text` and a newline on stdout, without the spaces tables pad
+/// their last column with (they would fill a terminal's lines and files).
+/// Returns the error instead of panicking like `println!`, so a closed pipe
+/// (`coral ... | head`) ends quietly.
 pub fn out(text: impl std::fmt::Display) -> std::io::Result<()> {
     let mut out = std::io::stdout().lock();
-    writeln!(out, "{text}")?;
+    for line in text.to_string().split('\n') {
+        writeln!(out, "{}", line.trim_end())?;
+    }
     out.flush()
 }
 
