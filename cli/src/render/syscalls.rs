@@ -34,13 +34,16 @@ fn syscall_table(syscalls: &[SyscallStat], elapsed_ns: u64, limit: usize, timed:
     ]);
     for s in syscalls.iter().take(limit) {
         let q = |q| log2_quantile(&s.latency_log2, q).map_or("-".into(), duration_ns);
+        // exit and exit_group are counted but never timed (they never return):
+        // the mean is over the timed calls, the ones in the histogram.
+        let timed: u64 = s.latency_log2.iter().sum();
         t.add_row([
             s.name.clone(),
             s.count.to_string(),
             s.errors.to_string(),
             rate(s.count, elapsed_ns),
             s.total_ns
-                .checked_div(s.count)
+                .checked_div(timed)
                 .map_or("-".into(), duration_ns),
             q(0.5),
             q(0.99),
@@ -190,6 +193,24 @@ mod tests {
             s.latency_log2.clear();
         }
         insta::assert_snapshot!(report(&stats, 20));
+    }
+
+    #[test]
+    fn untimed_exit_group_has_no_average() {
+        let mut stats = stats();
+        stats.syscalls.push(SyscallStat {
+            nr: 231,
+            name: "exit_group".into(),
+            count: 1,
+            ..Default::default()
+        });
+        let report = report(&stats, 20);
+        let row = report
+            .lines()
+            .find(|l| l.trim_start().starts_with("exit_group"))
+            .unwrap();
+        let cells: Vec<&str> = row.split_whitespace().collect();
+        assert_eq!(cells, ["exit_group", "1", "0", "0.5", "-", "-", "-", "0ns"]);
     }
 
     #[test]
