@@ -354,6 +354,25 @@ pub struct Footprint {
 }
 
 impl Footprint {
+    /// The footprint once the agent is quiet: open fds unchanged for a
+    /// second (at most 10 s). A client that just exited, such as the
+    /// start-up readiness check, can hold a connection for a moment on a
+    /// loaded machine.
+    pub fn settled(pid: u32) -> Footprint {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let mut last = Footprint::of(pid);
+        let mut stable_since = Instant::now();
+        while stable_since.elapsed() < Duration::from_secs(1) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(100));
+            let fp = Footprint::of(pid);
+            if fp.fds != last.fds {
+                stable_since = Instant::now();
+            }
+            last = fp;
+        }
+        last
+    }
+
     pub fn of(pid: u32) -> Footprint {
         let proc = PathBuf::from(format!("/proc/{pid}"));
         let (mut fds, mut bpf_progs, mut bpf_maps, mut bpf_links) = (0, 0, 0, 0);

@@ -685,7 +685,7 @@ fn clients_that_vanish_leave_nothing_behind() {
         return;
     }
     let agent = Agent::start_at(&socket_path(), &["--retention", "1m"], &[]);
-    let baseline = Footprint::of(agent.pid());
+    let baseline = Footprint::settled(agent.pid());
     let info = agent.start_collector(&[
         "--kind",
         "syscall-stats",
