@@ -665,10 +665,14 @@ fn idle_counts_only_when_asked_and_frequency_is_limited() {
         eprintln!("the CPUs idled only {idle:.2}s: idle samples not checked");
     }
 
-    // Idle excluded by default: no pid 0.
+    // Idle excluded by default: no pid 0. A burner keeps a CPU busy meanwhile:
+    // on an idle machine the profile would otherwise be empty and prove nothing.
+    let mut burner = Burner::waiting(&["--seconds", "1"]);
     let id = start_profile(&agent, &["-F", "99", "--duration", "30s"]);
-    std::thread::sleep(Duration::from_secs(1));
+    burner.go();
+    burner.burned();
     let p = stop_profile(&agent, &id);
+    assert!(total(&p) > 0, "no samples while a CPU burned: {p}");
     // proto3 JSON leaves pid 0 out.
     assert!(
         stacks(&p).iter().all(|s| !s["pid"].is_null()),
