@@ -639,10 +639,10 @@ fn idle_counts_only_when_asked_and_frequency_is_limited() {
     // Whole machine, idle included: the idle task (pid 0) is sampled as
     // often as the CPUs idled. On a shared machine that may be never, so the
     // CPUs' idle time (/proc/stat) says how many idle samples to expect.
-    // The least idle CPU counts: this VM's kernel packs work onto fewer vCPUs
-    // (`sched_vcpu_pack`), and an idle vCPU it has parked takes no cpu-clock
-    // samples at all (bpftrace's `profile:hz:99` sees the same), so only
-    // when every CPU idled is a sampling one sure to have.
+    // The least idle CPU counts: on this VM one vCPU takes no cpu-clock
+    // samples at all while it idles (bpftrace's `profile:hz:99` sees the
+    // same; likely the kernel's `sched_vcpu_pack`), so only when every CPU
+    // idled is a sampling one sure to have.
     let idle_before = idle_seconds();
     let id = start_profile(&agent, &["--include-idle", "-F", "99", "--duration", "30s"]);
     std::thread::sleep(Duration::from_millis(1500));
