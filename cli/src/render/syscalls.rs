@@ -16,41 +16,37 @@ fn rate(count: u64, elapsed_ns: u64) -> String {
 }
 
 fn syscall_table(syscalls: &[SyscallStat], elapsed_ns: u64, limit: usize, timed: bool) -> String {
-    if !timed {
-        let mut t = table(["SYSCALL", "COUNT", "ERRORS", "RATE/s"]);
-        for s in syscalls.iter().take(limit) {
-            t.add_row([
-                s.name.clone(),
-                s.count.to_string(),
-                s.errors.to_string(),
-                rate(s.count, elapsed_ns),
-            ]);
-        }
-        align_right(&mut t, 1..4);
-        return t.to_string();
-    }
-    let mut t = table([
+    // Untimed (--no-latency) records have no latency to show: the first four
+    // columns only.
+    let columns = if timed { 8 } else { 4 };
+    let header = [
         "SYSCALL", "COUNT", "ERRORS", "RATE/s", "AVG", "P50", "P99", "TOTAL",
-    ]);
+    ];
+    let mut t = table(&header[..columns]);
     for s in syscalls.iter().take(limit) {
         let q = |q| log2_quantile(&s.latency_log2, q).map_or("-".into(), duration_ns);
         // exit and exit_group are counted but never timed (they never return):
         // the mean is over the timed calls, the ones in the histogram.
-        let timed: u64 = s.latency_log2.iter().sum();
-        t.add_row([
+        let timed_calls: u64 = s.latency_log2.iter().sum();
+        let mut row = vec![
             s.name.clone(),
             s.count.to_string(),
             s.errors.to_string(),
             rate(s.count, elapsed_ns),
-            s.total_ns
-                .checked_div(timed)
-                .map_or("-".into(), duration_ns),
-            q(0.5),
-            q(0.99),
-            duration_ns(s.total_ns),
-        ]);
+        ];
+        if timed {
+            row.extend([
+                s.total_ns
+                    .checked_div(timed_calls)
+                    .map_or("-".into(), duration_ns),
+                q(0.5),
+                q(0.99),
+                duration_ns(s.total_ns),
+            ]);
+        }
+        t.add_row(row);
     }
-    align_right(&mut t, 1..8);
+    align_right(&mut t, 1..columns);
     t.to_string()
 }
 
