@@ -1,7 +1,7 @@
 //! http-latency for people: per (method, route, status) table with quantiles,
 //! latency histograms of the busiest routes, and one line per request.
 
-use super::{align_right, duration_ns, log2_duration_histogram, table};
+use super::{align_right, duration_ns, log2_duration_histogram, table, top_list};
 use coral_proto::v1::{HttpRequest, HttpRouteStats, HttpStats};
 use std::fmt::Write;
 
@@ -128,11 +128,7 @@ pub fn summary_line(stats: &HttpStats) -> String {
     format!(
         "{:>8}  {total} requests  {}",
         duration_ns(stats.elapsed_ns),
-        if top.is_empty() {
-            "-".into()
-        } else {
-            top.join("; ")
-        }
+        top_list(&top, "; ")
     )
 }
 

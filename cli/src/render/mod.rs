@@ -56,6 +56,15 @@ pub fn duration(d: Duration) -> String {
     }
 }
 
+/// The busiest entries of a one-line live summary, or `-` when there are none.
+pub fn top_list(top: &[String], sep: &str) -> String {
+    if top.is_empty() {
+        "-".into()
+    } else {
+        top.join(sep)
+    }
+}
+
 pub fn duration_ns(ns: u64) -> String {
     duration(Duration::from_nanos(ns))
 }

@@ -1,7 +1,7 @@
 //! syscall-stats for people: a table by syscall, per-process breakdown, and
 //! log2 latency histograms of the busiest syscalls.
 
-use super::{align_right, duration_ns, log2_histogram, log2_quantile, table};
+use super::{align_right, duration_ns, log2_histogram, log2_quantile, table, top_list};
 use coral_proto::v1::{SyscallStat, SyscallStats};
 use std::fmt::Write;
 
@@ -136,11 +136,7 @@ pub fn summary_line(stats: &SyscallStats) -> String {
         "{:>8}  {} calls  top: {}",
         duration_ns(stats.elapsed_ns),
         calls,
-        if top.is_empty() {
-            "-".into()
-        } else {
-            top.join(", ")
-        }
+        top_list(&top, ", ")
     )
 }
 

@@ -2,7 +2,7 @@
 //! the per-remote aggregates (connections, RTT quantiles and histograms,
 //! retransmits, resets, bytes).
 
-use super::{align_right, duration_ns, log2_histogram, table};
+use super::{align_right, duration_ns, log2_histogram, table, top_list};
 use coral_proto::v1::{TcpConnection, TcpRemoteStats, TcpStats};
 use std::fmt::Write;
 
@@ -169,11 +169,7 @@ pub fn summary_line(stats: &TcpStats) -> String {
     format!(
         "{:>8}  {opened} opened, {closed} closed, {retrans} retransmits  {}",
         duration_ns(stats.elapsed_ns),
-        if top.is_empty() {
-            "-".into()
-        } else {
-            top.join("; ")
-        }
+        top_list(&top, "; ")
     )
 }
 
