@@ -278,14 +278,23 @@ pub struct Workload {
     pub pid: u32,
 }
 
-impl Workload {
-    pub fn spawn(args: &[&str]) -> Workload {
-        let mut child = Command::new(bin("coral-workload"))
-            .args(args)
+/// A test workload started with its handshake done: it printed `ready PID`
+/// and waits for commands on stdin (`coral-workload`, `coral-burn`).
+pub struct ReadyChild {
+    pub child: Child,
+    pub stdin: Option<ChildStdin>,
+    pub stdout: BufReader<ChildStdout>,
+    pub pid: u32,
+}
+
+impl ReadyChild {
+    pub fn spawn(cmd: &mut Command) -> ReadyChild {
+        let what = cmd.get_program().to_string_lossy().into_owned();
+        let mut child = cmd
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .spawn()
-            .expect("spawning coral-workload");
+            .unwrap_or_else(|e| panic!("spawning {what}: {e}"));
         let stdin = child.stdin.take();
         let mut stdout = BufReader::new(child.stdout.take().unwrap());
         let mut line = String::new();
@@ -294,7 +303,24 @@ impl Workload {
             .trim()
             .strip_prefix("ready ")
             .and_then(|p| p.parse().ok())
-            .unwrap_or_else(|| panic!("workload said {line:?}"));
+            .unwrap_or_else(|| panic!("{what} said {line:?}"));
+        ReadyChild {
+            child,
+            stdin,
+            stdout,
+            pid,
+        }
+    }
+}
+
+impl Workload {
+    pub fn spawn(args: &[&str]) -> Workload {
+        let ReadyChild {
+            child,
+            stdin,
+            stdout,
+            pid,
+        } = ReadyChild::spawn(Command::new(bin("coral-workload")).args(args));
         Workload {
             child,
             stdin,

@@ -11,7 +11,7 @@ use coral_e2e::*;
 use serde_json::Value;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
+use std::process::{Child, ChildStdin, ChildStdout, Command};
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -36,21 +36,12 @@ struct Burner {
 
 impl Burner {
     fn spawn_from(bin: &Path, args: &[&str]) -> Burner {
-        let mut child = Command::new(bin)
-            .args(args)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap_or_else(|e| panic!("spawning {}: {e}", bin.display()));
-        let stdin = child.stdin.take();
-        let mut stdout = BufReader::new(child.stdout.take().unwrap());
-        let mut line = String::new();
-        stdout.read_line(&mut line).unwrap();
-        let pid = line
-            .trim()
-            .strip_prefix("ready ")
-            .and_then(|p| p.parse().ok())
-            .unwrap_or_else(|| panic!("coral-burn said {line:?}"));
+        let ReadyChild {
+            child,
+            stdin,
+            stdout,
+            pid,
+        } = ReadyChild::spawn(Command::new(bin).args(args));
         Burner {
             child,
             stdin,
