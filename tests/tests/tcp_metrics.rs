@@ -216,6 +216,7 @@ fn closed_connections_are_exact_for_both_ends() {
         &["--pid", &sp, "--pid", &cp, "--remote-prefix", "10.0.0.0/8"],
     );
 
+    let retrans_before = host_retrans_segs();
     cli.go();
     let ports = client_ports(&cli.expect("done"));
     let received: Vec<u64> = srv.expect("done")[0]
@@ -233,10 +234,18 @@ fn closed_connections_are_exact_for_both_ends() {
 
     wait_connections(&agent, &by_pid, 2 * K);
     let (events, stats) = stop(&agent, &by_pid);
+    let host_retransmits = host_retrans_segs() - retrans_before;
     assert_eq!(
         events.len(),
         2 * K,
         "exactly one event per end: {events:#?}"
+    );
+    // Loopback rarely retransmits, but can (a tail-loss probe on a loaded
+    // machine): never more than the kernel counted meanwhile, machine-wide.
+    let retransmits: u64 = events.iter().map(|e| u64_of(&e["retransmits"])).sum();
+    assert!(
+        retransmits <= host_retransmits,
+        "{retransmits} retransmits reported, the kernel counted {host_retransmits}"
     );
     let index: BTreeMap<u16, usize> = ports.iter().enumerate().map(|(i, p)| (p.0, i)).collect();
     let mut seen_active = BTreeSet::new();
@@ -246,7 +255,6 @@ fn closed_connections_are_exact_for_both_ends() {
         assert_eq!(e["localAddr"], "127.0.0.1", "{e}");
         assert_eq!(e["remoteAddr"], "127.0.0.1", "{e}");
         assert_eq!(e["closeReason"], "fin", "{e}");
-        assert_eq!(u64_of(&e["retransmits"]), 0, "{e}");
         assert!(u64_of(&e["durationNs"]) > 0, "{e}");
         assert!(
             u64_of(&e["endUnixNano"]) >= u64_of(&e["startUnixNano"]),
@@ -622,15 +630,24 @@ impl NetPair {
             .args(["netns", "exec", &self.a, "cat", "/proc/net/snmp"])
             .output()
             .expect("reading /proc/net/snmp");
-        let text = String::from_utf8_lossy(&out.stdout);
-        let mut tcp = text.lines().filter(|l| l.starts_with("Tcp:"));
-        let (names, values) = (tcp.next().unwrap(), tcp.next().unwrap());
-        let i = names
-            .split_whitespace()
-            .position(|n| n == "RetransSegs")
-            .unwrap();
-        values.split_whitespace().nth(i).unwrap().parse().unwrap()
+        retrans_segs_in(&String::from_utf8_lossy(&out.stdout))
     }
+}
+
+/// `Tcp: RetransSegs` of the test's own namespace.
+fn host_retrans_segs() -> u64 {
+    retrans_segs_in(&std::fs::read_to_string("/proc/net/snmp").expect("reading /proc/net/snmp"))
+}
+
+/// `Tcp: RetransSegs` from the text of a `/proc/net/snmp`.
+fn retrans_segs_in(snmp: &str) -> u64 {
+    let mut tcp = snmp.lines().filter(|l| l.starts_with("Tcp:"));
+    let (names, values) = (tcp.next().unwrap(), tcp.next().unwrap());
+    let i = names
+        .split_whitespace()
+        .position(|n| n == "RetransSegs")
+        .unwrap();
+    values.split_whitespace().nth(i).unwrap().parse().unwrap()
 }
 
 impl Drop for NetPair {
