@@ -78,17 +78,7 @@ pub fn detect() -> HostCapabilities {
 #[cfg(target_os = "linux")]
 mod linux {
     use super::*;
-    use aya::programs::perf_event::{PerfEventConfig, PerfEventScope, SamplePolicy, SoftwareEvent};
-    use aya::programs::{KProbe, PerfEvent, RawTracePoint, UProbe, uprobe::UProbeScope};
     use caps::{CapSet, Capability};
-
-    /// A function for the uprobe probe to attach to. Never called by anyone
-    /// but it must stay in the symbol table.
-    #[unsafe(no_mangle)]
-    #[inline(never)]
-    pub extern "C" fn coral_uprobe_probe_target() {
-        std::hint::black_box(());
-    }
 
     pub fn detect() -> HostCapabilities {
         let uname = nix::sys::utsname::uname().ok();
@@ -111,8 +101,11 @@ mod linux {
             ..Default::default()
         };
         bump_memlock();
-        (caps.tracefs_path, caps.tracefs_mounted_by_agent) = ensure_tracefs(caps.cap_sys_admin);
-        probe_hooks(&mut caps);
+        // Only BPF programs need tracefs: an agent without them mounts nothing.
+        let may_mount = cfg!(bpf) && caps.cap_sys_admin;
+        (caps.tracefs_path, caps.tracefs_mounted_by_agent) = ensure_tracefs(may_mount);
+        #[cfg(bpf)]
+        probes::probe_hooks(&mut caps);
         caps
     }
 
@@ -172,72 +165,90 @@ mod linux {
         }
     }
 
-    fn probe_hooks(caps: &mut HostCapabilities) {
-        use aya::maps::MapType;
-        caps.ringbuf = aya::sys::is_map_supported(MapType::RingBuf).unwrap_or(false);
-        caps.task_storage = aya::sys::is_map_supported(MapType::TaskStorage).unwrap_or(false);
+    /// Hook types, found out by attaching empty programs.
+    #[cfg(bpf)]
+    mod probes {
+        use super::HostCapabilities;
+        use aya::programs::perf_event::{
+            PerfEventConfig, PerfEventScope, SamplePolicy, SoftwareEvent,
+        };
+        use aya::programs::{KProbe, PerfEvent, RawTracePoint, UProbe, uprobe::UProbeScope};
 
-        let mut bpf = match aya::Ebpf::load(coral_ebpf_programs::probes::OBJECT) {
-            Ok(bpf) => bpf,
-            Err(e) => {
-                caps.probe_error = Some(format!(
-                    "cannot load BPF programs: {}",
-                    crate::collectors::error_chain(&e)
-                ));
-                return;
-            }
-        };
-        caps.raw_tracepoints = attach_ok(&mut bpf, "probe_raw_tp", |p: &mut RawTracePoint| {
-            p.load()?;
-            p.attach("sys_enter").map(drop)
-        });
-        caps.kprobes = attach_ok(&mut bpf, "probe_kprobe", |p: &mut KProbe| {
-            p.load()?;
-            p.attach("vfs_read", 0).map(drop)
-        });
-        caps.uprobes = attach_ok(&mut bpf, "probe_uprobe", |p: &mut UProbe| {
-            p.load()?;
-            std::hint::black_box(coral_uprobe_probe_target as extern "C" fn());
-            p.attach(
-                "coral_uprobe_probe_target",
-                "/proc/self/exe",
-                UProbeScope::CallingProcess,
-            )
-            .map(drop)
-        });
-        caps.perf_events = attach_ok(&mut bpf, "probe_perf_event", |p: &mut PerfEvent| {
-            p.load()?;
-            p.attach(
-                PerfEventConfig::Software(SoftwareEvent::CpuClock),
-                PerfEventScope::AllProcessesOneCpu { cpu: 0 },
-                SamplePolicy::Frequency(1),
-                false,
-            )
-            .map(drop)
-        });
-        // Dropping `bpf` detaches and unloads every probe.
-    }
+        /// A function for the uprobe probe to attach to. Never called by
+        /// anyone but it must stay in the symbol table.
+        #[unsafe(no_mangle)]
+        #[inline(never)]
+        pub extern "C" fn coral_uprobe_probe_target() {
+            std::hint::black_box(());
+        }
 
-    fn attach_ok<'a, P>(
-        bpf: &'a mut aya::Ebpf,
-        name: &str,
-        f: impl FnOnce(&mut P) -> Result<(), aya::programs::ProgramError>,
-    ) -> bool
-    where
-        &'a mut P: TryFrom<&'a mut aya::programs::Program>,
-        P: 'a,
-    {
-        let Some(program) = bpf.program_mut(name) else {
-            return false;
-        };
-        let Ok(program) = <&mut P>::try_from(program) else {
-            return false;
-        };
-        match f(program) {
-            Ok(()) => true,
-            Err(e) => {
-                tracing::debug!(probe = name, error = %crate::collectors::error_chain(&e), "probe failed");
-                false
+        pub fn probe_hooks(caps: &mut HostCapabilities) {
+            use aya::maps::MapType;
+            caps.ringbuf = aya::sys::is_map_supported(MapType::RingBuf).unwrap_or(false);
+            caps.task_storage = aya::sys::is_map_supported(MapType::TaskStorage).unwrap_or(false);
+
+            let mut bpf = match aya::Ebpf::load(coral_ebpf_programs::probes::OBJECT) {
+                Ok(bpf) => bpf,
+                Err(e) => {
+                    caps.probe_error = Some(format!(
+                        "cannot load BPF programs: {}",
+                        coral_proto::error_chain(&e)
+                    ));
+                    return;
+                }
+            };
+            caps.raw_tracepoints = attach_ok(&mut bpf, "probe_raw_tp", |p: &mut RawTracePoint| {
+                p.load()?;
+                p.attach("sys_enter").map(drop)
+            });
+            caps.kprobes = attach_ok(&mut bpf, "probe_kprobe", |p: &mut KProbe| {
+                p.load()?;
+                p.attach("vfs_read", 0).map(drop)
+            });
+            caps.uprobes = attach_ok(&mut bpf, "probe_uprobe", |p: &mut UProbe| {
+                p.load()?;
+                std::hint::black_box(coral_uprobe_probe_target as extern "C" fn());
+                p.attach(
+                    "coral_uprobe_probe_target",
+                    "/proc/self/exe",
+                    UProbeScope::CallingProcess,
+                )
+                .map(drop)
+            });
+            caps.perf_events = attach_ok(&mut bpf, "probe_perf_event", |p: &mut PerfEvent| {
+                p.load()?;
+                p.attach(
+                    PerfEventConfig::Software(SoftwareEvent::CpuClock),
+                    PerfEventScope::AllProcessesOneCpu { cpu: 0 },
+                    SamplePolicy::Frequency(1),
+                    false,
+                )
+                .map(drop)
+            });
+            // Dropping `bpf` detaches and unloads every probe.
+        }
+
+        fn attach_ok<'a, P>(
+            bpf: &'a mut aya::Ebpf,
+            name: &str,
+            f: impl FnOnce(&mut P) -> Result<(), aya::programs::ProgramError>,
+        ) -> bool
+        where
+            &'a mut P: TryFrom<&'a mut aya::programs::Program>,
+            P: 'a,
+        {
+            let Some(program) = bpf.program_mut(name) else {
+                return false;
+            };
+            let Ok(program) = <&mut P>::try_from(program) else {
+                return false;
+            };
+            match f(program) {
+                Ok(()) => true,
+                Err(e) => {
+                    tracing::debug!(probe = name, error = %coral_proto::error_chain(&e), "probe failed");
+                    false
+                }
             }
         }
     }

@@ -3,6 +3,12 @@
 
 use std::time::Duration;
 
+/// Labels one collector may carry, and how long their keys and values may
+/// be: they are copied into every record a client reads.
+pub const MAX_LABELS: usize = 16;
+pub const MAX_LABEL_KEY_BYTES: usize = 63;
+pub const MAX_LABEL_VALUE_BYTES: usize = 255;
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Limits {
     /// Collectors in Starting or Running at once.
@@ -20,6 +26,20 @@ pub struct Limits {
     pub max_filter_pids: usize,
     /// Highest cpu-profile sampling frequency a client may ask for.
     pub max_profile_frequency_hz: u32,
+    /// Bytes of records one collector retains; the oldest are dropped (and
+    /// counted) beyond it, never the newest.
+    pub max_collector_bytes: u64,
+    /// Bytes of records all collectors retain together; beyond it the
+    /// agent's oldest records go first, whichever collector made them.
+    pub max_retained_bytes: u64,
+    /// Ended collectors kept for their retention period; beyond it the one
+    /// that ended first is removed.
+    pub max_ended: usize,
+    /// Bytes of records one `GetEvents` page carries at most (it always
+    /// carries one record; the cursor continues).
+    pub max_page_bytes: u64,
+    /// How long `StopCollector` and shutdown wait for a collector to end.
+    pub stop_timeout: Duration,
 }
 
 impl Default for Limits {
@@ -32,6 +52,11 @@ impl Default for Limits {
             retention: Duration::from_secs(600),
             max_filter_pids: 64,
             max_profile_frequency_hz: 1000,
+            max_collector_bytes: 64 << 20,
+            max_retained_bytes: 256 << 20,
+            max_ended: 256,
+            max_page_bytes: 1 << 20,
+            stop_timeout: Duration::from_secs(10),
         }
     }
 }

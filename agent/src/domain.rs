@@ -2,42 +2,9 @@
 //! the gRPC edge (`server::convert`); everything inside speaks these.
 
 use std::collections::BTreeMap;
-use std::fmt;
 use std::time::Duration;
 
-/// A collector kind the API knows about (whether or not this agent builds it).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum Kind {
-    SyscallStats,
-    HttpLatency,
-    CpuProfile,
-    TcpMetrics,
-}
-
-impl Kind {
-    pub const ALL: [Kind; 4] = [
-        Kind::SyscallStats,
-        Kind::HttpLatency,
-        Kind::CpuProfile,
-        Kind::TcpMetrics,
-    ];
-
-    /// The CLI's spelling, used in messages too.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Kind::SyscallStats => "syscall-stats",
-            Kind::HttpLatency => "http-latency",
-            Kind::CpuProfile => "cpu-profile",
-            Kind::TcpMetrics => "tcp-metrics",
-        }
-    }
-}
-
-impl fmt::Display for Kind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
+pub use crate::kinds::Kind;
 
 /// Lifecycle: `Starting -> Running -> {Expired | Stopped | Failed}`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -90,15 +57,4 @@ pub struct Spec {
     pub labels: BTreeMap<String, String>,
     /// `None`: defaults for the kind.
     pub config: Option<KindConfig>,
-}
-
-/// One entry of a collector's event log.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Record {
-    /// From 1, per collector, without holes.
-    pub seq: u64,
-    pub time_unix_nano: u64,
-    /// Taken after the programs were detached: the collector's result.
-    pub last: bool,
-    pub payload: Payload,
 }

@@ -44,6 +44,14 @@ pub enum Error {
     /// asking to start, stop or extend).
     #[error("{0}")]
     PermissionDenied(String),
+    /// A stopped collector did not end within the stop timeout: a call into
+    /// it (a kernel read, say) is still running. It ends, and detaches,
+    /// when that call returns.
+    #[error(
+        "collector {id} did not end within {}: its current kernel read is still running; it ends and detaches when that returns",
+        fmt_dur(*.waited)
+    )]
+    StopTimedOut { id: String, waited: Duration },
     /// The agent's limit on concurrent `StreamEvents` clients is reached.
     #[error("too many open streams: the limit is {max} (close one and retry)")]
     TooManyStreams { max: usize },
@@ -70,6 +78,7 @@ impl Error {
             Error::NotRunning { .. }
             | Error::Unavailable { .. }
             | Error::CollectorFailed { .. } => Code::FailedPrecondition,
+            Error::StopTimedOut { .. } => Code::DeadlineExceeded,
             Error::Unauthenticated(_) => Code::Unauthenticated,
             Error::PermissionDenied(_) => Code::PermissionDenied,
         }

@@ -4,15 +4,18 @@
 //! * [`manager`] owns the registry, the limits and each collector's lifecycle
 //!   (`Starting -> Running -> Expired | Stopped | Failed`), its deadline and
 //!   its bounded event log.
-//! * [`collectors`] holds one module per kind, each owning its BPF object.
+//! * [`kinds`] declares every collector kind once; [`collectors`] holds one
+//!   module per kind, each owning its BPF object (with the `bpf` feature).
 //! * [`server`] is the gRPC edge: conversions and the service.
 //! * [`error`] is the one place errors become gRPC status codes.
 
 pub mod capabilities;
+pub mod cgroup;
 pub mod collectors;
 pub mod config;
 pub mod domain;
 pub mod error;
+pub mod kinds;
 pub mod manager;
 pub mod memory;
 pub mod server;

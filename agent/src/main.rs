@@ -7,7 +7,7 @@ use clap::Parser;
 use coral_agent::server::auth::Tokens;
 use coral_agent::server::listen::{self, Listen, ServeOptions};
 use coral_agent::server::tls::TlsFiles;
-use coral_agent::{Limits, Manager, capabilities, collectors, test_hooks};
+use coral_agent::{Limits, Manager, capabilities, kinds, test_hooks};
 use std::path::PathBuf;
 use std::time::Duration;
 use tokio::signal::unix::{SignalKind, signal};
@@ -80,6 +80,45 @@ struct Args {
     /// How long ended collectors stay readable.
     #[arg(long, default_value = "10m", value_parser = humantime::parse_duration)]
     retention: Duration,
+
+    /// Record bytes one collector keeps; its oldest records are dropped (and counted) beyond it.
+    #[arg(long, default_value = "64MiB", value_parser = parse_bytes, value_name = "BYTES")]
+    max_collector_bytes: u64,
+
+    /// Record bytes all collectors keep together; the agent's oldest records go first beyond it.
+    #[arg(long, default_value = "256MiB", value_parser = parse_bytes, value_name = "BYTES")]
+    max_retained_bytes: u64,
+
+    /// Ended collectors kept readable; beyond it the one that ended first is removed.
+    #[arg(long, default_value_t = Limits::default().max_ended)]
+    max_ended: usize,
+
+    /// Record bytes one GetEvents page carries at most (gRPC clients refuse messages over 4 MiB by default).
+    #[arg(long, default_value = "1MiB", value_parser = parse_bytes, value_name = "BYTES")]
+    max_page_bytes: u64,
+
+    /// How long StopCollector and shutdown wait for a collector to end.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    stop_timeout: Duration,
+}
+
+/// `4096`, `64KiB`, `64MiB`, `1GiB` (or KB/MB/GB, also powers of 1024).
+fn parse_bytes(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (digits, unit) = t.split_at(split);
+    let n: u64 = digits
+        .parse()
+        .map_err(|_| format!("{s:?}: expected a number of bytes, e.g. 64MiB"))?;
+    let shift = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 0,
+        "k" | "kb" | "kib" => 10,
+        "m" | "mb" | "mib" => 20,
+        "g" | "gb" | "gib" => 30,
+        other => return Err(format!("{s:?}: unknown unit {other:?} (use KiB, MiB or GiB)")),
+    };
+    n.checked_mul(1 << shift)
+        .ok_or_else(|| format!("{s:?} is too large"))
 }
 
 fn parse_mode(s: &str) -> Result<u32, String> {
@@ -107,10 +146,14 @@ fn resolve_group(group: &str) -> anyhow::Result<u32> {
 fn main() -> anyhow::Result<()> {
     // Before any thread exists, so every thread shares the one arena.
     coral_agent::memory::use_one_arena();
-    tokio::runtime::Builder::new_multi_thread()
+    let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
-        .build()?
-        .block_on(run())
+        .build()?;
+    let result = runtime.block_on(run());
+    // A collector call still stuck on the blocking pool must not keep the
+    // process alive: exiting releases its kernel objects.
+    runtime.shutdown_timeout(Duration::from_millis(100));
+    result
 }
 
 async fn run() -> anyhow::Result<()> {
@@ -130,6 +173,11 @@ async fn run() -> anyhow::Result<()> {
         max_records: args.max_records,
         retention: args.retention,
         max_profile_frequency_hz: args.max_profile_frequency,
+        max_collector_bytes: args.max_collector_bytes,
+        max_retained_bytes: args.max_retained_bytes,
+        max_ended: args.max_ended,
+        max_page_bytes: args.max_page_bytes,
+        stop_timeout: args.stop_timeout,
         ..Limits::default()
     };
     anyhow::ensure!(
@@ -162,26 +210,29 @@ async fn run() -> anyhow::Result<()> {
     // Refuse an insecure listener before probing (which may mount tracefs).
     options.check(&args.listen)?;
 
-    let caps = tokio::task::spawn_blocking(|| {
+    let faults = match std::env::var(test_hooks::FAULT_ENV) {
+        Ok(spec) => test_hooks::parse(&spec)
+            .map_err(|e| anyhow::anyhow!("{}: {e}", test_hooks::FAULT_ENV))?,
+        Err(_) => Vec::new(),
+    };
+    // Probing and the factories' availability checks read the kernel.
+    let manager = tokio::task::spawn_blocking(move || {
         let caps = capabilities::detect();
         // The probes loaded BPF objects: give their BTF parse back.
         coral_agent::memory::release_freed();
-        caps
+        tracing::info!(kernel = %caps.kernel_release, btf = caps.btf, cap_bpf = caps.cap_bpf,
+            raw_tp = caps.raw_tracepoints, kprobes = caps.kprobes, "capabilities probed");
+        if !cfg!(feature = "bpf") {
+            tracing::warn!("built without BPF support: every collector kind is unavailable");
+        }
+        let mut factories = kinds::factories();
+        if !faults.is_empty() {
+            tracing::warn!(?faults, "TEST HOOK {} is set", test_hooks::FAULT_ENV);
+            factories = test_hooks::inject(factories, &faults);
+        }
+        Manager::new(limits, caps, factories)
     })
     .await?;
-    tracing::info!(kernel = %caps.kernel_release, btf = caps.btf, cap_bpf = caps.cap_bpf,
-        raw_tp = caps.raw_tracepoints, kprobes = caps.kprobes, "capabilities probed");
-    let mut factories = collectors::builtin();
-    if let Ok(spec) = std::env::var(test_hooks::FAIL_ATTACH_ENV) {
-        let (wrapped, kinds) = test_hooks::fail_attach(factories, &spec);
-        factories = wrapped;
-        tracing::warn!(
-            ?kinds,
-            "TEST HOOK {} is set: starts of these kinds will fail",
-            test_hooks::FAIL_ATTACH_ENV
-        );
-    }
-    let manager = Manager::new(limits, caps, factories);
 
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
@@ -191,8 +242,12 @@ async fn run() -> anyhow::Result<()> {
             _ = term.recv() => tracing::info!("SIGTERM: stopping collectors"),
             _ = int.recv() => tracing::info!("SIGINT: stopping collectors"),
         }
-        // Every running collector records its final result before we go.
-        stopping.shutdown().await;
+        // Every running collector records its final result before we go,
+        // unless it is stuck: then the exit releases it.
+        let stuck = stopping.shutdown().await;
+        if !stuck.is_empty() {
+            tracing::warn!(?stuck, "collectors did not end within the stop timeout; exiting anyway");
+        }
     };
     listen::serve(manager, &args.listen, options, shutdown)
         .await

@@ -5,6 +5,11 @@
 //! message also implements serde (proto3 JSON mapping) for `-o json`.
 #![forbid(unsafe_code)]
 
+mod errors;
+mod kinds;
+
+pub use errors::error_chain;
+
 pub mod v1 {
     #![allow(clippy::all, missing_docs)]
     tonic::include_proto!("coral.agent.v1");

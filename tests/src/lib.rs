@@ -2,9 +2,10 @@
 //! temporary socket, the real `coral` CLI, and workloads whose syscalls are
 //! known exactly.
 //!
-//! Kernel tests need root and a kernel that loads BPF. Without them they skip
-//! with a loud message, unless `CORAL_REQUIRE_KERNEL_TESTS=1` (as in CI), in
-//! which case they fail.
+//! Kernel tests need root and a kernel that loads BPF. They are marked
+//! `#[ignore = "needs root and BPF"]`: `cargo test` reports them ignored,
+//! `cargo test -- --include-ignored` runs them, and a kernel test that runs
+//! fails when BPF cannot be used ([`require_kernel`]).
 
 use serde_json::Value;
 use std::io::{BufRead, BufReader, Write};
@@ -33,25 +34,27 @@ pub fn bin(name: &str) -> PathBuf {
     path
 }
 
-/// True when kernel tests can run. Otherwise skips loudly, or panics when
-/// `CORAL_REQUIRE_KERNEL_TESTS=1`.
-pub fn kernel_tests_enabled() -> bool {
-    let required = std::env::var("CORAL_REQUIRE_KERNEL_TESTS").is_ok_and(|v| v == "1");
+/// Why kernel tests cannot run here, if they cannot.
+pub fn kernel_unavailable() -> Option<&'static str> {
     // SAFETY: geteuid has no preconditions.
     let root = unsafe { libc::geteuid() } == 0;
     let btf = Path::new("/sys/kernel/btf/vmlinux").exists();
-    let reason = match (root, btf) {
-        (false, _) => "not running as root",
-        (_, false) => "no kernel BTF at /sys/kernel/btf/vmlinux",
-        _ => return true,
-    };
-    if required {
-        panic!("kernel tests are required (CORAL_REQUIRE_KERNEL_TESTS=1) but cannot run: {reason}");
+    match (root, btf) {
+        (false, _) => Some("not running as root"),
+        (_, false) => Some("no kernel BTF at /sys/kernel/btf/vmlinux"),
+        _ => None,
     }
-    eprintln!(
-        "SKIPPING kernel test: {reason} (set CORAL_REQUIRE_KERNEL_TESTS=1 to make this fatal)"
-    );
-    false
+}
+
+/// Called first by every kernel test. Kernel tests are `#[ignore = "needs
+/// root and BPF"]`, so a plain `cargo test` lists them as ignored, never as
+/// passed; `cargo test -- --include-ignored` (what `.ci/test` runs) runs
+/// them, and then they fail when the kernel cannot be used: a kernel test
+/// that runs never skips.
+pub fn require_kernel() {
+    if let Some(reason) = kernel_unavailable() {
+        panic!("this kernel test cannot run: {reason} (kernel tests need root and BPF)");
+    }
 }
 
 static NEXT: AtomicU32 = AtomicU32::new(0);
@@ -489,5 +492,22 @@ impl Drop for Cgroup {
             }
         }
         let _ = std::fs::remove_dir(&self.path);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// With `CORAL_REQUIRE_KERNEL_TESTS=1` (CI), a run that leaves the
+    /// ignored kernel tests out fails instead of passing without them.
+    #[test]
+    fn required_kernel_tests_are_included() {
+        if std::env::var("CORAL_REQUIRE_KERNEL_TESTS").is_ok_and(|v| v == "1") {
+            let included = std::env::args().any(|a| a == "--include-ignored" || a == "--ignored");
+            assert!(
+                included,
+                "CORAL_REQUIRE_KERNEL_TESTS=1 but the kernel tests are ignored: run `cargo test -- --include-ignored` (.ci/test does)"
+            );
+            super::require_kernel();
+        }
     }
 }

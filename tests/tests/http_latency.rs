@@ -98,10 +98,9 @@ fn route<'a>(stats: &'a Value, method: &str, route: &str, status: u64) -> &'a Va
 }
 
 #[test]
+#[ignore = "needs root and BPF"]
 fn python_server_exact_counts_and_latency() {
-    if !kernel_tests_enabled() {
-        return;
-    }
+    require_kernel();
     let agent = Agent::start(&[]);
     let server = python_server();
     let pid = server.child.id().to_string();
@@ -184,10 +183,9 @@ fn python_server_exact_counts_and_latency() {
 }
 
 #[test]
+#[ignore = "needs root and BPF"]
 fn other_processes_are_not_seen() {
-    if !kernel_tests_enabled() {
-        return;
-    }
+    require_kernel();
     let agent = Agent::start(&[]);
     let watched = python_server();
     let other = python_server();
@@ -263,10 +261,9 @@ fn ab(args: &[&str]) -> u64 {
 }
 
 #[test]
+#[ignore = "needs root and BPF"]
 fn nginx_count_equals_the_load_generators() {
-    if !kernel_tests_enabled() {
-        return;
-    }
+    require_kernel();
     let agent = Agent::start(&[]);
     let dir = std::env::temp_dir().join(format!("coral-nginx-{}", std::process::id()));
     let port = 18_000 + (std::process::id() % 1000) as u16;

@@ -30,10 +30,9 @@ fn target_and_other() -> (Workload, Workload) {
 }
 
 #[test]
+#[ignore = "needs root and BPF"]
 fn pid_filter_counts_exactly_and_excludes_others() {
-    if !kernel_tests_enabled() {
-        return;
-    }
+    require_kernel();
     let agent = Agent::start(&[]);
     let (mut target, mut other) = target_and_other();
     let info = agent.start_collector(&[
@@ -77,10 +76,9 @@ fn pid_filter_counts_exactly_and_excludes_others() {
 }
 
 #[test]
+#[ignore = "needs root and BPF"]
 fn no_latency_counts_exactly_from_one_tp_btf_program() {
-    if !kernel_tests_enabled() {
-        return;
-    }
+    require_kernel();
     let agent = Agent::start(&[]);
     let (mut target, mut other) = target_and_other();
     let info = agent.start_collector(&[
@@ -128,10 +126,9 @@ fn no_latency_counts_exactly_from_one_tp_btf_program() {
 }
 
 #[test]
+#[ignore = "needs root and BPF"]
 fn comm_filter_excludes_other_names() {
-    if !kernel_tests_enabled() {
-        return;
-    }
+    require_kernel();
     let agent = Agent::start(&[]);
     let mut a = Workload::spawn(&["--name", "coral-wl-a", "--getppid", "1234"]);
     let mut b = Workload::spawn(&["--name", "coral-wl-b", "--getppid", "4321"]);
@@ -150,10 +147,9 @@ fn comm_filter_excludes_other_names() {
 }
 
 #[test]
+#[ignore = "needs root and BPF"]
 fn cgroup_filter_excludes_processes_outside() {
-    if !kernel_tests_enabled() {
-        return;
-    }
+    require_kernel();
     let agent = Agent::start(&[]);
     let cgroup = Cgroup::create("coral-e2e");
     let mut inside = Workload::spawn(&["--getppid", "2222"]);
@@ -189,10 +185,9 @@ fn cgroup_filter_excludes_processes_outside() {
 }
 
 #[test]
+#[ignore = "needs root and BPF"]
 fn per_process_breakdown_names_the_process() {
-    if !kernel_tests_enabled() {
-        return;
-    }
+    require_kernel();
     let agent = Agent::start(&[]);
     let mut w = Workload::spawn(&["--name", "coral-wl-pp", "--getppid", "321"]);
     let pid = w.pid.to_string();
@@ -211,10 +206,9 @@ fn per_process_breakdown_names_the_process() {
 }
 
 #[test]
+#[ignore = "needs root and BPF"]
 fn collector_expires_by_itself_and_leaves_no_program() {
-    if !kernel_tests_enabled() {
-        return;
-    }
+    require_kernel();
     let agent = Agent::start(&[]);
     let w = Workload::spawn(&[]);
     let info = agent.start_collector(&[
@@ -268,10 +262,9 @@ fn collector_expires_by_itself_and_leaves_no_program() {
 }
 
 #[test]
+#[ignore = "needs root and BPF"]
 fn stop_extend_and_list() {
-    if !kernel_tests_enabled() {
-        return;
-    }
+    require_kernel();
     let agent = Agent::start(&[]);
     let w = Workload::spawn(&[]);
     let pid = w.pid.to_string();
@@ -318,10 +311,9 @@ fn stop_extend_and_list() {
 }
 
 #[test]
+#[ignore = "needs root and BPF"]
 fn stream_follows_live_replays_and_survives_a_vanishing_client() {
-    if !kernel_tests_enabled() {
-        return;
-    }
+    require_kernel();
     let agent = Agent::start(&[]);
     let w = Workload::spawn(&[]);
     let pid = w.pid.to_string();
@@ -415,10 +407,9 @@ fn stream_follows_live_replays_and_survives_a_vanishing_client() {
 }
 
 #[test]
+#[ignore = "needs root and BPF"]
 fn tap_run_shows_the_result() {
-    if !kernel_tests_enabled() {
-        return;
-    }
+    require_kernel();
     let agent = Agent::start(&[]);
     let mut w = Workload::spawn(&["--getppid", "4242"]);
     let pid = w.pid.to_string();
@@ -467,10 +458,9 @@ fn tap_run_shows_the_result() {
 }
 
 #[test]
+#[ignore = "needs root and BPF"]
 fn bad_input_gets_clear_errors() {
-    if !kernel_tests_enabled() {
-        return;
-    }
+    require_kernel();
     let agent = Agent::start(&["--max-running", "1", "--max-duration", "5m"]);
     let expect = |args: &[&str], code: i32, needle: &str| {
         let out = agent.coral(args);
@@ -561,10 +551,9 @@ fn bad_input_gets_clear_errors() {
 }
 
 #[test]
+#[ignore = "needs root and BPF"]
 fn caps_report_real_probes() {
-    if !kernel_tests_enabled() {
-        return;
-    }
+    require_kernel();
     let agent = Agent::start(&[]);
     let caps = agent.coral_json(&["caps"]).remove(0);
     assert_eq!(caps["btf"], true);

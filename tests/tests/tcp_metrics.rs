@@ -182,10 +182,9 @@ fn list(values: impl Iterator<Item = u64>) -> String {
 }
 
 #[test]
+#[ignore = "needs root and BPF"]
 fn closed_connections_are_exact_for_both_ends() {
-    if !kernel_tests_enabled() {
-        return;
-    }
+    require_kernel();
     const K: usize = 20;
     let agent = Agent::start(&[]);
     let replies = list((0..K).map(answered));
@@ -374,10 +373,9 @@ fn program_names(agent: &Agent, id: &str) -> BTreeSet<String> {
 /// Kernels before 6.3 have no sock_{recv,send}_length: accepted connections
 /// then get their owner from accept(). The agent takes that path when told.
 #[test]
+#[ignore = "needs root and BPF"]
 fn accept_fallback_names_both_ends() {
-    if !kernel_tests_enabled() {
-        return;
-    }
+    require_kernel();
     let agent = Agent::start_at(&socket_path(), &[], &[("CORAL_TCP_OWNER", "accept")]);
     let (mut srv, port, srv_pid) =
         server(None, "127.0.0.1:0", &["--conns", "3", "--reply", "7,8,9"]);
@@ -417,10 +415,9 @@ fn accept_fallback_names_both_ends() {
 }
 
 #[test]
+#[ignore = "needs root and BPF"]
 fn ipv6_connections_are_reported() {
-    if !kernel_tests_enabled() {
-        return;
-    }
+    require_kernel();
     let agent = Agent::start(&[]);
     let (mut srv, port, srv_pid) = server(None, "[::1]:0", &["--conns", "2", "--reply", "10,20"]);
     let (mut cli, cli_pid) = client(None, &format!("[::1]:{port}"), &["--sizes", "1000,2000"]);
@@ -499,10 +496,9 @@ fn closed_port() -> u16 {
 }
 
 #[test]
+#[ignore = "needs root and BPF"]
 fn resets_are_counted_on_both_ends() {
-    if !kernel_tests_enabled() {
-        return;
-    }
+    require_kernel();
     let agent = Agent::start(&[]);
     let (mut srv, port, srv_pid) = server(None, "127.0.0.1:0", &["--ping"]);
     let (mut aborter, abort_pid) = client(None, &format!("127.0.0.1:{port}"), &["--abort"]);
@@ -701,10 +697,9 @@ fn bulk_through(pair: &NetPair, bytes: u64) -> (Value, Value, u64) {
 }
 
 #[test]
+#[ignore = "needs root and BPF"]
 fn lossy_path_retransmits_match_the_kernel_counters() {
-    if !kernel_tests_enabled() {
-        return;
-    }
+    require_kernel();
     // A queue of two packets in front of 20 Mbit/s: cubic overruns it.
     let pair = NetPair::create(
         "loss",
@@ -723,10 +718,9 @@ fn lossy_path_retransmits_match_the_kernel_counters() {
 }
 
 #[test]
+#[ignore = "needs root and BPF"]
 fn added_delay_shows_in_rtt() {
-    if !kernel_tests_enabled() {
-        return;
-    }
+    require_kernel();
     // A 40 ms queue in front of 20 Mbit/s: cubic fills it, and every ACK
     // comes back that much later.
     let pair = NetPair::create(
@@ -741,10 +735,9 @@ fn added_delay_shows_in_rtt() {
 }
 
 #[test]
+#[ignore = "needs root and BPF"]
 fn capabilities_report_tcp_metrics() {
-    if !kernel_tests_enabled() {
-        return;
-    }
+    require_kernel();
     let agent = Agent::start(&[]);
     let caps = agent.coral_json(&["caps"]).remove(0);
     let kind = caps["kinds"]

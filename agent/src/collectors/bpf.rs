@@ -1,7 +1,8 @@
 //! Loading pieces every collector needs from an `aya::Ebpf`: typed maps taken
 //! out of the object, and programs loaded and attached with their owned link.
 
-use super::{CollectorError, error_chain};
+use super::CollectorError;
+use coral_proto::error_chain;
 use aya::Ebpf;
 use aya::maps::{Map, MapError};
 use aya::programs::raw_trace_point::RawTracePointLink;

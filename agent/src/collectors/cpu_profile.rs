@@ -22,7 +22,8 @@ mod symbolize;
 
 use super::bpf::{read_err, take_map};
 use super::filter::FilterGlobals;
-use super::{Collector, CollectorError, CollectorFactory, StartContext, error_chain};
+use super::{Collector, CollectorError, CollectorFactory, StartContext};
+use coral_proto::error_chain;
 use crate::capabilities::HostCapabilities;
 use crate::config::Limits;
 use crate::domain::{Kind, KindConfig, Payload};
@@ -67,6 +68,10 @@ const STACK_ENTRIES: u32 = 16_384;
 const OVERFLOW_ENTRIES: u32 = 8_192;
 /// Distinct (process, user stack, kernel stack) keys counted.
 const COUNT_ENTRIES: u32 = 32_768;
+
+/// Symbolized stacks kept for reuse (user and kernel together): a few times
+/// what the kernel's stack maps can hold at once.
+const MAX_CACHED_STACKS: usize = 4 * (STACK_ENTRIES + OVERFLOW_ENTRIES) as usize;
 
 const PROGRAM: &str = "coral_cpu_sample";
 const HOOK: &str = "perf_event/cpu-clock";
@@ -304,8 +309,8 @@ impl Collector for CpuProfileCollector {
         let samples = self.read_samples()?;
         let lost_samples = self.lost_samples()?;
         // Symbolizing can take a while the first time a large binary's DWARF
-        // is parsed: let the runtime move other tasks off this thread.
-        let mut stacks = blocking(|| self.worker.symbolize(samples))?;
+        // is parsed; the manager calls collect on a blocking thread.
+        let mut stacks = self.worker.symbolize(samples)?;
         stacks.sort_by(|a, b| b.count.cmp(&a.count).then(a.pid.cmp(&b.pid)));
         if !last {
             elide(&mut stacks, LIVE_STACKS);
@@ -322,17 +327,6 @@ impl Collector for CpuProfileCollector {
 
     fn detach(&mut self) {
         self.links.clear();
-    }
-}
-
-/// Runs `f`, telling a multi-threaded tokio runtime (the agent's) that this
-/// thread blocks.
-fn blocking<T>(f: impl FnOnce() -> T) -> T {
-    match tokio::runtime::Handle::try_current() {
-        Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
-            tokio::task::block_in_place(f)
-        }
-        _ => f(),
     }
 }
 
@@ -486,6 +480,12 @@ impl WorkerState {
                 self.symbolizer.capture(s.tgid);
             }
         }
+        // Stacks seen are cached; a profile of ever new stacks starts over
+        // rather than growing without bound.
+        if self.user_stacks.len() + self.kernel_stacks.len() >= MAX_CACHED_STACKS {
+            self.user_stacks.clear();
+            self.kernel_stacks.clear();
+        }
         samples
             .into_iter()
             .map(|s| {
@@ -517,17 +517,8 @@ impl WorkerState {
 
 /// CPU time of the calling thread.
 fn thread_cpu_time() -> Duration {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: clock_gettime writes one timespec into the valid, exclusively
-    // borrowed `ts`; the clock id is a constant every Linux supports.
-    let rc = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
-    if rc != 0 {
-        return Duration::ZERO;
-    }
-    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
+    nix::time::clock_gettime(nix::time::ClockId::CLOCK_THREAD_CPUTIME_ID)
+        .map_or(Duration::ZERO, Duration::from)
 }
 
 #[cfg(test)]

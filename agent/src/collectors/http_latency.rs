@@ -11,7 +11,8 @@
 
 use super::bpf::{self, KtimeClock, read_err, take_map};
 use super::filter::FilterGlobals;
-use super::{Collector, CollectorError, CollectorFactory, StartContext, error_chain};
+use super::{Collector, CollectorError, CollectorFactory, StartContext};
+use coral_proto::error_chain;
 use crate::capabilities::HostCapabilities;
 use crate::config::Limits;
 use crate::domain::{Kind, KindConfig, Payload};
@@ -223,7 +224,11 @@ impl RouteAgg {
     }
 }
 
-/// Aggregates per (method, route, status, side), at most `max` groups.
+/// Aggregates per (method, route, status, side), at most `max` groups, the
+/// overflow group included: once `max - 1` groups exist, requests of any new
+/// group are counted in one group, route `{overflow}` (no method, status 0),
+/// so the memory and the records stay within `max` however many routes a
+/// server has.
 struct Routes {
     max: u32,
     groups: HashMap<RouteKey, RouteAgg>,
@@ -232,15 +237,27 @@ struct Routes {
 impl Routes {
     fn new(max: u32) -> Self {
         Self {
-            max,
+            max: max.max(1),
             groups: HashMap::new(),
         }
     }
 
-    fn record(&mut self, mut key: RouteKey, latency_ns: u64) {
-        if !self.groups.contains_key(&key) && self.groups.len() as u32 >= self.max {
-            key.route = OVERFLOW_ROUTE.to_string();
+    fn overflow() -> RouteKey {
+        RouteKey {
+            method: String::new(),
+            route: OVERFLOW_ROUTE.to_string(),
+            status: 0,
+            client: false,
         }
+    }
+
+    fn record(&mut self, key: RouteKey, latency_ns: u64) {
+        let real = self.groups.len() - usize::from(self.groups.contains_key(&Self::overflow()));
+        let key = if self.groups.contains_key(&key) || real + 1 < self.max as usize {
+            key
+        } else {
+            Self::overflow()
+        };
         self.groups
             .entry(key)
             .or_insert_with(RouteAgg::new)
@@ -427,10 +444,22 @@ mod tests {
                 1000 * (i as u64 + 1),
             );
         }
+        // The overflow group is one of the two.
         let stats = routes.stats();
-        assert_eq!(stats.len(), 3);
+        assert_eq!(stats.len(), 2);
         let overflow = stats.iter().find(|s| s.route == OVERFLOW_ROUTE).unwrap();
-        assert_eq!(overflow.count, 2);
+        assert_eq!(overflow.count, 3);
+        let mut one = Routes::new(1);
+        one.record(
+            RouteKey {
+                method: "GET".into(),
+                route: "/a".into(),
+                status: 200,
+                client: false,
+            },
+            1,
+        );
+        assert_eq!(one.stats()[0].route, OVERFLOW_ROUTE);
     }
 
     #[test]

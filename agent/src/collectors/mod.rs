@@ -9,19 +9,20 @@
 use crate::capabilities::HostCapabilities;
 use crate::config::Limits;
 use crate::domain::{Kind, KindConfig, Payload, Spec};
+
 use std::time::Duration;
 
-#[cfg(target_os = "linux")]
+#[cfg(bpf)]
 mod bpf;
-#[cfg(target_os = "linux")]
+#[cfg(bpf)]
 pub mod cpu_profile;
-#[cfg(target_os = "linux")]
+#[cfg(bpf)]
 mod filter;
-#[cfg(target_os = "linux")]
+#[cfg(bpf)]
 pub mod http_latency;
-#[cfg(target_os = "linux")]
+#[cfg(bpf)]
 pub mod syscall_stats;
-#[cfg(target_os = "linux")]
+#[cfg(bpf)]
 pub mod tcp_metrics;
 
 /// Why a collector could not start or read its kernel state.
@@ -102,50 +103,33 @@ pub trait CollectorFactory: Send + Sync {
 /// Checks that a cgroup filter names a cgroup v2 directory, before anything
 /// is loaded, so a typo is an invalid argument rather than a failed start.
 pub fn check_cgroup(root: Option<&std::path::Path>, path: &str) -> Result<(), String> {
-    #[cfg(target_os = "linux")]
-    {
-        let root = root.ok_or("cgroup filter given but no cgroup2 mount found")?;
-        filter::resolve_cgroup(root, path)
-            .map(drop)
-            .map_err(|e| e.to_string())
+    let root = root.ok_or("cgroup filter given but no cgroup2 mount found")?;
+    crate::cgroup::resolve_cgroup(root, path).map(drop)
+}
+
+/// The factory of every kind in an agent built without the `bpf` feature:
+/// it serves the whole API, and every start is refused with the reason.
+#[cfg(not(bpf))]
+pub struct WithoutBpf(pub Kind);
+
+#[cfg(not(bpf))]
+impl CollectorFactory for WithoutBpf {
+    fn kind(&self) -> Kind {
+        self.0
     }
-    #[cfg(not(target_os = "linux"))]
-    {
-        let _ = (root, path);
-        Err("cgroup filters need Linux".into())
+
+    fn hooks(&self) -> &'static [&'static str] {
+        &[]
+    }
+
+    fn availability(&self, _: &HostCapabilities) -> Result<(), String> {
+        Err(WITHOUT_BPF.into())
+    }
+
+    fn start(&self, _: &StartContext) -> Result<Box<dyn Collector>, CollectorError> {
+        Err(CollectorError::Load(WITHOUT_BPF.into()))
     }
 }
 
-/// `e` and its sources on one line: aya's top-level messages alone rarely say
-/// which syscall or verifier step failed.
-pub fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        // Many errors already print their source; say each part once.
-        let text = s.to_string();
-        if !out.contains(&text) {
-            out.push_str(": ");
-            out.push_str(&text);
-        }
-        source = s.source();
-    }
-    out
-}
-
-/// The factories this agent was built with.
-pub fn builtin() -> Vec<Box<dyn CollectorFactory>> {
-    #[cfg(target_os = "linux")]
-    {
-        vec![
-            Box::new(syscall_stats::SyscallStatsFactory),
-            Box::new(tcp_metrics::TcpMetricsFactory),
-            Box::new(cpu_profile::CpuProfileFactory),
-            Box::new(http_latency::HttpLatencyFactory),
-        ]
-    }
-    #[cfg(not(target_os = "linux"))]
-    {
-        Vec::new()
-    }
-}
+/// Why every kind is unavailable in an agent built without the `bpf` feature.
+pub const WITHOUT_BPF: &str = "built without BPF support (the agent's `bpf` cargo feature is off)";

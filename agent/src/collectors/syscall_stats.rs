@@ -8,7 +8,8 @@
 
 use super::bpf::{self, read_err, take_map};
 use super::filter::FilterGlobals;
-use super::{Collector, CollectorError, CollectorFactory, StartContext, error_chain};
+use super::{Collector, CollectorError, CollectorFactory, StartContext};
+use coral_proto::error_chain;
 use crate::capabilities::HostCapabilities;
 use crate::config::Limits;
 use crate::domain::{Kind, KindConfig, Payload};

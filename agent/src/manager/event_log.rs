@@ -1,42 +1,108 @@
-//! A collector's records: a bounded, sequence-numbered ring plus a broadcast to
-//! live subscribers.
+//! A collector's records: a bounded, sequence-numbered ring, read by cursor
+//! (`GetEvents`) and followed live (`StreamEvents`).
 //!
-//! Collection never waits for readers. Retention drops the oldest record (and
-//! counts it) once full; a subscriber that falls more than [`STREAM_BUFFER`]
-//! records behind is told how many it lost (a gap) instead of slowing anyone.
+//! Records are kept protobuf-encoded, so what the ring holds in memory is
+//! what its byte budget counts (plus a fixed [`RECORD_OVERHEAD`] each), and
+//! the same bytes bound every page a reader gets. Retention drops the oldest
+//! record (and counts it) when the ring is over its record count or its byte
+//! budget; the newest record is always kept, so a collector's latest result
+//! is never lost to its own budget.
+//!
+//! The ring is the only copy: live readers are told that the last seq moved
+//! (a `watch` channel) and read the new records from the ring themselves. A
+//! slow reader therefore holds nothing; it finds out what it missed, as a gap,
+//! when the records it wanted have left retention. Collection never waits
+//! for readers.
 
-use crate::domain::{Payload, Record};
+use crate::domain::Payload;
+use coral_proto::v1 as pb;
+use prost::Message;
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{SystemTime, UNIX_EPOCH};
-use tokio::sync::broadcast;
+use tokio::sync::watch;
 
-/// Records a live subscriber may lag behind before it gets a gap.
-pub const STREAM_BUFFER: usize = 1024;
+/// Bytes a retained record costs beyond its encoding (the `Record` itself,
+/// its `Arc` and the ring slot), counted against the budgets too.
+pub const RECORD_OVERHEAD: u64 = 96;
+
+/// One entry of a collector's event log.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Record {
+    /// From 1, per collector, without holes.
+    pub seq: u64,
+    pub time_unix_nano: u64,
+    /// Taken after the programs were detached: the collector's result.
+    pub last: bool,
+    /// A `pb::Record` with only its payload set, encoded.
+    encoded: Vec<u8>,
+}
+
+impl Record {
+    /// What the record costs against the byte budgets.
+    pub fn size(&self) -> u64 {
+        self.encoded.len() as u64 + RECORD_OVERHEAD
+    }
+
+    /// The payload, decoded again.
+    pub fn payload(&self) -> Option<Payload> {
+        // The bytes were encoded by `push` from a valid message.
+        pb::Record::decode(self.encoded.as_slice())
+            .ok()
+            .and_then(|r| r.payload)
+    }
+}
+
+/// Bytes retained by every collector's log together, for the agent-wide
+/// budget. Shared by all logs; each log adds what it keeps and takes back
+/// what it drops (and everything when it is dropped).
+#[derive(Debug, Default)]
+pub struct RetainedBytes(AtomicU64);
+
+impl RetainedBytes {
+    pub fn get(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+
+    fn add(&self, n: u64) {
+        self.0.fetch_add(n, Ordering::Relaxed);
+    }
+
+    fn sub(&self, n: u64) {
+        self.0.fetch_sub(n, Ordering::Relaxed);
+    }
+}
+
+/// What one log may hold.
+#[derive(Clone, Copy, Debug)]
+pub struct Budget {
+    pub max_records: usize,
+    pub max_bytes: u64,
+}
 
 pub struct EventLog {
     inner: Mutex<Inner>,
-    capacity: usize,
+    budget: Budget,
+    agent: Arc<RetainedBytes>,
+    /// The last seq recorded, for live readers; closed flag with it.
+    notify: watch::Sender<Tip>,
+}
+
+/// Where the log ends, as live readers see it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Tip {
+    pub last_seq: u64,
+    pub closed: bool,
 }
 
 struct Inner {
     records: VecDeque<Arc<Record>>,
     last_seq: u64,
+    bytes: u64,
     dropped: u64,
-    /// `None` once the collector has ended: receivers then see `Closed`.
-    live: Option<broadcast::Sender<Arc<Record>>>,
-    /// Kept so the subscriber count survives `live` being taken.
-    subscribers: broadcast::WeakSender<Arc<Record>>,
-}
-
-/// What a new subscriber gets: the retained records it asked for, how many it
-/// asked for that are gone, and the live feed (unless the log is closed).
-pub struct Subscription {
-    pub replay: Vec<Arc<Record>>,
-    pub missed: u64,
-    pub live: Option<broadcast::Receiver<Arc<Record>>>,
-    /// The last seq recorded when subscribing: live records after it are new.
-    pub last_seq: u64,
+    dropped_bytes: u64,
+    closed: bool,
 }
 
 /// The result of a cursor read.
@@ -52,6 +118,8 @@ pub struct LogStats {
     pub last_seq: u64,
     pub first_retained_seq: u64,
     pub dropped: u64,
+    pub dropped_bytes: u64,
+    pub retained_bytes: u64,
     pub subscribers: u32,
     pub closed: bool,
 }
@@ -62,17 +130,22 @@ pub fn unix_nanos(t: SystemTime) -> u64 {
 }
 
 impl EventLog {
-    pub fn new(capacity: usize) -> Self {
-        let (tx, _) = broadcast::channel(STREAM_BUFFER);
+    pub fn new(budget: Budget, agent: Arc<RetainedBytes>) -> Self {
         Self {
             inner: Mutex::new(Inner {
                 records: VecDeque::new(),
                 last_seq: 0,
+                bytes: 0,
                 dropped: 0,
-                subscribers: tx.downgrade(),
-                live: Some(tx),
+                dropped_bytes: 0,
+                closed: false,
             }),
-            capacity: capacity.max(1),
+            budget: Budget {
+                max_records: budget.max_records.max(1),
+                ..budget
+            },
+            agent,
+            notify: watch::Sender::new(Tip::default()),
         }
     }
 
@@ -84,69 +157,112 @@ impl EventLog {
 
     /// Appends a record and returns its seq. Ignored once closed.
     pub fn push(&self, payload: Payload, last: bool) -> Option<u64> {
+        let encoded = pb::Record {
+            payload: Some(payload),
+            ..Default::default()
+        }
+        .encode_to_vec();
         let mut inner = self.lock();
-        let live = inner.live.clone()?;
+        if inner.closed {
+            return None;
+        }
         inner.last_seq += 1;
         let record = Arc::new(Record {
             seq: inner.last_seq,
             time_unix_nano: unix_nanos(SystemTime::now()),
             last,
-            payload,
+            encoded,
         });
-        if inner.records.len() == self.capacity {
-            inner.records.pop_front();
-            inner.dropped += 1;
+        let size = record.size();
+        while !inner.records.is_empty()
+            && (inner.records.len() >= self.budget.max_records
+                || inner.bytes + size > self.budget.max_bytes)
+        {
+            self.drop_oldest(&mut inner);
         }
-        inner.records.push_back(record.clone());
-        // No receiver is fine: nobody is streaming.
-        let _ = live.send(record);
-        Some(inner.last_seq)
+        inner.bytes += size;
+        self.agent.add(size);
+        inner.records.push_back(record);
+        let tip = Tip {
+            last_seq: inner.last_seq,
+            closed: false,
+        };
+        drop(inner);
+        self.notify.send_replace(tip);
+        Some(tip.last_seq)
     }
 
-    /// Ends the live feed: subscribers drain what they have, then see the end.
+    fn drop_oldest(&self, inner: &mut Inner) -> Option<u64> {
+        let gone = inner.records.pop_front()?;
+        let size = gone.size();
+        inner.bytes -= size;
+        inner.dropped += 1;
+        inner.dropped_bytes += size;
+        self.agent.sub(size);
+        Some(size)
+    }
+
+    /// When the oldest record that could be dropped for the agent-wide
+    /// budget was made: never the newest one.
+    pub fn oldest_droppable(&self) -> Option<u64> {
+        let inner = self.lock();
+        (inner.records.len() > 1).then(|| inner.records[0].time_unix_nano)
+    }
+
+    /// Drops the oldest record unless it is the only one; its size.
+    pub fn drop_oldest_for_agent(&self) -> Option<u64> {
+        let mut inner = self.lock();
+        if inner.records.len() > 1 {
+            self.drop_oldest(&mut inner)
+        } else {
+            None
+        }
+    }
+
+    /// Ends the live feed: readers read what is left, then see the end.
     pub fn close(&self) {
-        self.lock().live = None;
+        let mut inner = self.lock();
+        inner.closed = true;
+        let tip = Tip {
+            last_seq: inner.last_seq,
+            closed: true,
+        };
+        drop(inner);
+        self.notify.send_replace(tip);
     }
 
     fn first_retained(inner: &Inner) -> u64 {
         inner.records.front().map_or(inner.last_seq + 1, |r| r.seq)
     }
 
-    /// Records with `seq > after_seq`, at most `max`.
-    pub fn read(&self, after_seq: u64, max: usize) -> Page {
-        Self::page(&self.lock(), after_seq, max)
-    }
-
-    fn page(inner: &Inner, after_seq: u64, max: usize) -> Page {
-        let first = Self::first_retained(inner);
-        let start = after_seq + 1;
+    /// Records with `seq > after_seq`: at most `max`, and no more than
+    /// `max_bytes` together unless the first alone is larger (a reader
+    /// always makes progress).
+    pub fn read(&self, after_seq: u64, max: usize, max_bytes: u64) -> Page {
+        let inner = self.lock();
+        let first = Self::first_retained(&inner);
+        let start = after_seq.saturating_add(1);
         let missed = first
             .saturating_sub(start)
             .min(inner.last_seq.saturating_sub(after_seq));
-        let skip = start.saturating_sub(first) as usize;
-        let records = inner.records.iter().skip(skip).take(max).cloned().collect();
+        let skip = start.saturating_sub(first);
+        let mut records = Vec::new();
+        let mut bytes = 0;
+        if skip < inner.records.len() as u64 {
+            for r in inner.records.iter().skip(skip as usize).take(max) {
+                bytes += r.size();
+                if bytes > max_bytes && !records.is_empty() {
+                    break;
+                }
+                records.push(r.clone());
+            }
+        }
         Page { records, missed }
     }
 
-    /// Retained records from `from_seq` (0: none, live only), then live ones.
-    /// Subscribing and copying happen under one lock, so no record falls
-    /// between the replay and the live feed, and none comes twice.
-    pub fn subscribe(&self, from_seq: u64) -> Subscription {
-        let inner = self.lock();
-        let live = inner.live.as_ref().map(|tx| tx.subscribe());
-        let page = match from_seq {
-            0 => Page {
-                records: Vec::new(),
-                missed: 0,
-            },
-            from => Self::page(&inner, from - 1, usize::MAX),
-        };
-        Subscription {
-            replay: page.records,
-            missed: page.missed,
-            live,
-            last_seq: inner.last_seq,
-        }
+    /// The live feed: changes whenever a record is pushed or the log closes.
+    pub fn watch(&self) -> watch::Receiver<Tip> {
+        self.notify.subscribe()
     }
 
     pub fn stats(&self) -> LogStats {
@@ -155,12 +271,17 @@ impl EventLog {
             last_seq: inner.last_seq,
             first_retained_seq: Self::first_retained(&inner),
             dropped: inner.dropped,
-            subscribers: inner
-                .subscribers
-                .upgrade()
-                .map_or(0, |tx| tx.receiver_count() as u32),
-            closed: inner.live.is_none(),
+            dropped_bytes: inner.dropped_bytes,
+            retained_bytes: inner.bytes,
+            subscribers: self.notify.receiver_count() as u32,
+            closed: inner.closed,
         }
+    }
+}
+
+impl Drop for EventLog {
+    fn drop(&mut self) {
+        self.agent.sub(self.lock().bytes);
     }
 }
 
@@ -170,35 +291,56 @@ mod tests {
     use coral_proto::v1::SyscallStats;
 
     fn payload(n: u64) -> Payload {
+        // Every payload of these tests encodes to the same size.
+        assert!(n < 100);
         Payload::SyscallStats(SyscallStats {
-            dropped: n,
+            dropped: n + 1,
             ..Default::default()
         })
     }
 
+    fn log(max_records: usize) -> EventLog {
+        EventLog::new(
+            Budget {
+                max_records,
+                max_bytes: u64::MAX,
+            },
+            Arc::default(),
+        )
+    }
+
+    fn seqs(page: &Page) -> Vec<u64> {
+        page.records.iter().map(|r| r.seq).collect()
+    }
+
     #[test]
     fn seqs_start_at_one_and_cursor_reads_page() {
-        let log = EventLog::new(10);
+        let log = log(10);
         for i in 0..5 {
             assert_eq!(log.push(payload(i), false), Some(i + 1));
         }
-        let page = log.read(0, 2);
-        assert_eq!(
-            page.records.iter().map(|r| r.seq).collect::<Vec<_>>(),
-            [1, 2]
-        );
-        let page = log.read(2, 100);
-        assert_eq!(
-            page.records.iter().map(|r| r.seq).collect::<Vec<_>>(),
-            [3, 4, 5]
-        );
+        assert_eq!(seqs(&log.read(0, 2, u64::MAX)), [1, 2]);
+        let page = log.read(2, 100, u64::MAX);
+        assert_eq!(seqs(&page), [3, 4, 5]);
         assert_eq!(page.missed, 0);
-        assert!(log.read(5, 100).records.is_empty());
+        assert!(log.read(5, 100, u64::MAX).records.is_empty());
+        assert_eq!(log.read(2, 1, u64::MAX).records[0].payload(), Some(payload(2)));
+    }
+
+    #[test]
+    fn a_cursor_past_the_end_reads_nothing() {
+        let log = log(10);
+        for i in 0..3 {
+            log.push(payload(i), false);
+        }
+        let page = log.read(u64::MAX, 100, u64::MAX);
+        assert!(page.records.is_empty());
+        assert_eq!(page.missed, 0);
     }
 
     #[test]
     fn retention_drops_oldest_and_counts_it() {
-        let log = EventLog::new(3);
+        let log = log(3);
         for i in 0..7 {
             log.push(payload(i), false);
         }
@@ -207,18 +349,65 @@ mod tests {
             (stats.last_seq, stats.first_retained_seq, stats.dropped),
             (7, 5, 4)
         );
-        let page = log.read(0, 100);
+        let page = log.read(0, 100, u64::MAX);
         assert_eq!(page.missed, 4);
-        assert_eq!(
-            page.records.iter().map(|r| r.seq).collect::<Vec<_>>(),
-            [5, 6, 7]
+        assert_eq!(seqs(&page), [5, 6, 7]);
+        assert_eq!(log.read(5, 100, u64::MAX).missed, 0);
+    }
+
+    #[test]
+    fn the_byte_budget_drops_oldest_and_keeps_the_newest() {
+        let agent = Arc::new(RetainedBytes::default());
+        let one = {
+            let probe = log(1);
+            probe.push(payload(1), false);
+            probe.stats().retained_bytes
+        };
+        let log = EventLog::new(
+            Budget {
+                max_records: 100,
+                max_bytes: 3 * one,
+            },
+            agent.clone(),
         );
-        assert_eq!(log.read(5, 100).missed, 0);
+        for i in 0..10 {
+            log.push(payload(i), false);
+        }
+        let stats = log.stats();
+        assert_eq!(stats.retained_bytes, 3 * one);
+        assert_eq!((stats.dropped, stats.dropped_bytes), (7, 7 * one));
+        assert_eq!(agent.get(), 3 * one);
+        // A budget smaller than one record still keeps the newest.
+        let tiny = EventLog::new(
+            Budget {
+                max_records: 100,
+                max_bytes: 1,
+            },
+            agent.clone(),
+        );
+        tiny.push(payload(1), false);
+        tiny.push(payload(2), false);
+        assert_eq!(seqs(&tiny.read(0, 10, u64::MAX)), [2]);
+        assert_eq!(tiny.drop_oldest_for_agent(), None);
+        drop(tiny);
+        drop(log);
+        assert_eq!(agent.get(), 0, "dropped logs give their bytes back");
+    }
+
+    #[test]
+    fn pages_are_bounded_in_bytes_but_always_progress() {
+        let log = log(100);
+        for i in 0..10 {
+            log.push(payload(i), false);
+        }
+        let one = log.read(0, 1, u64::MAX).records[0].size();
+        assert_eq!(seqs(&log.read(0, 100, 3 * one)), [1, 2, 3]);
+        assert_eq!(seqs(&log.read(3, 100, 1)), [4]);
     }
 
     #[test]
     fn closed_log_refuses_pushes() {
-        let log = EventLog::new(3);
+        let log = log(3);
         log.push(payload(1), true);
         log.close();
         assert_eq!(log.push(payload(2), false), None);
@@ -226,35 +415,17 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn subscribe_replays_then_follows_and_counts_subscribers() {
-        let log = EventLog::new(100);
-        log.push(payload(1), false);
-        log.push(payload(2), false);
-        let sub = log.subscribe(2);
-        assert_eq!(sub.replay.iter().map(|r| r.seq).collect::<Vec<_>>(), [2]);
-        let mut live = sub.live.unwrap();
+    async fn watchers_see_pushes_and_the_end_and_are_counted() {
+        let log = log(100);
+        let mut live = log.watch();
         assert_eq!(log.stats().subscribers, 1);
-        log.push(payload(3), false);
-        assert_eq!(live.recv().await.unwrap().seq, 3);
+        log.push(payload(1), false);
+        live.changed().await.unwrap();
+        assert_eq!(live.borrow_and_update().last_seq, 1);
         log.close();
-        assert!(matches!(
-            live.recv().await,
-            Err(broadcast::error::RecvError::Closed)
-        ));
+        live.changed().await.unwrap();
+        assert!(live.borrow().closed);
         drop(live);
         assert_eq!(log.stats().subscribers, 0);
-    }
-
-    #[tokio::test]
-    async fn slow_subscriber_lags_instead_of_blocking() {
-        let log = EventLog::new(10);
-        let mut live = log.subscribe(0).live.unwrap();
-        for i in 0..(STREAM_BUFFER as u64 + 10) {
-            log.push(payload(i), false);
-        }
-        assert!(matches!(
-            live.recv().await,
-            Err(broadcast::error::RecvError::Lagged(10))
-        ));
     }
 }

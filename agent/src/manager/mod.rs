@@ -19,15 +19,19 @@ mod session;
 
 use crate::capabilities::HostCapabilities;
 use crate::collectors::{CollectorFactory, StartContext};
-use crate::config::Limits;
+use crate::config::{Limits, MAX_LABEL_KEY_BYTES, MAX_LABEL_VALUE_BYTES, MAX_LABELS};
 use crate::domain::{Kind, Spec, State};
 use crate::error::Error;
 use dashmap::DashMap;
-use event_log::{EventLog, LogStats};
+use event_log::{Budget, EventLog, LogStats, RetainedBytes};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant, SystemTime};
 use tokio::sync::{Notify, watch};
+
+/// Why a kind is unavailable when the manager was given no factory for it
+/// (only tests do that: the agent registers every kind).
+const NO_FACTORY: &str = "no factory registered for this kind";
 
 /// Longest comm the kernel stores (TASK_COMM_LEN - 1).
 const MAX_COMM_LEN: usize = 15;
@@ -118,10 +122,18 @@ struct Inner {
     limits: Limits,
     caps: HostCapabilities,
     factories: HashMap<Kind, Arc<dyn CollectorFactory>>,
+    /// Availability of every kind, decided once (capabilities are probed
+    /// once), so no request runs a factory's checks on an async worker.
+    kinds: Vec<KindStatus>,
     entries: DashMap<String, Arc<Entry>>,
     /// Held while counting running collectors and inserting a new one, so two
     /// concurrent starts cannot both take the last slot.
     admission: Mutex<()>,
+    /// Bytes every log retains together.
+    retained: Arc<RetainedBytes>,
+    /// Held while dropping records for the agent-wide budget, so two
+    /// collectors pushing at once do not both drop for the same excess.
+    evicting: Mutex<()>,
 }
 
 /// Per-kind availability for capabilities.
@@ -134,22 +146,28 @@ pub struct KindStatus {
 }
 
 impl Manager {
-    /// Must be called inside a tokio runtime: it spawns the reaper.
+    /// Must be called inside a tokio runtime: it spawns the reaper. Runs
+    /// every factory's availability check, so call it off async workers.
     pub fn new(
         limits: Limits,
         caps: HostCapabilities,
         factories: Vec<Box<dyn CollectorFactory>>,
     ) -> Self {
+        let factories: HashMap<Kind, Arc<dyn CollectorFactory>> = factories
+            .into_iter()
+            .map(|f| (f.kind(), Arc::from(f)))
+            .collect();
+        let kinds = kind_statuses(&factories, &caps);
         let inner = Arc::new(Inner {
             agent_id: uuid::Uuid::new_v4().to_string(),
             limits,
             caps,
-            factories: factories
-                .into_iter()
-                .map(|f| (f.kind(), Arc::from(f)))
-                .collect(),
+            factories,
+            kinds,
             entries: DashMap::new(),
             admission: Mutex::new(()),
+            retained: Arc::default(),
+            evicting: Mutex::new(()),
         });
         tokio::spawn(reap(Arc::downgrade(&inner)));
         Self { inner }
@@ -167,28 +185,14 @@ impl Manager {
         &self.inner.caps
     }
 
-    /// Availability of every kind the API knows, built or not.
-    pub fn kinds(&self) -> Vec<KindStatus> {
-        Kind::ALL
-            .iter()
-            .map(|&kind| match self.inner.factories.get(&kind) {
-                None => KindStatus {
-                    kind,
-                    available: false,
-                    reason: "not implemented in this agent version".into(),
-                    hooks: Vec::new(),
-                },
-                Some(f) => {
-                    let verdict = f.availability(&self.inner.caps);
-                    KindStatus {
-                        kind,
-                        available: verdict.is_ok(),
-                        reason: verdict.err().unwrap_or_default(),
-                        hooks: f.hooks().iter().map(|h| h.to_string()).collect(),
-                    }
-                }
-            })
-            .collect()
+    /// Availability of every kind the API knows.
+    pub fn kinds(&self) -> &[KindStatus] {
+        &self.inner.kinds
+    }
+
+    /// Bytes of records every collector retains together right now.
+    pub fn retained_bytes(&self) -> u64 {
+        self.inner.retained.get()
     }
 
     fn validate(&self, spec: &Spec) -> Result<(Arc<dyn CollectorFactory>, Duration), Error> {
@@ -222,6 +226,7 @@ impl Manager {
                 "comm {comm:?} must be 1 to {MAX_COMM_LEN} bytes (the kernel keeps no more)"
             )));
         }
+        check_labels(spec)?;
         if let Some(cgroup) = &filter.cgroup {
             crate::collectors::check_cgroup(self.inner.caps.cgroup2_path.as_deref(), cgroup)
                 .map_err(Error::InvalidArgument)?;
@@ -233,17 +238,19 @@ impl Manager {
             .cloned()
             .ok_or_else(|| Error::Unavailable {
                 kind: spec.kind,
-                reason: "not implemented in this agent version".into(),
+                reason: NO_FACTORY.into(),
             })?;
         factory
             .validate(spec.config.as_ref(), limits)
             .map_err(|e| Error::InvalidArgument(format!("{} config: {e}", spec.kind)))?;
-        factory
-            .availability(&self.inner.caps)
-            .map_err(|reason| Error::Unavailable {
+        if let Some(status) = self.inner.kinds.iter().find(|k| k.kind == spec.kind)
+            && !status.available
+        {
+            return Err(Error::Unavailable {
                 kind: spec.kind,
-                reason,
-            })?;
+                reason: status.reason.clone(),
+            });
+        }
         Ok((factory, duration))
     }
 
@@ -279,7 +286,13 @@ impl Manager {
                 id: uuid::Uuid::new_v4().to_string(),
                 spec: spec.clone(),
                 created: SystemTime::now(),
-                log: EventLog::new(self.inner.limits.max_records),
+                log: EventLog::new(
+                    Budget {
+                        max_records: self.inner.limits.max_records,
+                        max_bytes: self.inner.limits.max_collector_bytes,
+                    },
+                    self.inner.retained.clone(),
+                ),
                 status: watch::Sender::new(Status {
                     state: State::Starting,
                     started: None,
@@ -300,7 +313,30 @@ impl Manager {
             agent_pid: std::process::id(),
             cgroup2_root: self.inner.caps.cgroup2_path.clone(),
         };
-        tokio::spawn(session::run(entry.clone(), factory, ctx, duration));
+        let session = tokio::spawn(session::run(
+            entry.clone(),
+            Arc::downgrade(&self.inner),
+            factory,
+            ctx,
+            duration,
+        ));
+        // Supervise the session task itself: should it die (a panic in the
+        // manager's own code: the collector's calls are caught inside), the
+        // collector still ends Failed and its slot is released.
+        let supervised = entry.clone();
+        let manager = Arc::downgrade(&self.inner);
+        tokio::spawn(async move {
+            if let Err(e) = session.await
+                && !supervised.status().state.is_terminal()
+            {
+                session::finish(
+                    &supervised,
+                    &manager,
+                    State::Failed,
+                    Some(format!("internal error: the collector's session ended: {e}")),
+                );
+            }
+        });
 
         let mut rx = entry.status.subscribe();
         let status = rx
@@ -356,7 +392,13 @@ impl Manager {
             });
         }
         entry.stop.notify_one();
-        entry.ended().await;
+        let wait = self.inner.limits.stop_timeout;
+        tokio::time::timeout(wait, entry.ended())
+            .await
+            .map_err(|_| Error::StopTimedOut {
+                id: id.to_string(),
+                waited: wait,
+            })?;
         Ok(CollectorView::from(&*entry))
     }
 
@@ -385,8 +427,11 @@ impl Manager {
         Ok(CollectorView::from(&*entry))
     }
 
-    /// Stops every live collector (each records its final result) and waits.
-    pub async fn shutdown(&self) {
+    /// Stops every live collector (each records its final result) and waits
+    /// for them, at most the stop timeout in all. Returns the ids of those
+    /// that had not ended by then: the process exit releases their kernel
+    /// objects (every one is held through the agent's file descriptors).
+    pub async fn shutdown(&self) -> Vec<String> {
         let live: Vec<_> = self
             .inner
             .entries
@@ -397,8 +442,110 @@ impl Manager {
         for entry in &live {
             entry.stop.notify_one();
         }
-        for entry in live {
-            entry.ended().await;
+        let all = futures_util::future::join_all(live.iter().map(|e| e.ended()));
+        let _ = tokio::time::timeout(self.inner.limits.stop_timeout, all).await;
+        live.iter()
+            .filter(|e| !e.status().state.is_terminal())
+            .map(|e| e.id.clone())
+            .collect()
+    }
+}
+
+/// Every kind's availability, with its hooks.
+fn kind_statuses(
+    factories: &HashMap<Kind, Arc<dyn CollectorFactory>>,
+    caps: &HostCapabilities,
+) -> Vec<KindStatus> {
+    Kind::ALL
+        .iter()
+        .map(|&kind| match factories.get(&kind) {
+            None => KindStatus {
+                kind,
+                available: false,
+                reason: NO_FACTORY.into(),
+                hooks: Vec::new(),
+            },
+            Some(f) => {
+                let verdict = f.availability(caps);
+                KindStatus {
+                    kind,
+                    available: verdict.is_ok(),
+                    reason: verdict.err().unwrap_or_default(),
+                    hooks: f.hooks().iter().map(|h| h.to_string()).collect(),
+                }
+            }
+        })
+        .collect()
+}
+
+/// Labels are copied into every record a client reads: bounded.
+fn check_labels(spec: &Spec) -> Result<(), Error> {
+    if spec.labels.len() > MAX_LABELS {
+        return Err(Error::InvalidArgument(format!(
+            "{} labels given; a collector takes at most {MAX_LABELS}",
+            spec.labels.len()
+        )));
+    }
+    for (key, value) in &spec.labels {
+        if key.is_empty() || key.len() > MAX_LABEL_KEY_BYTES {
+            return Err(Error::InvalidArgument(format!(
+                "label keys must be 1 to {MAX_LABEL_KEY_BYTES} bytes; one is {}",
+                key.len()
+            )));
+        }
+        if value.len() > MAX_LABEL_VALUE_BYTES {
+            return Err(Error::InvalidArgument(format!(
+                "label values must be at most {MAX_LABEL_VALUE_BYTES} bytes; one is {}",
+                value.len()
+            )));
+        }
+    }
+    Ok(())
+}
+
+impl Inner {
+    /// Drops the agent's oldest records, whichever collectors made them,
+    /// until all logs together fit the agent-wide budget. A log's newest
+    /// record is never dropped here.
+    fn enforce_retained_bytes(&self) {
+        if self.retained.get() <= self.limits.max_retained_bytes {
+            return;
+        }
+        let _evicting = self.evicting.lock().unwrap_or_else(|e| e.into_inner());
+        while self.retained.get() > self.limits.max_retained_bytes {
+            let oldest = self
+                .entries
+                .iter()
+                .filter_map(|e| e.log.oldest_droppable().map(|t| (t, e.clone())))
+                .min_by_key(|(t, _)| *t);
+            let Some((_, entry)) = oldest else { break };
+            if entry.log.drop_oldest_for_agent().is_none() {
+                break;
+            }
+        }
+    }
+
+    /// Removes the collectors that ended first while more than
+    /// `max_ended` ended ones are kept.
+    fn reap_excess_ended(&self) {
+        let mut ended: Vec<(SystemTime, String)> = self
+            .entries
+            .iter()
+            .filter_map(|e| {
+                let status = e.status.borrow();
+                match status.ended {
+                    Some(t) if status.state.is_terminal() => Some((t, e.id.clone())),
+                    _ => None,
+                }
+            })
+            .collect();
+        if ended.len() <= self.limits.max_ended {
+            return;
+        }
+        ended.sort();
+        let excess = ended.len() - self.limits.max_ended;
+        for (_, id) in ended.into_iter().take(excess) {
+            self.entries.remove(&id);
         }
     }
 }

@@ -2,10 +2,10 @@
 //! field fails to compile here until someone decides what it means.
 
 use crate::capabilities::HostCapabilities;
-use crate::config::Limits;
-use crate::domain::{Kind, KindConfig, Record, Spec, State, TargetFilter};
+use crate::config::{Limits, MAX_LABEL_KEY_BYTES, MAX_LABEL_VALUE_BYTES, MAX_LABELS};
+use crate::domain::{Kind, Spec, State, TargetFilter};
 use crate::error::Error;
-use crate::manager::event_log::unix_nanos;
+use crate::manager::event_log::{Record, unix_nanos};
 use crate::manager::{CollectorView, KindStatus};
 use coral_proto::v1 as pb;
 use std::time::{Duration, SystemTime};
@@ -23,27 +23,12 @@ impl TryFrom<i32> for Kind {
 
     fn try_from(v: i32) -> Result<Self, Error> {
         match pb::CollectorKind::try_from(v) {
-            Ok(pb::CollectorKind::SyscallStats) => Ok(Kind::SyscallStats),
-            Ok(pb::CollectorKind::HttpLatency) => Ok(Kind::HttpLatency),
-            Ok(pb::CollectorKind::CpuProfile) => Ok(Kind::CpuProfile),
-            Ok(pb::CollectorKind::TcpMetrics) => Ok(Kind::TcpMetrics),
-            Ok(pb::CollectorKind::Unspecified) => {
-                Err(Error::InvalidArgument("collector kind is required".into()))
-            }
+            Ok(kind) => Kind::from_proto(kind)
+                .ok_or_else(|| Error::InvalidArgument("collector kind is required".into())),
             Err(_) => Err(Error::InvalidArgument(format!(
-                "unknown collector kind {v}; known: syscall-stats, http-latency, cpu-profile, tcp-metrics"
+                "unknown collector kind {v}; known: {}",
+                Kind::names()
             ))),
-        }
-    }
-}
-
-impl From<Kind> for pb::CollectorKind {
-    fn from(k: Kind) -> Self {
-        match k {
-            Kind::SyscallStats => pb::CollectorKind::SyscallStats,
-            Kind::HttpLatency => pb::CollectorKind::HttpLatency,
-            Kind::CpuProfile => pb::CollectorKind::CpuProfile,
-            Kind::TcpMetrics => pb::CollectorKind::TcpMetrics,
         }
     }
 }
@@ -57,16 +42,6 @@ impl From<State> for pb::CollectorState {
             State::Stopped => pb::CollectorState::Stopped,
             State::Failed => pb::CollectorState::Failed,
         }
-    }
-}
-
-/// The kind a per-kind config belongs to.
-fn config_kind(config: &KindConfig) -> Kind {
-    match config {
-        KindConfig::SyscallStats(_) => Kind::SyscallStats,
-        KindConfig::HttpLatency(_) => Kind::HttpLatency,
-        KindConfig::CpuProfile(_) => Kind::CpuProfile,
-        KindConfig::TcpMetrics(_) => Kind::TcpMetrics,
     }
 }
 
@@ -89,7 +64,7 @@ impl TryFrom<pb::CollectorSpec> for Spec {
             comm: (!comm.is_empty()).then_some(comm),
         };
         if let Some(config) = &config {
-            let given = config_kind(config);
+            let given = Kind::of_config(config);
             if given != kind {
                 return Err(Error::InvalidArgument(format!(
                     "config is for {given} but the kind is {kind}"
@@ -136,6 +111,8 @@ impl From<&CollectorView> for pb::CollectorInfo {
             last_seq: v.log.last_seq,
             first_retained_seq: v.log.first_retained_seq,
             dropped_records: v.log.dropped,
+            dropped_bytes: v.log.dropped_bytes,
+            retained_bytes: v.log.retained_bytes,
             stream_subscribers: v.log.subscribers,
             bpf_program_ids: v.status.program_ids.clone(),
         }
@@ -151,7 +128,7 @@ pub fn record(r: &Record, collector_id: &str, agent_id: &str, spec: &Spec) -> pb
         agent_id: agent_id.to_string(),
         labels: spec.labels.clone().into_iter().collect(),
         r#final: r.last,
-        payload: Some(r.payload.clone()),
+        payload: r.payload(),
     }
 }
 
@@ -160,6 +137,7 @@ pub fn capabilities(
     caps: &HostCapabilities,
     limits: &Limits,
     kinds: &[KindStatus],
+    retained_bytes: u64,
 ) -> pb::Capabilities {
     let path = |p: &Option<std::path::PathBuf>| {
         p.as_ref()
@@ -202,7 +180,16 @@ pub fn capabilities(
             retention_ns: nanos(limits.retention),
             max_filter_pids: limits.max_filter_pids as u32,
             max_profile_frequency_hz: limits.max_profile_frequency_hz,
+            max_collector_bytes: limits.max_collector_bytes,
+            max_retained_bytes: limits.max_retained_bytes,
+            max_ended_collectors: limits.max_ended as u32,
+            max_page_bytes: limits.max_page_bytes,
+            max_labels: MAX_LABELS as u32,
+            max_label_key_bytes: MAX_LABEL_KEY_BYTES as u32,
+            max_label_value_bytes: MAX_LABEL_VALUE_BYTES as u32,
+            stop_timeout_ns: nanos(limits.stop_timeout),
         }),
+        retained_bytes,
     }
 }
 
@@ -240,7 +227,7 @@ mod tests {
         assert_eq!(spec.filter.comm.as_deref(), Some("worker"));
         assert_eq!(
             spec.config,
-            Some(KindConfig::SyscallStats(pb::SyscallStatsConfig {
+            Some(pb::collector_spec::Config::SyscallStats(pb::SyscallStatsConfig {
                 interval_ns: 500_000_000,
                 per_process: true,
                 latency: pb::SyscallLatency::Off as i32,

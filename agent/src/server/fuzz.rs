@@ -6,7 +6,7 @@
 
 use crate::capabilities::HostCapabilities;
 use crate::config::Limits;
-use crate::domain::Spec;
+use crate::domain::{Kind, Spec};
 use crate::error::Error;
 use crate::manager::Manager;
 use coral_proto::v1 as pb;
@@ -30,32 +30,36 @@ fn any_u64() -> impl Strategy<Value = u64> {
     prop_oneof![Just(0u64), 1u64..1_000_000_000_000, any::<u64>()]
 }
 
-fn any_config() -> impl Strategy<Value = Option<Config>> {
-    prop_oneof![
-        Just(None),
-        (any_u64(), any::<bool>(), -1i32..4).prop_map(|(interval_ns, per_process, latency)| {
-            Some(Config::SyscallStats(pb::SyscallStatsConfig {
-                interval_ns,
-                per_process,
-                latency,
-            }))
-        }),
-        (any_u64(), any::<bool>(), any::<u32>()).prop_map(
-            |(interval_ns, client_side, max_routes)| {
-                Some(Config::HttpLatency(pb::HttpLatencyConfig {
+/// Arbitrary configs of `kind`: exhaustive, so a new kind needs a generator.
+fn any_config_of(kind: Kind) -> BoxedStrategy<Config> {
+    match kind {
+        Kind::SyscallStats => (any_u64(), any::<bool>(), -1i32..4)
+            .prop_map(|(interval_ns, per_process, latency)| {
+                Config::SyscallStats(pb::SyscallStatsConfig {
+                    interval_ns,
+                    per_process,
+                    latency,
+                })
+            })
+            .boxed(),
+        Kind::HttpLatency => (any_u64(), any::<bool>(), any::<u32>())
+            .prop_map(|(interval_ns, client_side, max_routes)| {
+                Config::HttpLatency(pb::HttpLatencyConfig {
                     interval_ns,
                     client_side,
                     max_routes,
-                }))
-            }
-        ),
-        (any::<u32>(), any::<bool>()).prop_map(|(frequency_hz, include_idle)| Some(
-            Config::CpuProfile(pb::CpuProfileConfig {
-                frequency_hz,
-                include_idle,
+                })
             })
-        )),
-        (
+            .boxed(),
+        Kind::CpuProfile => (any::<u32>(), any::<bool>())
+            .prop_map(|(frequency_hz, include_idle)| {
+                Config::CpuProfile(pb::CpuProfileConfig {
+                    frequency_hz,
+                    include_idle,
+                })
+            })
+            .boxed(),
+        Kind::TcpMetrics => (
             any_u64(),
             proptest::collection::vec(any::<u32>(), 0..80),
             proptest::collection::vec(any::<u32>(), 0..80),
@@ -64,10 +68,10 @@ fn any_config() -> impl Strategy<Value = Option<Config>> {
                 "[0-9]{1,3}\\.[0-9]{1,3}\\.[0-9]{1,3}\\.[0-9]{1,3}/[0-9]{1,3}",
                 "[0-9a-f:]{2,30}/[0-9]{1,3}",
             ],
-            any::<u32>()
+            any::<u32>(),
         )
             .prop_map(
-                |(interval_ns, local_ports, remote_ports, remote_prefix, rtt_sample_every)| Some(
+                |(interval_ns, local_ports, remote_ports, remote_prefix, rtt_sample_every)| {
                     Config::TcpMetrics(pb::TcpMetricsConfig {
                         interval_ns,
                         local_ports,
@@ -75,14 +79,23 @@ fn any_config() -> impl Strategy<Value = Option<Config>> {
                         remote_prefix,
                         rtt_sample_every,
                     })
-                )
-            ),
+                },
+            )
+            .boxed(),
+    }
+}
+
+/// No config, or one of any kind (also one that does not match the spec's).
+fn any_config() -> impl Strategy<Value = Option<Config>> {
+    prop_oneof![
+        Just(None),
+        proptest::sample::select(Kind::ALL).prop_flat_map(any_config_of).prop_map(Some),
     ]
 }
 
 fn any_spec() -> impl Strategy<Value = pb::CollectorSpec> {
     (
-        prop_oneof![0i32..6, any::<i32>()],
+        prop_oneof![0i32..=Kind::ALL.len() as i32 + 1, any::<i32>()],
         proptest::option::of(any_u64()),
         proptest::option::of((
             proptest::collection::vec(prop_oneof![Just(0u32), any::<u32>()], 0..100),
@@ -127,7 +140,7 @@ impl Fixture {
             Manager::new(
                 Limits::default(),
                 HostCapabilities::default(),
-                crate::collectors::builtin(),
+                crate::kinds::factories(),
             )
         });
         Self { rt, manager }

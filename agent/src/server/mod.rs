@@ -8,18 +8,18 @@ pub mod convert;
 pub mod listen;
 pub mod tls;
 
-use crate::domain::{Kind, Record};
+use crate::domain::Kind;
 use crate::error::Error;
+use crate::manager::event_log::Tip;
 use crate::manager::{Entry, Manager};
 use auth::{Action, Authenticator, Peer, audit};
 use coral_proto::v1 as pb;
 use coral_proto::v1::ebpf_service_server::{EbpfService, EbpfServiceServer};
 use futures_util::Stream;
-use std::collections::VecDeque;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, broadcast};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tonic::service::interceptor::InterceptedService;
 use tonic::{Request, Response, Status};
 
@@ -89,7 +89,8 @@ impl EbpfService for EbpfApi {
             m.agent_id(),
             m.capabilities(),
             m.limits(),
-            &m.kinds(),
+            m.kinds(),
+            m.retained_bytes(),
         )))
     }
 
@@ -196,7 +197,9 @@ impl EbpfService for EbpfApi {
             0 => DEFAULT_PAGE,
             n => n.min(MAX_PAGE),
         };
-        let page = entry.log.read(after_seq, max);
+        let page = entry
+            .log
+            .read(after_seq, max, self.manager.limits().max_page_bytes);
         let next_after_seq = page.records.last().map_or(after_seq, |r| r.seq);
         let end = state.is_terminal() && next_after_seq >= entry.log.stats().last_seq;
         let agent_id = self.manager.agent_id();
@@ -228,26 +231,22 @@ impl EbpfService for EbpfApi {
                 .map_err(|_| Error::TooManyStreams {
                     max: self.max_streams,
                 })?;
-        let sub = entry.log.subscribe(from_seq);
+        let live = entry.log.watch();
         let state = StreamState {
             agent_id: self.manager.agent_id().to_string(),
-            gap: (sub.missed > 0).then_some(pb::Gap {
-                from_seq,
-                count: sub.missed,
-            }),
-            // Live-only (0) starts after what exists; a replay after what it asked to skip.
-            last_seq: match from_seq {
-                0 => sub.last_seq,
+            // Live only (0) starts after what exists; a replay after what it
+            // asked to skip.
+            cursor: match from_seq {
+                0 => live.borrow().last_seq,
                 from => from - 1,
             },
-            replay: sub.replay.into(),
-            live: sub.live,
+            live,
             entry,
             done: false,
             _permit: permit,
         };
         // No task is spawned: the stream is polled by tonic and dropped with
-        // the connection, which drops the broadcast receiver with it.
+        // the connection, which drops its watch receiver with it.
         Ok(Response::new(Box::pin(futures_util::stream::unfold(
             state,
             StreamState::next,
@@ -255,13 +254,16 @@ impl EbpfService for EbpfApi {
     }
 }
 
+/// One `StreamEvents` client: a cursor into the collector's log, woken by
+/// the log's watch channel. It holds no records of its own, so a slow client
+/// costs nothing but its cursor; what left retention before it read it
+/// becomes a gap.
 struct StreamState {
     entry: Arc<Entry>,
     agent_id: String,
-    gap: Option<pb::Gap>,
-    replay: VecDeque<Arc<Record>>,
-    live: Option<broadcast::Receiver<Arc<Record>>>,
-    last_seq: u64,
+    /// The last seq delivered (or reported missing).
+    cursor: u64,
+    live: watch::Receiver<Tip>,
     done: bool,
     /// Released when the stream ends or its client goes away.
     _permit: OwnedSemaphorePermit,
@@ -274,57 +276,38 @@ impl StreamState {
         Ok(pb::StreamEventsResponse { event: Some(event) })
     }
 
-    fn record(&mut self, r: &Record) -> Item {
-        self.last_seq = r.seq;
-        Self::event(pb::stream_events_response::Event::Record(convert::record(
-            r,
-            &self.entry.id,
-            &self.agent_id,
-            &self.entry.spec,
-        )))
-    }
-
     async fn next(mut self) -> Option<(Item, Self)> {
+        use pb::stream_events_response::Event;
         if self.done {
             return None;
         }
-        if let Some(gap) = self.gap.take() {
-            return Some((
-                Self::event(pb::stream_events_response::Event::Gap(gap)),
-                self,
-            ));
-        }
-        if let Some(r) = self.replay.pop_front() {
-            let item = self.record(&r);
-            return Some((item, self));
-        }
         loop {
-            let Some(live) = self.live.as_mut() else {
+            // Seen before reading, so a push after the read wakes us below.
+            let tip = *self.live.borrow_and_update();
+            let page = self.entry.log.read(self.cursor, 1, u64::MAX);
+            if page.missed > 0 {
+                let gap = pb::Gap {
+                    from_seq: self.cursor + 1,
+                    count: page.missed,
+                };
+                self.cursor += page.missed;
+                return Some((Self::event(Event::Gap(gap)), self));
+            }
+            if let Some(r) = page.records.first() {
+                self.cursor = r.seq;
+                let record = convert::record(r, &self.entry.id, &self.agent_id, &self.entry.spec);
+                return Some((Self::event(Event::Record(record)), self));
+            }
+            if tip.closed && self.cursor >= tip.last_seq {
                 // The collector ended: tell the client how, then close.
                 self.entry.ended().await;
                 let view = crate::manager::CollectorView::from(&*self.entry);
                 self.done = true;
-                let item = Self::event(pb::stream_events_response::Event::Ended((&view).into()));
-                return Some((item, self));
-            };
-            match live.recv().await {
-                Ok(r) if r.seq <= self.last_seq => continue,
-                Ok(r) => {
-                    let item = self.record(&r);
-                    return Some((item, self));
-                }
-                Err(broadcast::error::RecvError::Lagged(count)) => {
-                    let gap = pb::Gap {
-                        from_seq: self.last_seq + 1,
-                        count,
-                    };
-                    self.last_seq += count;
-                    return Some((
-                        Self::event(pb::stream_events_response::Event::Gap(gap)),
-                        self,
-                    ));
-                }
-                Err(broadcast::error::RecvError::Closed) => self.live = None,
+                return Some((Self::event(Event::Ended((&view).into())), self));
+            }
+            if self.live.changed().await.is_err() {
+                // The log is gone (reaped): nothing more will come.
+                return None;
             }
         }
     }

@@ -31,6 +31,7 @@ async fn harness(name: &str) -> Harness {
         retention: Duration::from_secs(60),
         max_filter_pids: 4,
         max_profile_frequency_hz: 1000,
+        ..Limits::default()
     };
     let manager = Manager::new(
         limits,
@@ -129,14 +130,14 @@ async fn capabilities_list_every_kind_and_the_limits() {
         .await
         .unwrap()
         .into_inner();
-    assert_eq!(caps.kinds.len(), 4);
+    assert_eq!(caps.kinds.len(), crate::domain::Kind::ALL.len());
     let tcp = caps
         .kinds
         .iter()
         .find(|k| k.kind == pb::CollectorKind::TcpMetrics as i32)
         .unwrap();
     assert!(!tcp.available);
-    assert!(tcp.reason.contains("not implemented"));
+    assert!(tcp.reason.contains("no factory registered"));
     assert_eq!(caps.limits.unwrap().max_running_collectors, 2);
     assert!(!caps.agent_id.is_empty());
 }

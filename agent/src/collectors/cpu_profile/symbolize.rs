@@ -46,6 +46,19 @@ const MAX_HELD_FILES: usize = 256;
 /// (their frames resolve only while they run).
 const MAX_PROCESSES: usize = 16_384;
 
+/// Distinct executable files known. Past this, code in new files is shown
+/// as `[unknown]` in its module.
+const MAX_FILES: usize = 4096;
+
+/// Cached symbol lookups (per file offset, per kernel or vDSO address).
+/// Past this a cache starts over: a profile of huge code bases costs more
+/// symbolizing, never unbounded memory.
+const MAX_CACHED_SYMBOLS: usize = 1 << 18;
+
+/// Files blazesym has parsed (it keeps each parse, and often the file,
+/// open). Past this it is rebuilt, which closes them.
+const MAX_PARSED_FILES: usize = 512;
+
 type FileId = usize;
 
 /// An executable file some profiled process maps.
@@ -105,7 +118,18 @@ pub struct Symbolizer {
     own_vdso: Option<u64>,
     kernel_syms: HashMap<u64, Frame>,
     kernel_modules: Vec<KernelModule>,
+    /// Files handed to `blaze` since it was built.
+    parsed: HashSet<FileId>,
     stats: Stats,
+}
+
+fn blazesym_symbolizer() -> blazesym::symbolize::Symbolizer {
+    // Inlined functions need code info (DWARF line tables).
+    blazesym::symbolize::Symbolizer::builder()
+        .enable_code_info(true)
+        .enable_inlined_fns(true)
+        .enable_demangling(true)
+        .build()
 }
 
 impl Default for Symbolizer {
@@ -125,12 +149,7 @@ impl Symbolizer {
             })
             .map(|e| e.start);
         Self {
-            // Inlined functions need code info (DWARF line tables).
-            blaze: blazesym::symbolize::Symbolizer::builder()
-                .enable_code_info(true)
-                .enable_inlined_fns(true)
-                .enable_demangling(true)
-                .build(),
+            blaze: blazesym_symbolizer(),
             processes: HashMap::new(),
             gone: HashSet::new(),
             files: Vec::new(),
@@ -141,7 +160,29 @@ impl Symbolizer {
             own_vdso,
             kernel_syms: HashMap::new(),
             kernel_modules: read_modules(),
+            parsed: HashSet::new(),
             stats: Stats::default(),
+        }
+    }
+
+    /// Starts full caches over, before a lookup (so the lookup's own results
+    /// stay until it has used them).
+    fn bound_caches(&mut self) {
+        if self.file_syms.len() >= MAX_CACHED_SYMBOLS {
+            self.file_syms.clear();
+        }
+        if self.vdso_syms.len() >= MAX_CACHED_SYMBOLS {
+            self.vdso_syms.clear();
+        }
+        if self.kernel_syms.len() >= MAX_CACHED_SYMBOLS {
+            self.kernel_syms.clear();
+        }
+        if self.gone.len() >= MAX_PROCESSES {
+            self.gone.clear();
+        }
+        if self.parsed.len() >= MAX_PARSED_FILES {
+            self.blaze = blazesym_symbolizer();
+            self.parsed.clear();
         }
     }
 
@@ -206,6 +247,9 @@ impl Symbolizer {
         if let Some(&id) = self.file_ids.get(&key) {
             return Object::File(id);
         }
+        if self.files.len() >= MAX_FILES {
+            return Object::Other(e.module().into());
+        }
         let path = e.path.clone().unwrap_or_default();
         let held = (self.held_files < MAX_HELD_FILES)
             .then(|| File::open(format!("/proc/{pid}/map_files/{:x}-{:x}", e.start, e.end)).ok())
@@ -237,6 +281,7 @@ impl Symbolizer {
     /// kernel walked it). Returns frames root first; an address inside
     /// inlined code yields one frame per function.
     pub fn user_stack(&mut self, pid: u32, ips: &[u64]) -> Vec<Frame> {
+        self.bound_caches();
         // Return addresses point after the call: look up the call itself.
         let lookups: Vec<u64> = ips
             .iter()
@@ -308,6 +353,7 @@ impl Symbolizer {
     }
 
     fn resolve_file(&mut self, id: FileId, offsets: &[u64]) {
+        self.parsed.insert(id);
         let src = Source::Elf(Elf::new(self.files[id].source.clone()));
         let results = self
             .blaze
@@ -354,6 +400,7 @@ impl Symbolizer {
 
     /// Symbolizes a kernel stack (`ips` leaf first). Returns frames root first.
     pub fn kernel_stack(&mut self, ips: &[u64]) -> Vec<Frame> {
+        self.bound_caches();
         let lookups: Vec<u64> = ips
             .iter()
             .enumerate()
