@@ -30,8 +30,7 @@ pub fn resolve_cgroup(root: &Path, path: &str) -> Result<CgroupTarget, String> {
             root.display()
         )
     })?;
-    let meta = std::fs::metadata(&canonical)
-        .map_err(|e| format!("cgroup {path}: {e}"))?;
+    let meta = std::fs::metadata(&canonical).map_err(|e| format!("cgroup {path}: {e}"))?;
     if !meta.is_dir() || !canonical.join("cgroup.procs").exists() {
         return Err(format!(
             "cgroup {path}: {} is not a cgroup v2 directory",

@@ -38,7 +38,9 @@ pub struct Limits {
     /// Bytes of records one `GetEvents` page carries at most (it always
     /// carries one record; the cursor continues).
     pub max_page_bytes: u64,
-    /// How long `StopCollector` and shutdown wait for a collector to end.
+    /// How long `StopCollector` and shutdown wait for a collector to end:
+    /// past it the call answers, and a stuck collector is left to end by
+    /// itself (or with the process).
     pub stop_timeout: Duration,
 }
 
@@ -56,7 +58,7 @@ impl Default for Limits {
             max_retained_bytes: 256 << 20,
             max_ended: 256,
             max_page_bytes: 1 << 20,
-            stop_timeout: Duration::from_secs(10),
+            stop_timeout: Duration::from_secs(60),
         }
     }
 }

@@ -97,8 +97,9 @@ struct Args {
     #[arg(long, default_value = "1MiB", value_parser = parse_bytes, value_name = "BYTES")]
     max_page_bytes: u64,
 
-    /// How long StopCollector and shutdown wait for a collector to end.
-    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    /// How long StopCollector and shutdown wait for a collector to end (a
+    /// whole-machine profile's final symbolization can take tens of seconds).
+    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
     stop_timeout: Duration,
 }
 
@@ -115,7 +116,11 @@ fn parse_bytes(s: &str) -> Result<u64, String> {
         "k" | "kb" | "kib" => 10,
         "m" | "mb" | "mib" => 20,
         "g" | "gb" | "gib" => 30,
-        other => return Err(format!("{s:?}: unknown unit {other:?} (use KiB, MiB or GiB)")),
+        other => {
+            return Err(format!(
+                "{s:?}: unknown unit {other:?} (use KiB, MiB or GiB)"
+            ));
+        }
     };
     n.checked_mul(1 << shift)
         .ok_or_else(|| format!("{s:?} is too large"))
@@ -246,7 +251,10 @@ async fn run() -> anyhow::Result<()> {
         // unless it is stuck: then the exit releases it.
         let stuck = stopping.shutdown().await;
         if !stuck.is_empty() {
-            tracing::warn!(?stuck, "collectors did not end within the stop timeout; exiting anyway");
+            tracing::warn!(
+                ?stuck,
+                "collectors did not end within the stop timeout; exiting anyway"
+            );
         }
     };
     listen::serve(manager, &args.listen, options, shutdown)

@@ -5,8 +5,11 @@
 //! request (the gRPC code is printed; UNAUTHENTICATED and PERMISSION_DENIED
 //! too) or a TLS handshake failed on a certificate.
 
+#![forbid(unsafe_code)]
+
 mod client;
 mod commands;
+mod kinds;
 mod render;
 
 use clap::Parser;

@@ -39,6 +39,31 @@ fn usage_errors_exit_2() {
 }
 
 #[test]
+fn a_flag_of_another_kind_is_a_usage_error() {
+    let out = coral(&["tap", "start", "--kind", "syscall-stats", "-F", "99"]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("-F/--frequency is a cpu-profile flag") && err.contains("syscall-stats"),
+        "{err}"
+    );
+    let out = coral(&["tap", "run", "--kind", "tcp-metrics", "--max-routes", "9"]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("--max-routes is an http-latency flag"),
+        "{err}"
+    );
+    let out = coral(&["tap", "start", "--kind", "cpu-profile", "--interval", "2s"]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("--interval does not apply to cpu-profile"),
+        "{err}"
+    );
+}
+
+#[test]
 fn help_lists_the_commands() {
     let out = coral(&["tap", "--help"]);
     assert!(out.status.success());

@@ -38,7 +38,10 @@ mod tests {
             assert_eq!(CollectorKind::from_name(kind.name()), Some(kind));
             assert_eq!(
                 kind.as_str_name(),
-                format!("COLLECTOR_KIND_{}", kind.name().to_uppercase().replace('-', "_")),
+                format!(
+                    "COLLECTOR_KIND_{}",
+                    kind.name().to_uppercase().replace('-', "_")
+                ),
                 "the name is the proto value's, in kebab case"
             );
             n += 1;

@@ -456,6 +456,58 @@ pub fn linked_prog_ids() -> Vec<u64> {
         .collect()
 }
 
+pub fn id_of(info: &serde_json::Value) -> String {
+    info["id"].as_str().unwrap().to_string()
+}
+
+pub fn prog_ids_of(info: &serde_json::Value) -> Vec<u64> {
+    info["bpfProgramIds"]
+        .as_array()
+        .map(|a| a.iter().map(u64_of).collect())
+        .unwrap_or_default()
+}
+
+/// Polls until none of `ids` is loaded or linked; panics after `timeout`.
+/// The kernel frees programs asynchronously, shortly after the last fd goes.
+pub fn wait_programs_gone(ids: &[u64], timeout: Duration) {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let loaded = loaded_prog_ids();
+        let linked = linked_prog_ids();
+        let left: Vec<_> = ids
+            .iter()
+            .filter(|id| loaded.contains(id) || linked.contains(id))
+            .collect();
+        if left.is_empty() {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "BPF programs {left:?} are still loaded or linked"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// A tonic client of the agent on a Unix socket.
+pub async fn grpc(
+    socket: &Path,
+) -> coral_proto::v1::ebpf_service_client::EbpfServiceClient<tonic::transport::Channel> {
+    let path = socket.to_path_buf();
+    let channel = tonic::transport::Endpoint::from_static("http://localhost")
+        .connect_with_connector(tower::service_fn(move |_: tonic::transport::Uri| {
+            let path = path.clone();
+            async move {
+                Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(
+                    tokio::net::UnixStream::connect(path).await?,
+                ))
+            }
+        }))
+        .await
+        .expect("connecting to the agent");
+    coral_proto::v1::ebpf_service_client::EbpfServiceClient::new(channel)
+}
+
 /// A cgroup v2 directory for one test, removed on drop.
 pub struct Cgroup {
     pub path: PathBuf,

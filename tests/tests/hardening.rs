@@ -6,14 +6,11 @@
 
 use coral_e2e::*;
 use coral_proto::v1 as pb;
-use coral_proto::v1::ebpf_service_client::EbpfServiceClient;
-use hyper_util::rt::TokioIo;
 use std::io::{BufRead, BufReader, Read};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
-use tonic::transport::{Channel, Endpoint, Uri};
 
 // ---------------------------------------------------------------------------
 // Helpers
@@ -128,54 +125,6 @@ fn coral_raw(args: &[String], env: &[(&str, &str)]) -> (i32, String) {
         out.status.code().unwrap_or(-1),
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
-}
-
-fn id_of(info: &serde_json::Value) -> String {
-    info["id"].as_str().unwrap().to_string()
-}
-
-fn prog_ids_of(info: &serde_json::Value) -> Vec<u64> {
-    info["bpfProgramIds"]
-        .as_array()
-        .map(|a| a.iter().map(u64_of).collect())
-        .unwrap_or_default()
-}
-
-/// Polls until none of `ids` is loaded or linked; panics after `timeout`.
-/// The kernel frees programs asynchronously, shortly after the last fd goes.
-fn wait_programs_gone(ids: &[u64], timeout: Duration) {
-    let deadline = Instant::now() + timeout;
-    loop {
-        let loaded = loaded_prog_ids();
-        let linked = linked_prog_ids();
-        let left: Vec<_> = ids
-            .iter()
-            .filter(|id| loaded.contains(id) || linked.contains(id))
-            .collect();
-        if left.is_empty() {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "BPF programs {left:?} are still loaded or linked"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
-/// A tonic client on a Unix socket.
-async fn grpc(socket: &Path) -> EbpfServiceClient<Channel> {
-    let path = socket.to_path_buf();
-    let channel = Endpoint::from_static("http://localhost")
-        .connect_with_connector(tower::service_fn(move |_: Uri| {
-            let path = path.clone();
-            async move {
-                Ok::<_, std::io::Error>(TokioIo::new(tokio::net::UnixStream::connect(path).await?))
-            }
-        }))
-        .await
-        .expect("connecting to the agent");
-    EbpfServiceClient::new(channel)
 }
 
 fn syscall_spec(pid: u32, interval: Duration) -> pb::CollectorSpec {

@@ -2,11 +2,11 @@
 //! out of the object, and programs loaded and attached with their owned link.
 
 use super::CollectorError;
-use coral_proto::error_chain;
 use aya::Ebpf;
 use aya::maps::{Map, MapError};
 use aya::programs::raw_trace_point::RawTracePointLink;
 use aya::programs::{Program, ProgramError, RawTracePoint};
+use coral_proto::error_chain;
 
 /// Takes map `name` out of `bpf` as a `T` (e.g. `RingBuf<MapData>`), so the
 /// collector owns it beside the object.

@@ -23,7 +23,6 @@ mod symbolize;
 use super::bpf::{read_err, take_map};
 use super::filter::FilterGlobals;
 use super::{Collector, CollectorError, CollectorFactory, StartContext};
-use coral_proto::error_chain;
 use crate::capabilities::HostCapabilities;
 use crate::config::Limits;
 use crate::domain::{Kind, KindConfig, Payload};
@@ -36,6 +35,7 @@ use aya::{Ebpf, EbpfLoader};
 use coral_ebpf_programs::cpu_profile::{
     KERNEL_OVERFLOW, OBJECT, OverflowStack, ProfileKey, ProfileValue, USER_OVERFLOW, lost,
 };
+use coral_proto::error_chain;
 use coral_proto::v1::{CpuProfile, CpuProfileConfig, Frame, ProfileStack};
 use std::collections::HashMap;
 use std::sync::Arc;

@@ -12,7 +12,6 @@
 use super::bpf::{self, KtimeClock, read_err, take_map};
 use super::filter::FilterGlobals;
 use super::{Collector, CollectorError, CollectorFactory, StartContext};
-use coral_proto::error_chain;
 use crate::capabilities::HostCapabilities;
 use crate::config::Limits;
 use crate::domain::{Kind, KindConfig, Payload};
@@ -20,6 +19,7 @@ use aya::maps::{MapData, PerCpuArray, RingBuf};
 use aya::programs::raw_trace_point::RawTracePointLink;
 use aya::{Ebpf, EbpfLoader};
 use coral_ebpf_programs::http_latency::{HttpEvent, OBJECT};
+use coral_proto::error_chain;
 use coral_proto::v1::{HttpLatencyConfig, HttpRequest, HttpRouteStats, HttpStats};
 use hdrhistogram::Histogram;
 use std::collections::HashMap;

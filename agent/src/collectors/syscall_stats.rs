@@ -9,7 +9,6 @@
 use super::bpf::{self, read_err, take_map};
 use super::filter::FilterGlobals;
 use super::{Collector, CollectorError, CollectorFactory, StartContext};
-use coral_proto::error_chain;
 use crate::capabilities::HostCapabilities;
 use crate::config::Limits;
 use crate::domain::{Kind, KindConfig, Payload};
@@ -18,6 +17,7 @@ use aya::programs::BtfTracePoint;
 use aya::programs::links::FdLink;
 use aya::{Btf, Ebpf, EbpfLoader};
 use coral_ebpf_programs::syscall_stats::{LOG2_BUCKETS, OBJECT, SYSCALL_SLOTS, SysKey, SysStat};
+use coral_proto::error_chain;
 use coral_proto::v1::{
     ProcessSyscalls, SyscallLatency, SyscallStat, SyscallStats, SyscallStatsConfig,
 };

@@ -25,7 +25,6 @@
 use super::bpf::{self, KtimeClock, read_err, take_map};
 use super::filter::FilterGlobals;
 use super::{Collector, CollectorError, CollectorFactory, StartContext};
-use coral_proto::error_chain;
 use crate::capabilities::HostCapabilities;
 use crate::config::Limits;
 use crate::domain::{Kind, KindConfig, Payload};
@@ -38,6 +37,7 @@ use coral_ebpf_programs::tcp_metrics::{
     AF_INET, AF_INET6, DROP_SLOTS, FLAG_ACTIVE, FLAG_ESTABLISHED, FLAG_OWNED, MAX_PORTS, OBJECT,
     RTT_BUCKETS, Remote, RemoteKey, SOCK_CLOSED, SOCK_TARGET, SOCK_TUPLE_MATCH, Sock, TcpEvent,
 };
+use coral_proto::error_chain;
 use coral_proto::v1::{TcpConnection, TcpMetricsConfig, TcpRemoteStats, TcpStats};
 use std::collections::BTreeSet;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};

@@ -324,7 +324,10 @@ mod tests {
         assert_eq!(seqs(&page), [3, 4, 5]);
         assert_eq!(page.missed, 0);
         assert!(log.read(5, 100, u64::MAX).records.is_empty());
-        assert_eq!(log.read(2, 1, u64::MAX).records[0].payload(), Some(payload(2)));
+        assert_eq!(
+            log.read(2, 1, u64::MAX).records[0].payload(),
+            Some(payload(2))
+        );
     }
 
     #[test]

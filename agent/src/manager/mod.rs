@@ -333,7 +333,9 @@ impl Manager {
                     &supervised,
                     &manager,
                     State::Failed,
-                    Some(format!("internal error: the collector's session ended: {e}")),
+                    Some(format!(
+                        "internal error: the collector's session ended: {e}"
+                    )),
                 );
             }
         });

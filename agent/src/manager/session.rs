@@ -34,9 +34,7 @@ fn panic_message(panic: Box<dyn Any + Send>) -> String {
 }
 
 /// Runs `f` on the blocking pool and catches its panic (as its message).
-async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> T + Send + 'static,
-) -> Result<T, String> {
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Result<T, String> {
     match tokio::task::spawn_blocking(move || catch_unwind(AssertUnwindSafe(f))).await {
         Ok(Ok(value)) => Ok(value),
         Ok(Err(panic)) => Err(panic_message(panic)),

@@ -275,7 +275,15 @@ async fn shutdown_stops_everything_with_a_final_record() {
     for id in [a, b] {
         let entry = m.entry(&id).unwrap();
         assert_eq!(entry.status().state, State::Stopped);
-        assert!(entry.log.read(0, 100, u64::MAX).records.last().unwrap().last);
+        assert!(
+            entry
+                .log
+                .read(0, 100, u64::MAX)
+                .records
+                .last()
+                .unwrap()
+                .last
+        );
     }
     assert_eq!(factory.live.load(Ordering::SeqCst), 0);
 }
@@ -359,10 +367,18 @@ async fn stop_and_shutdown_are_bounded_when_a_collect_is_stuck() {
     let asked = Instant::now();
     let err = m.stop(&id).await.unwrap_err();
     assert!(matches!(err, Error::StopTimedOut { .. }), "{err}");
-    assert!(asked.elapsed() < Duration::from_millis(600), "{:?}", asked.elapsed());
+    assert!(
+        asked.elapsed() < Duration::from_millis(600),
+        "{:?}",
+        asked.elapsed()
+    );
     let asked = Instant::now();
     let stuck = m.shutdown().await;
-    assert!(asked.elapsed() < Duration::from_millis(600), "{:?}", asked.elapsed());
+    assert!(
+        asked.elapsed() < Duration::from_millis(600),
+        "{:?}",
+        asked.elapsed()
+    );
     assert!(stuck.contains(&other), "{stuck:?}");
     // Once the stuck calls return, both end properly and are dropped.
     for id in [id, other] {
@@ -383,7 +399,11 @@ async fn slow_collects_do_not_hold_an_async_worker() {
     for _ in 0..10 {
         let asked = Instant::now();
         tokio::time::sleep(Duration::from_millis(5)).await;
-        assert!(asked.elapsed() < Duration::from_millis(100), "{:?}", asked.elapsed());
+        assert!(
+            asked.elapsed() < Duration::from_millis(100),
+            "{:?}",
+            asked.elapsed()
+        );
     }
     m.shutdown().await;
 }
@@ -445,7 +465,12 @@ async fn the_agent_wide_budget_drops_the_oldest_records_of_any_collector() {
     m.stop(&b).await.unwrap();
     let (a, b) = (m.get(&a).unwrap().log, m.get(&b).unwrap().log);
     // Records of the two grow by a few bytes as elapsed_ns grows: allow one.
-    assert!(m.retained_bytes() <= 11 * one, "{} > {}", m.retained_bytes(), 11 * one);
+    assert!(
+        m.retained_bytes() <= 11 * one,
+        "{} > {}",
+        m.retained_bytes(),
+        11 * one
+    );
     assert_eq!(m.retained_bytes(), a.retained_bytes + b.retained_bytes);
     assert!(a.dropped > 0 && b.dropped > 0, "{a:?} {b:?}");
     // `a` started first, so its records were the oldest and went first.

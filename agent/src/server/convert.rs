@@ -227,11 +227,13 @@ mod tests {
         assert_eq!(spec.filter.comm.as_deref(), Some("worker"));
         assert_eq!(
             spec.config,
-            Some(pb::collector_spec::Config::SyscallStats(pb::SyscallStatsConfig {
-                interval_ns: 500_000_000,
-                per_process: true,
-                latency: pb::SyscallLatency::Off as i32,
-            }))
+            Some(pb::collector_spec::Config::SyscallStats(
+                pb::SyscallStatsConfig {
+                    interval_ns: 500_000_000,
+                    per_process: true,
+                    latency: pb::SyscallLatency::Off as i32,
+                }
+            ))
         );
         assert_eq!(pb::CollectorSpec::from(&spec), pb_spec());
     }

@@ -89,7 +89,9 @@ fn any_config_of(kind: Kind) -> BoxedStrategy<Config> {
 fn any_config() -> impl Strategy<Value = Option<Config>> {
     prop_oneof![
         Just(None),
-        proptest::sample::select(Kind::ALL).prop_flat_map(any_config_of).prop_map(Some),
+        proptest::sample::select(Kind::ALL)
+            .prop_flat_map(any_config_of)
+            .prop_map(Some),
     ]
 }
 

@@ -1,24 +1,15 @@
 //! `coral caps`
 
 use super::Ctx;
+use crate::kinds::kind_name;
 use crate::render::{self, Output, align_right, duration_ns, table};
-use coral_proto::v1::{CollectorKind, GetCapabilitiesRequest};
+use coral_proto::v1::GetCapabilitiesRequest;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {}
 
 fn yes(b: bool) -> &'static str {
     if b { "yes" } else { "no" }
-}
-
-pub fn kind_name(kind: i32) -> &'static str {
-    match CollectorKind::try_from(kind) {
-        Ok(CollectorKind::SyscallStats) => "syscall-stats",
-        Ok(CollectorKind::HttpLatency) => "http-latency",
-        Ok(CollectorKind::CpuProfile) => "cpu-profile",
-        Ok(CollectorKind::TcpMetrics) => "tcp-metrics",
-        _ => "unknown",
-    }
 }
 
 pub async fn run(mut ctx: Ctx, _: Args) -> anyhow::Result<()> {

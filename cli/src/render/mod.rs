@@ -1,17 +1,34 @@
 //! Output for people (aligned tables, log2 histograms, short durations) and
 //! for machines (`-o json`: one proto3-JSON object per line).
 
-pub mod http;
-pub mod pprof;
-pub mod profile;
-pub mod syscalls;
-pub mod tcp;
-
 use clap::ValueEnum;
 use comfy_table::{Table, presets::NOTHING};
 use serde::Serialize;
 use std::io::Write;
 use std::time::Duration;
+
+/// Rows in live and final tables.
+pub const TABLE_ROWS: usize = 20;
+
+pub fn state_name(state: i32) -> &'static str {
+    use coral_proto::v1::CollectorState;
+    match CollectorState::try_from(state) {
+        Ok(CollectorState::Starting) => "starting",
+        Ok(CollectorState::Running) => "running",
+        Ok(CollectorState::Expired) => "expired",
+        Ok(CollectorState::Stopped) => "stopped",
+        Ok(CollectorState::Failed) => "failed",
+        Ok(CollectorState::Unspecified) | Err(_) => "unknown",
+    }
+}
+
+/// Calls per second over `elapsed_ns`, or `-` before any time passed.
+pub fn rate(count: u64, elapsed_ns: u64) -> String {
+    if elapsed_ns == 0 {
+        return "-".into();
+    }
+    format!("{:.1}", count as f64 / (elapsed_ns as f64 / 1e9))
+}
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum Output {

@@ -1,9 +1,11 @@
 //! `coral tap events`
 
-use super::{export, view};
+use super::view;
 use crate::client::CliError;
 use crate::commands::Ctx;
-use crate::render::http::SortBy;
+use crate::kinds::ViewOptions;
+use crate::kinds::cpu_profile::export;
+use crate::kinds::http_latency::SortBy;
 use crate::render::{self, Output};
 use coral_proto::v1::{Gap, GetEventsRequest, StreamEventsResponse, stream_events_response::Event};
 
@@ -22,16 +24,16 @@ pub struct Args {
 
     /// Write the cpu-profile result in this format instead of listing records
     /// (with --follow: once the collector ends).
-    #[arg(long, value_enum)]
+    #[arg(long, value_enum, help_heading = "cpu-profile")]
     pub format: Option<export::Format>,
 
     /// Where --format writes (default: stdout); without --format the format
     /// follows the extension: .svg, .folded, .pb.gz (pprof), .txt (table).
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, value_name = "FILE", help_heading = "cpu-profile")]
     pub out: Option<std::path::PathBuf>,
 
     /// Order of the http-latency route table.
-    #[arg(long, value_enum, default_value_t)]
+    #[arg(long, value_enum, default_value_t, help_heading = "http-latency")]
     pub sort: SortBy,
 }
 
@@ -44,7 +46,10 @@ pub async fn run(mut ctx: Ctx, args: Args) -> anyhow::Result<()> {
         let out = args.out.as_deref();
         return export::run(&mut ctx.client, &args.id, args.follow, format, out).await;
     }
-    let opts = view::ViewOptions { sort: args.sort };
+    let opts = ViewOptions {
+        sort: args.sort,
+        ..Default::default()
+    };
     if args.follow {
         let followed = view::follow(
             &mut ctx.client,
@@ -99,7 +104,9 @@ pub async fn run(mut ctx: Ctx, args: Args) -> anyhow::Result<()> {
             seen.keep(record);
         }
         cursor = page.next_after_seq;
-        if n < PAGE as usize {
+        // Pages also end at the agent's byte limit: only an empty page (or
+        // the end of an ended collector) says there is no more.
+        if n == 0 || page.end {
             break;
         }
     }

@@ -30,7 +30,7 @@ pub async fn run(mut ctx: Ctx, _: Args) -> anyhow::Result<()> {
         t.add_row([
             c.id.clone(),
             view::kind(c).to_string(),
-            view::state_name(c.state).to_string(),
+            render::state_name(c.state).to_string(),
             view::target(c),
             view::remaining(c),
             c.last_seq.to_string(),

@@ -1,7 +1,6 @@
 //! `coral tap ...`: start, watch and manage collectors.
 
 mod events;
-mod export;
 mod extend;
 mod get;
 mod list;

@@ -1,12 +1,13 @@
 //! `coral tap run`: start, watch live, print the final result.
 
-use super::export;
-use super::target::{Kind, SpecArgs};
+use super::target::SpecArgs;
 use super::view;
 use crate::client::CliError;
 use crate::commands::Ctx;
+use crate::kinds::cpu_profile::export;
+use crate::kinds::http_latency::SortBy;
+use crate::kinds::{Kind, ViewOptions};
 use crate::render::Output;
-use crate::render::http::SortBy;
 use coral_proto::v1::StartCollectorRequest;
 
 #[derive(Debug, clap::Args)]
@@ -14,22 +15,24 @@ pub struct Args {
     #[command(flatten)]
     pub spec: SpecArgs,
 
-    /// cpu-profile: when it ends, write the result to FILE, a flamegraph SVG
-    /// (or by extension: .folded stacks, .pb.gz pprof, .txt table).
-    #[arg(long, value_name = "FILE")]
+    /// When it ends, write the result to FILE, a flamegraph SVG (or by
+    /// extension: .folded stacks, .pb.gz pprof, .txt table).
+    #[arg(long, value_name = "FILE", help_heading = "cpu-profile")]
     pub out: Option<std::path::PathBuf>,
 
-    /// Order of the http-latency route table.
-    #[arg(long, value_enum, default_value_t)]
+    /// Order of the route table.
+    #[arg(long, value_enum, default_value_t, help_heading = "http-latency")]
     pub sort: SortBy,
 }
 
 pub async fn run(mut ctx: Ctx, args: Args) -> anyhow::Result<()> {
-    if args.out.is_some() && args.spec.kind != Kind::CpuProfile {
-        let kind = clap::ValueEnum::to_possible_value(&args.spec.kind)
-            .map(|v| v.get_name().to_string())
-            .unwrap_or_default();
-        anyhow::bail!("--out writes cpu-profile results, not {kind} ones");
+    if args.out.is_some() && args.spec.kind() != Kind::CpuProfile {
+        return Err(crate::client::CliError::Usage(format!(
+            "--out is a cpu-profile flag; this collector is {} (--kind {})",
+            args.spec.kind().name(),
+            args.spec.kind().name()
+        ))
+        .into());
     }
     let response = ctx
         .client
@@ -55,7 +58,10 @@ pub async fn run(mut ctx: Ctx, args: Args) -> anyhow::Result<()> {
         );
     }
     // From seq 1: nothing recorded since the start is missed.
-    let opts = view::ViewOptions { sort: args.sort };
+    let opts = ViewOptions {
+        sort: args.sort,
+        ..Default::default()
+    };
     let followed = view::follow(&mut ctx.client, &info.id, 1, ctx.output, opts, true).await?;
     if ctx.output == Output::Table {
         view::print_result(&followed, opts)?;

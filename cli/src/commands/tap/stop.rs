@@ -27,7 +27,7 @@ pub async fn run(mut ctx: Ctx, args: Args) -> anyhow::Result<()> {
     render::out(format!(
         "collector {} {}",
         info.id,
-        view::state_name(info.state)
+        render::state_name(info.state)
     ))?;
     // The final record is the last one: fetch just it.
     let page = ctx
@@ -41,7 +41,7 @@ pub async fn run(mut ctx: Ctx, args: Args) -> anyhow::Result<()> {
         .map_err(CliError::from)?
         .into_inner();
     if let Some(record) = page.records.last() {
-        render::out(view::report(record, view::ViewOptions::default()))?;
+        render::out(view::report(record, crate::kinds::ViewOptions::default()))?;
     }
     Ok(())
 }

@@ -1,31 +1,9 @@
 //! What to collect and from whom: shared by `tap start` and `tap run`.
 
-use clap::ValueEnum;
-use coral_proto::v1::{self as pb, collector_spec::Config};
+use crate::kinds::{self, Kind, KindFlags};
+use clap::{ArgMatches, FromArgMatches};
+use coral_proto::v1 as pb;
 use std::time::Duration;
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-pub enum Kind {
-    /// Count, errors and latency per syscall (raw tracepoints sys_enter/sys_exit).
-    SyscallStats,
-    /// HTTP/1.x request latency per route and status.
-    HttpLatency,
-    /// Sampled, symbolized CPU stacks.
-    CpuProfile,
-    /// TCP connection lifecycle, RTT, retransmits, resets.
-    TcpMetrics,
-}
-
-impl From<Kind> for pb::CollectorKind {
-    fn from(k: Kind) -> Self {
-        match k {
-            Kind::SyscallStats => pb::CollectorKind::SyscallStats,
-            Kind::HttpLatency => pb::CollectorKind::HttpLatency,
-            Kind::CpuProfile => pb::CollectorKind::CpuProfile,
-            Kind::TcpMetrics => pb::CollectorKind::TcpMetrics,
-        }
-    }
-}
 
 fn parse_label(s: &str) -> Result<(String, String), String> {
     let (k, v) = s
@@ -42,8 +20,14 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     humantime::parse_duration(s).map_err(|e| format!("{s:?}: {e} (try 30s, 1m30s, 500ms)"))
 }
 
+/// What `tap start` and `tap run` take: the flags every kind shares, then
+/// each kind's own (under its help heading). A flag of another kind than
+/// `--kind` is a usage error, checked as the arguments are parsed.
+#[derive(Debug)]
+pub struct SpecArgs(Fields);
+
 #[derive(Debug, clap::Args)]
-pub struct SpecArgs {
+pub struct Fields {
     /// Collector kind.
     #[arg(long, value_enum)]
     pub kind: Kind,
@@ -68,92 +52,55 @@ pub struct SpecArgs {
     #[arg(long = "label", short = 'l', value_parser = parse_label)]
     pub labels: Vec<(String, String)>,
 
-    /// Aggregate snapshot interval (syscall-stats, tcp-metrics, http-latency; default 1s).
+    /// Aggregate snapshot interval (default 1s; not for cpu-profile).
     #[arg(long, value_parser = parse_duration)]
     pub interval: Option<Duration>,
 
-    /// Break syscall counts down per process (syscall-stats).
-    #[arg(long)]
-    pub per_process: bool,
+    #[command(flatten)]
+    pub flags: KindFlags,
+}
 
-    /// Count calls and errors without timing them: one hook instead of two,
-    /// about a third of the overhead per syscall (syscall-stats).
-    #[arg(long)]
-    pub no_latency: bool,
+impl clap::Args for SpecArgs {
+    fn augment_args(cmd: clap::Command) -> clap::Command {
+        Fields::augment_args(cmd)
+    }
 
-    /// Samples per second per CPU (cpu-profile; default 49).
-    #[arg(long, short = 'F')]
-    pub frequency: Option<u32>,
+    fn augment_args_for_update(cmd: clap::Command) -> clap::Command {
+        Fields::augment_args_for_update(cmd)
+    }
+}
 
-    /// Count samples of idle CPUs too (cpu-profile).
-    #[arg(long)]
-    pub include_idle: bool,
+impl FromArgMatches for SpecArgs {
+    fn from_arg_matches(matches: &ArgMatches) -> Result<Self, clap::Error> {
+        let fields = Fields::from_arg_matches(matches)?;
+        kinds::check_flags(fields.kind, matches)?;
+        Ok(SpecArgs(fields))
+    }
 
-    /// Only connections on this local port (tcp-metrics). Repeatable.
-    #[arg(long = "local-port")]
-    pub local_ports: Vec<u16>,
-
-    /// Only connections to this remote port (tcp-metrics). Repeatable.
-    #[arg(long = "remote-port")]
-    pub remote_ports: Vec<u16>,
-
-    /// Only connections whose remote address is in this prefix, e.g. 10.0.0.0/8 (tcp-metrics).
-    #[arg(long)]
-    pub remote_prefix: Option<String>,
-
-    /// Keep one RTT sample of every N ACKs (tcp-metrics; default 1).
-    #[arg(long)]
-    pub rtt_sample_every: Option<u32>,
-
-    /// Also trace outgoing requests made by the target (http-latency).
-    #[arg(long)]
-    pub client_side: bool,
-
-    /// Distinct (method, route, status) groups kept (http-latency; default 256).
-    #[arg(long)]
-    pub max_routes: Option<u32>,
+    fn update_from_arg_matches(&mut self, matches: &ArgMatches) -> Result<(), clap::Error> {
+        self.0.update_from_arg_matches(matches)?;
+        kinds::check_flags(self.0.kind, matches)
+    }
 }
 
 impl SpecArgs {
+    pub fn kind(&self) -> Kind {
+        self.0.kind
+    }
+
     pub fn to_spec(&self) -> pb::CollectorSpec {
-        let interval_ns = self.interval.map_or(0, |d| d.as_nanos() as u64);
-        let config = match self.kind {
-            Kind::SyscallStats => Config::SyscallStats(pb::SyscallStatsConfig {
-                interval_ns,
-                per_process: self.per_process,
-                latency: if self.no_latency {
-                    pb::SyscallLatency::Off
-                } else {
-                    pb::SyscallLatency::Exact
-                } as i32,
-            }),
-            Kind::CpuProfile => Config::CpuProfile(pb::CpuProfileConfig {
-                frequency_hz: self.frequency.unwrap_or(0),
-                include_idle: self.include_idle,
-            }),
-            Kind::TcpMetrics => Config::TcpMetrics(pb::TcpMetricsConfig {
-                interval_ns,
-                local_ports: self.local_ports.iter().map(|&p| u32::from(p)).collect(),
-                remote_ports: self.remote_ports.iter().map(|&p| u32::from(p)).collect(),
-                remote_prefix: self.remote_prefix.clone().unwrap_or_default(),
-                rtt_sample_every: self.rtt_sample_every.unwrap_or(0),
-            }),
-            Kind::HttpLatency => Config::HttpLatency(pb::HttpLatencyConfig {
-                interval_ns,
-                client_side: self.client_side,
-                max_routes: self.max_routes.unwrap_or(0),
-            }),
-        };
+        let f = &self.0;
+        let interval_ns = f.interval.map_or(0, |d| d.as_nanos() as u64);
         pb::CollectorSpec {
-            kind: pb::CollectorKind::from(self.kind) as i32,
-            duration_ns: self.duration.map(|d| d.as_nanos() as u64),
+            kind: pb::CollectorKind::from(f.kind) as i32,
+            duration_ns: f.duration.map(|d| d.as_nanos() as u64),
             filter: Some(pb::TargetFilter {
-                pids: self.pids.clone(),
-                cgroup: self.cgroup.clone().unwrap_or_default(),
-                comm: self.comm.clone().unwrap_or_default(),
+                pids: f.pids.clone(),
+                cgroup: f.cgroup.clone().unwrap_or_default(),
+                comm: f.comm.clone().unwrap_or_default(),
             }),
-            labels: self.labels.iter().cloned().collect(),
-            config: Some(config),
+            labels: f.labels.iter().cloned().collect(),
+            config: Some(f.flags.config(f.kind, interval_ns)),
         }
     }
 }

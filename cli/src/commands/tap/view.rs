@@ -2,10 +2,10 @@
 //! the live follower used by `events --follow` and `run`.
 
 use crate::client::{CliError, Client};
-use crate::commands::caps::kind_name;
-use crate::render::{self, Output, duration_ns, http, profile, syscalls, tcp, timestamp};
+use crate::kinds::{self, View, ViewOptions, kind_name};
+use crate::render::{self, Output, duration_ns, state_name, timestamp};
 use coral_proto::v1::{
-    self as pb, CollectorInfo, CollectorState, Record, StreamEventsRequest, record::Payload,
+    self as pb, CollectorInfo, CollectorState, Record, StreamEventsRequest,
     stream_events_response::Event,
 };
 use futures_util::StreamExt;
@@ -13,21 +13,8 @@ use std::collections::VecDeque;
 use std::io::{IsTerminal, Write};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-/// Rows in live and final tables.
-pub const TABLE_ROWS: usize = 20;
 /// Discrete events kept for the live view and the final report.
 pub const RECENT_EVENTS: usize = 10;
-
-pub fn state_name(state: i32) -> &'static str {
-    match CollectorState::try_from(state) {
-        Ok(CollectorState::Starting) => "starting",
-        Ok(CollectorState::Running) => "running",
-        Ok(CollectorState::Expired) => "expired",
-        Ok(CollectorState::Stopped) => "stopped",
-        Ok(CollectorState::Failed) => "failed",
-        _ => "unknown",
-    }
-}
 
 fn now_nanos() -> u64 {
     SystemTime::now()
@@ -116,52 +103,29 @@ pub fn describe(info: &CollectorInfo) -> String {
     t.to_string()
 }
 
-/// How records are shown to people.
-#[derive(Clone, Copy, Debug, Default)]
-pub struct ViewOptions {
-    pub sort: http::SortBy,
-}
-
-/// One line for a discrete event (a request, a connection); `None` for an
-/// aggregate snapshot.
-pub fn event_line(record: &Record) -> Option<String> {
-    match &record.payload {
-        Some(Payload::HttpRequest(r)) => Some(http::request_line(r)),
-        Some(Payload::TcpConnection(c)) => Some(tcp::connection_line(c)),
-        _ => None,
+/// One line for a discrete event (a request, a connection) and the column
+/// titles of its kind; `None` for an aggregate snapshot.
+pub fn event_line(record: &Record) -> Option<(String, Option<&'static str>)> {
+    match kinds::view(record.payload.as_ref()?) {
+        View::Event(e) => Some((e.line(), e.header())),
+        View::Aggregate(_) => None,
     }
 }
 
-/// Column titles for the lines of [`event_line`], where the kind has them.
-fn event_header(record: &Record) -> Option<&'static str> {
-    match &record.payload {
-        Some(Payload::TcpConnection(_)) => Some(tcp::CONNECTION_HEADER),
-        _ => None,
-    }
-}
-
-/// The human report of an aggregate record.
+/// The human report of a record.
 pub fn report(record: &Record, opts: ViewOptions) -> String {
-    match &record.payload {
-        Some(Payload::SyscallStats(s)) => syscalls::report(s, TABLE_ROWS),
-        Some(Payload::CpuProfile(p)) => profile::report(p, TABLE_ROWS),
-        Some(Payload::HttpStats(s)) => http::report(s, TABLE_ROWS, opts.sort),
-        Some(Payload::TcpStats(s)) => tcp::report(s, TABLE_ROWS),
-        Some(Payload::TcpConnection(c)) => tcp::connection_report(c),
-        // Kinds without a human renderer yet: show the data as it is.
-        Some(other) => format!("{other:#?}\n"),
+    match record.payload.as_ref().map(kinds::view) {
+        Some(View::Aggregate(a)) => a.report(&opts),
+        Some(View::Event(e)) => e.report(),
         None => "(empty record)\n".into(),
     }
 }
 
 fn summary(record: &Record) -> String {
-    match &record.payload {
-        Some(Payload::SyscallStats(s)) => syscalls::summary_line(s),
-        Some(Payload::CpuProfile(p)) => profile::summary_line(p),
-        Some(Payload::HttpStats(s)) => http::summary_line(s),
-        Some(Payload::TcpStats(s)) => tcp::summary_line(s),
-        Some(Payload::TcpConnection(c)) => tcp::connection_line(c),
-        Some(_) | None => String::new(),
+    match record.payload.as_ref().map(kinds::view) {
+        Some(View::Aggregate(a)) => a.summary(),
+        Some(View::Event(e)) => e.line(),
+        None => String::new(),
     }
 }
 
@@ -184,12 +148,12 @@ impl Followed {
     /// column titles above it).
     pub fn keep(&mut self, record: Record) -> Option<String> {
         match event_line(&record) {
-            Some(line) => {
+            Some((line, header)) => {
                 if self.recent.len() == RECENT_EVENTS {
                     self.recent.pop_front();
                 }
                 self.recent.push_back(line.clone());
-                match event_header(&record) {
+                match header {
                     Some(header) if self.header.is_none() => {
                         self.header = Some(header);
                         Some(format!("{header}\n{line}"))

@@ -1,11 +1,50 @@
 //! cpu-profile results for people and for profiling tools: the top-functions
 //! table, folded stacks (Brendan Gregg's format, what `flamegraph.pl`,
 //! inferno and speedscope read), a flamegraph SVG (inferno) and pprof
-//! ([`super::pprof`]).
+//! ([`pprof`]); and the files `--out` / `--format` write ([`export`]).
 
-use super::{align_right, duration_ns, table};
-use coral_proto::v1::{CpuProfile, Frame, ProfileStack};
+pub mod export;
+pub mod pprof;
+
+use super::{Aggregate, ViewOptions};
+use crate::render::{align_right, duration_ns, table};
+use coral_proto::v1::{self as pb, CpuProfile, Frame, ProfileStack, collector_spec::Config};
 use std::collections::{HashMap, HashSet};
+
+pub const ABOUT: &str = "Sampled, symbolized CPU stacks";
+/// Profiles are cumulative snapshots every 2 s; there is no interval to set.
+pub const TAKES_INTERVAL: bool = false;
+
+/// cpu-profile's own flags.
+#[derive(Debug, clap::Args)]
+#[command(next_help_heading = "cpu-profile")]
+#[group(id = "cpu-profile flags")]
+pub struct Flags {
+    /// Samples per second per CPU (default 49).
+    #[arg(long, short = 'F')]
+    pub frequency: Option<u32>,
+
+    /// Count samples of idle CPUs too.
+    #[arg(long)]
+    pub include_idle: bool,
+}
+
+pub fn config(flags: &Flags, _interval_ns: u64) -> Config {
+    Config::CpuProfile(pb::CpuProfileConfig {
+        frequency_hz: flags.frequency.unwrap_or(0),
+        include_idle: flags.include_idle,
+    })
+}
+
+impl Aggregate for CpuProfile {
+    fn summary(&self) -> String {
+        summary_line(self)
+    }
+
+    fn report(&self, opts: &ViewOptions) -> String {
+        report(self, opts.rows)
+    }
+}
 
 /// A frame's name in text outputs: the function, and where it could not be
 /// symbolized, the module it is in.

@@ -1,9 +1,54 @@
 //! http-latency for people: per (method, route, status) table with quantiles,
 //! latency histograms of the busiest routes, and one line per request.
 
-use super::{align_right, duration_ns, log2_duration_histogram, table, top_list};
-use coral_proto::v1::{HttpRequest, HttpRouteStats, HttpStats};
+use super::{Aggregate, Event, ViewOptions};
+use crate::render::{
+    align_right, duration_ns, log2_duration_histogram, rate, table, timestamp, top_list,
+};
+use coral_proto::v1::{self as pb, HttpRequest, HttpRouteStats, HttpStats, collector_spec::Config};
 use std::fmt::Write;
+
+pub const ABOUT: &str = "HTTP/1.x request latency per route and status";
+pub const TAKES_INTERVAL: bool = true;
+
+/// http-latency's own flags.
+#[derive(Debug, clap::Args)]
+#[command(next_help_heading = "http-latency")]
+#[group(id = "http-latency flags")]
+pub struct Flags {
+    /// Also trace outgoing requests made by the target.
+    #[arg(long)]
+    pub client_side: bool,
+
+    /// Distinct (method, route, status) groups kept, the overflow group
+    /// included (default 256).
+    #[arg(long)]
+    pub max_routes: Option<u32>,
+}
+
+pub fn config(flags: &Flags, interval_ns: u64) -> Config {
+    Config::HttpLatency(pb::HttpLatencyConfig {
+        interval_ns,
+        client_side: flags.client_side,
+        max_routes: flags.max_routes.unwrap_or(0),
+    })
+}
+
+impl Aggregate for HttpStats {
+    fn summary(&self) -> String {
+        summary_line(self)
+    }
+
+    fn report(&self, opts: &ViewOptions) -> String {
+        report(self, opts.rows, opts.sort)
+    }
+}
+
+impl Event for HttpRequest {
+    fn line(&self) -> String {
+        request_line(self)
+    }
+}
 
 /// How many histograms the full report shows.
 const HISTOGRAMS: usize = 2;
@@ -16,13 +61,6 @@ pub enum SortBy {
     Count,
     /// Slowest 99th percentile first.
     P99,
-}
-
-fn rate(count: u64, elapsed_ns: u64) -> String {
-    if elapsed_ns == 0 {
-        return "-".into();
-    }
-    format!("{:.1}", count as f64 / (elapsed_ns as f64 / 1e9))
 }
 
 fn sorted(stats: &HttpStats, by: SortBy) -> Vec<&HttpRouteStats> {
@@ -98,7 +136,7 @@ pub fn report(stats: &HttpStats, limit: usize, by: SortBy) -> String {
 pub fn request_line(r: &HttpRequest) -> String {
     format!(
         "{} {:>7} {:<15} {:<7} {:>3} {:>9}  {}",
-        super::timestamp(r.start_unix_nano),
+        timestamp(r.start_unix_nano),
         r.pid,
         r.comm,
         r.method,

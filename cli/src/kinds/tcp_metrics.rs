@@ -2,9 +2,71 @@
 //! the per-remote aggregates (connections, RTT quantiles and histograms,
 //! retransmits, resets, bytes).
 
-use super::{align_right, duration_ns, log2_histogram, table, top_list};
-use coral_proto::v1::{TcpConnection, TcpRemoteStats, TcpStats};
+use super::{Aggregate, Event, ViewOptions};
+use crate::render::{align_right, duration_ns, log2_histogram, table, top_list};
+use coral_proto::v1::{
+    self as pb, TcpConnection, TcpRemoteStats, TcpStats, collector_spec::Config,
+};
 use std::fmt::Write;
+
+pub const ABOUT: &str = "TCP connection lifecycle, RTT, retransmits, resets";
+pub const TAKES_INTERVAL: bool = true;
+
+/// tcp-metrics' own flags.
+#[derive(Debug, clap::Args)]
+#[command(next_help_heading = "tcp-metrics")]
+#[group(id = "tcp-metrics flags")]
+pub struct Flags {
+    /// Only connections on this local port. Repeatable.
+    #[arg(long = "local-port")]
+    pub local_ports: Vec<u16>,
+
+    /// Only connections to this remote port. Repeatable.
+    #[arg(long = "remote-port")]
+    pub remote_ports: Vec<u16>,
+
+    /// Only connections whose remote address is in this prefix, e.g. 10.0.0.0/8.
+    #[arg(long)]
+    pub remote_prefix: Option<String>,
+
+    /// Keep one RTT sample of every N ACKs (default 1).
+    #[arg(long)]
+    pub rtt_sample_every: Option<u32>,
+}
+
+pub fn config(flags: &Flags, interval_ns: u64) -> Config {
+    Config::TcpMetrics(pb::TcpMetricsConfig {
+        interval_ns,
+        local_ports: flags.local_ports.iter().map(|&p| u32::from(p)).collect(),
+        remote_ports: flags.remote_ports.iter().map(|&p| u32::from(p)).collect(),
+        remote_prefix: flags.remote_prefix.clone().unwrap_or_default(),
+        rtt_sample_every: flags.rtt_sample_every.unwrap_or(0),
+    })
+}
+
+impl Aggregate for TcpStats {
+    fn summary(&self) -> String {
+        summary_line(self)
+    }
+
+    fn report(&self, opts: &ViewOptions) -> String {
+        report(self, opts.rows)
+    }
+}
+
+impl Event for TcpConnection {
+    fn line(&self) -> String {
+        connection_line(self)
+    }
+
+    fn header(&self) -> Option<&'static str> {
+        Some(CONNECTION_HEADER)
+    }
+
+    fn report(&self) -> String {
+        connection_report(self)
+    }
+}
 
 /// How many RTT histograms the full report shows.
 const HISTOGRAMS: usize = 3;

@@ -1,19 +1,56 @@
 //! syscall-stats for people: a table by syscall, per-process breakdown, and
 //! log2 latency histograms of the busiest syscalls.
 
-use super::{align_right, duration_ns, log2_histogram, log2_quantile, table, top_list};
-use coral_proto::v1::{SyscallStat, SyscallStats};
+use super::{Aggregate, ViewOptions};
+use crate::render::{
+    align_right, duration_ns, log2_histogram, log2_quantile, rate, table, top_list,
+};
+use coral_proto::v1::{self as pb, SyscallStat, SyscallStats, collector_spec::Config};
 use std::fmt::Write;
+
+pub const ABOUT: &str =
+    "Count, errors and latency per syscall (raw tracepoints sys_enter/sys_exit)";
+pub const TAKES_INTERVAL: bool = true;
+
+/// syscall-stats' own flags.
+#[derive(Debug, clap::Args)]
+#[command(next_help_heading = "syscall-stats")]
+#[group(id = "syscall-stats flags")]
+pub struct Flags {
+    /// Break syscall counts down per process.
+    #[arg(long)]
+    pub per_process: bool,
+
+    /// Count calls and errors without timing them: one hook instead of two,
+    /// about a third of the overhead per syscall.
+    #[arg(long)]
+    pub no_latency: bool,
+}
+
+pub fn config(flags: &Flags, interval_ns: u64) -> Config {
+    Config::SyscallStats(pb::SyscallStatsConfig {
+        interval_ns,
+        per_process: flags.per_process,
+        latency: if flags.no_latency {
+            pb::SyscallLatency::Off
+        } else {
+            pb::SyscallLatency::Exact
+        } as i32,
+    })
+}
+
+impl Aggregate for SyscallStats {
+    fn summary(&self) -> String {
+        summary_line(self)
+    }
+
+    fn report(&self, opts: &ViewOptions) -> String {
+        report(self, opts.rows)
+    }
+}
 
 /// How many histograms the full report shows.
 const HISTOGRAMS: usize = 3;
-
-fn rate(count: u64, elapsed_ns: u64) -> String {
-    if elapsed_ns == 0 {
-        return "-".into();
-    }
-    format!("{:.1}", count as f64 / (elapsed_ns as f64 / 1e9))
-}
 
 fn syscall_table(syscalls: &[SyscallStat], elapsed_ns: u64, limit: usize, timed: bool) -> String {
     // Untimed (--no-latency) records have no latency to show: the first four

@@ -189,10 +189,7 @@ impl Builder {
     /// rest inlined into it) become its lines, innermost first.
     fn location(&mut self, frames: &[&Frame]) -> u64 {
         let first = frames[0];
-        let names: Vec<String> = frames
-            .iter()
-            .map(|f| super::profile::frame_name(f))
-            .collect();
+        let names: Vec<String> = frames.iter().map(|f| super::frame_name(f)).collect();
         let key = (first.address, first.module.clone(), names);
         if let Some(&id) = self.locations.get(&key) {
             return id;
@@ -292,7 +289,7 @@ mod tests {
 
     #[test]
     fn decodes_with_the_same_totals() {
-        let p = super::super::profile::tests::profile();
+        let p = super::super::tests::profile();
         let bytes = encode(&p, 5_000_000_000).unwrap();
         let mut raw = Vec::new();
         GzDecoder::new(&bytes[..]).read_to_end(&mut raw).unwrap();
@@ -331,7 +328,7 @@ mod tests {
 
     #[test]
     fn inlined_frames_share_a_location() {
-        let mut p = super::super::profile::tests::profile();
+        let mut p = super::super::tests::profile();
         let mut inl = p.stacks[0].frames[1].clone();
         inl.function = "alpha_helper".into();
         inl.inlined = true;

@@ -1,9 +1,9 @@
 //! Writing a cpu-profile result in a file format: `tap events --format`,
 //! `tap run --out`.
 
-use super::view;
+use super::pprof;
 use crate::client::{CliError, Client};
-use crate::render::{pprof, profile};
+use crate::render;
 use clap::ValueEnum;
 use coral_proto::v1::{
     CollectorState, GetCollectorRequest, GetEventsRequest, Record, record::Payload,
@@ -64,11 +64,11 @@ pub fn write(record: &Record, format: Format, out: Option<&Path>) -> anyhow::Res
         );
     };
     let bytes = match format {
-        Format::Table => profile::report(p, view::TABLE_ROWS).into_bytes(),
-        Format::Folded => profile::folded(p).into_bytes(),
+        Format::Table => super::report(p, render::TABLE_ROWS).into_bytes(),
+        Format::Folded => super::folded(p).into_bytes(),
         Format::Svg => {
             let title = format!("coral cpu-profile {}", record.collector_id);
-            profile::flamegraph(p, &title)?
+            super::flamegraph(p, &title)?
         }
         Format::Pprof => pprof::encode(p, record.time_unix_nano)?,
     };
@@ -128,7 +128,7 @@ pub async fn run(
     if info.last_seq == 0 {
         anyhow::bail!(
             "collector {id} has no records yet ({})",
-            view::state_name(info.state)
+            render::state_name(info.state)
         );
     }
     // Profile records are cumulative: the last one is the whole result.
@@ -182,7 +182,7 @@ mod tests {
     fn folded_goes_to_the_file() {
         let record = Record {
             r#final: true,
-            payload: Some(Payload::CpuProfile(crate::render::profile::tests::profile())),
+            payload: Some(Payload::CpuProfile(super::super::tests::profile())),
             ..Default::default()
         };
         let path = std::env::temp_dir().join(format!("coral-export-{}.folded", std::process::id()));
