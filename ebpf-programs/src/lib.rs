@@ -10,6 +10,9 @@ pub mod http_latency;
 pub mod syscall_stats;
 pub mod tcp_metrics;
 
+#[cfg(test)]
+mod layout;
+
 /// Embeds an object file from `OUT_DIR` with the 8-byte alignment the ELF
 /// parser needs.
 macro_rules! bpf_object {

@@ -9,6 +9,14 @@ use coral_proto::v1 as pb;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+/// These tests run one at a time: the timing one must not share the CPUs
+/// with the budget one's process-spawning loop.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 /// The program ids a fault's message names ("... loading programs [12, 13]").
 fn ids_in(text: &str) -> Vec<u64> {
     text.split_once("loading programs [")
@@ -30,6 +38,7 @@ fn no_bpf_objects(agent: &Agent) {
 #[ignore = "needs root and BPF"]
 fn a_collector_that_panics_mid_collection_fails_and_leaves_nothing() {
     require_kernel();
+    let _serial = serial();
     let agent = Agent::start_at(
         &socket_path(),
         &["--max-running", "1"],
@@ -75,6 +84,7 @@ fn a_collector_that_panics_mid_collection_fails_and_leaves_nothing() {
 #[ignore = "needs root and BPF"]
 fn a_stuck_collector_bounds_stop_and_sigterm() {
     require_kernel();
+    let _serial = serial();
     let mut agent = Agent::start_at(
         &socket_path(),
         &["--stop-timeout", "1s"],
@@ -130,6 +140,7 @@ fn a_stuck_collector_bounds_stop_and_sigterm() {
 #[ignore = "needs root and BPF"]
 fn slow_collectors_do_not_delay_the_api() {
     require_kernel();
+    let _serial = serial();
     let socket = socket_path();
     let agent = Agent::start_at(
         &socket,
@@ -180,6 +191,7 @@ fn slow_collectors_do_not_delay_the_api() {
 #[ignore = "needs root and BPF"]
 fn retained_records_stay_within_the_byte_budget() {
     require_kernel();
+    let _serial = serial();
     const BUDGET_MIB: u64 = 4;
     // The agent's heap beyond its records: a tick's map read and its
     // encoding, a page being decoded and encoded for a reader (measured

@@ -20,7 +20,7 @@
 #define CORAL_MAX_PIDS 64
 #define CORAL_COMM_LEN 16
 
-/* Filled in by the agent (EbpfLoader::set_global) before load. */
+/* Filled in by the agent (EbpfLoader::override_global) before load. */
 const volatile __u32 filter_pids[CORAL_MAX_PIDS] = {};
 const volatile __u32 filter_npids = 0;
 const volatile __u64 filter_cgroup_id = 0;
