@@ -100,6 +100,7 @@ mod linux {
             cgroup2_path: mount_point("cgroup2"),
             ..Default::default()
         };
+        #[cfg(bpf)]
         bump_memlock();
         // Only BPF programs need tracefs: an agent without them mounts nothing.
         let may_mount = cfg!(bpf) && caps.cap_sys_admin;
@@ -111,6 +112,7 @@ mod linux {
 
     /// Kernels before 5.11 charge BPF maps to RLIMIT_MEMLOCK. Without
     /// CAP_SYS_RESOURCE the bump fails; newer kernels do not need it.
+    #[cfg(bpf)]
     fn bump_memlock() {
         let rlim = libc::rlimit {
             rlim_cur: libc::RLIM_INFINITY,

@@ -2,7 +2,7 @@
 
 use super::Ctx;
 use crate::kinds::kind_name;
-use crate::render::{self, Output, align_right, duration_ns, table};
+use crate::render::{self, Output, align_right, bytes, duration_ns, table};
 use coral_proto::v1::GetCapabilitiesRequest;
 
 #[derive(Debug, clap::Args)]
@@ -108,6 +108,31 @@ pub async fn run(mut ctx: Ctx, _: Args) -> anyhow::Result<()> {
             duration_ns(l.retention_ns),
         ]);
         t.add_row(["pids per filter".to_string(), l.max_filter_pids.to_string()]);
+        t.add_row([
+            "record bytes per collector".to_string(),
+            bytes(l.max_collector_bytes),
+        ]);
+        t.add_row([
+            "record bytes in all".to_string(),
+            format!(
+                "{} ({} used)",
+                bytes(l.max_retained_bytes),
+                bytes(caps.retained_bytes)
+            ),
+        ]);
+        t.add_row([
+            "ended collectors kept".to_string(),
+            l.max_ended_collectors.to_string(),
+        ]);
+        t.add_row(["GetEvents page".to_string(), bytes(l.max_page_bytes)]);
+        t.add_row([
+            "labels".to_string(),
+            format!(
+                "{} (keys {} B, values {} B)",
+                l.max_labels, l.max_label_key_bytes, l.max_label_value_bytes
+            ),
+        ]);
+        t.add_row(["stop timeout".to_string(), duration_ns(l.stop_timeout_ns)]);
         align_right(&mut t, [1]);
         render::out(format!("\n{t}"))?;
     }

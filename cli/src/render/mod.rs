@@ -22,6 +22,21 @@ pub fn state_name(state: i32) -> &'static str {
     }
 }
 
+/// `512 B`, `3.5 KiB`, `64.0 MiB`, `1.0 GiB`.
+pub fn bytes(n: u64) -> String {
+    const UNITS: [&str; 4] = ["KiB", "MiB", "GiB", "TiB"];
+    if n < 1024 {
+        return format!("{n} B");
+    }
+    let mut value = n as f64 / 1024.0;
+    let mut unit = 0;
+    while value >= 1024.0 && unit + 1 < UNITS.len() {
+        value /= 1024.0;
+        unit += 1;
+    }
+    format!("{value:.1} {}", UNITS[unit])
+}
+
 /// Calls per second over `elapsed_ns`, or `-` before any time passed.
 pub fn rate(count: u64, elapsed_ns: u64) -> String {
     if elapsed_ns == 0 {
@@ -201,6 +216,14 @@ pub fn log2_quantile(buckets: &[u64], q: f64) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn bytes_are_binary_units() {
+        assert_eq!(bytes(512), "512 B");
+        assert_eq!(bytes(3584), "3.5 KiB");
+        assert_eq!(bytes(64 << 20), "64.0 MiB");
+        assert_eq!(bytes(1 << 30), "1.0 GiB");
+    }
 
     #[test]
     fn durations_are_short() {
