@@ -2,6 +2,7 @@
 //! `http://host:port` (plaintext) or `https://host:port` (TLS, optionally
 //! with a client certificate), with an optional bearer token on every call.
 
+use coral_proto::error_chain;
 use coral_proto::v1::GetCapabilitiesRequest;
 use coral_proto::v1::ebpf_service_client::EbpfServiceClient;
 use hyper_util::rt::TokioIo;
@@ -222,21 +223,6 @@ pub async fn connect(addr: &str, creds: &Credentials) -> Result<Client, CliError
         }
     }
     Ok(client)
-}
-
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        // Many errors already print their source; say each part once.
-        let text = s.to_string();
-        if !out.contains(&text) {
-            out.push_str(": ");
-            out.push_str(&text);
-        }
-        source = s.source();
-    }
-    out
 }
 
 #[cfg(test)]
