@@ -508,6 +508,14 @@ pub async fn grpc(
     coral_proto::v1::ebpf_service_client::EbpfServiceClient::new(channel)
 }
 
+/// The program ids a `CORAL_TEST_FAULT` message names ("... loading programs [12, 13]").
+pub fn fault_program_ids(text: &str) -> Vec<u64> {
+    text.split_once("loading programs [")
+        .and_then(|(_, rest)| rest.split_once(']'))
+        .map(|(list, _)| list.split(", ").map(|n| n.parse().unwrap()).collect())
+        .unwrap_or_else(|| panic!("no program ids in {text}"))
+}
+
 /// A cgroup v2 directory for one test, removed on drop.
 pub struct Cgroup {
     pub path: PathBuf,

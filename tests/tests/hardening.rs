@@ -593,11 +593,7 @@ fn a_failed_attach_ends_failed_with_the_reason_and_nothing_left() {
         "{err}"
     );
     // The programs it had loaded, as the reason names them.
-    let ids: Vec<u64> = err
-        .split_once("loading programs [")
-        .and_then(|(_, rest)| rest.split_once(']'))
-        .map(|(list, _)| list.split(", ").map(|n| n.parse().unwrap()).collect())
-        .unwrap_or_else(|| panic!("no program ids in {err}"));
+    let ids = fault_program_ids(&err);
     assert_eq!(ids.len(), 2, "{err}");
 
     let list = agent.coral_json(&["tap", "list"]);

@@ -17,14 +17,6 @@ fn serial() -> std::sync::MutexGuard<'static, ()> {
     SERIAL.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// The program ids a fault's message names ("... loading programs [12, 13]").
-fn ids_in(text: &str) -> Vec<u64> {
-    text.split_once("loading programs [")
-        .and_then(|(_, rest)| rest.split_once(']'))
-        .map(|(list, _)| list.split(", ").map(|n| n.parse().unwrap()).collect())
-        .unwrap_or_else(|| panic!("no program ids in {text}"))
-}
-
 fn no_bpf_objects(agent: &Agent) {
     let fp = Footprint::of(agent.pid());
     assert_eq!(
@@ -66,7 +58,7 @@ fn a_collector_that_panics_mid_collection_fails_and_leaves_nothing() {
             error.contains("panicked while collecting") && error.contains("CORAL_TEST_FAULT"),
             "round {round}: {error}"
         );
-        assert_eq!(ids_in(error), loaded);
+        assert_eq!(fault_program_ids(error), loaded);
         assert!(prog_ids_of(&ended).is_empty());
         wait_programs_gone(&loaded, Duration::from_secs(10));
         no_bpf_objects(&agent);
