@@ -1,6 +1,7 @@
 //! cgroup v2 paths, as clients give them in filters, resolved to what the
 //! kernel compares against. Plain filesystem work: no BPF needed.
 
+use crate::text::quote;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Component, Path, PathBuf};
 
@@ -23,18 +24,20 @@ pub fn resolve_cgroup(root: &Path, path: &str) -> Result<CgroupTarget, String> {
     };
     let canonical = full
         .canonicalize()
-        .map_err(|e| format!("cgroup {path}: {e}"))?;
+        .map_err(|e| format!("cgroup {}: {e}", quote(path)))?;
     let relative = canonical.strip_prefix(root).map_err(|_| {
         format!(
-            "cgroup {path} is not under the cgroup2 mount {}",
+            "cgroup {} is not under the cgroup2 mount {}",
+            quote(path),
             root.display()
         )
     })?;
-    let meta = std::fs::metadata(&canonical).map_err(|e| format!("cgroup {path}: {e}"))?;
+    let meta = std::fs::metadata(&canonical).map_err(|e| format!("cgroup {}: {e}", quote(path)))?;
     if !meta.is_dir() || !canonical.join("cgroup.procs").exists() {
         return Err(format!(
-            "cgroup {path}: {} is not a cgroup v2 directory",
-            canonical.display()
+            "cgroup {}: {} is not a cgroup v2 directory",
+            quote(path),
+            quote(&canonical.display().to_string())
         ));
     }
     let level = relative

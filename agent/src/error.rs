@@ -2,6 +2,7 @@
 //! status codes.
 
 use crate::domain::{Kind, State};
+use crate::text::{Cleaned, MESSAGE_BYTES};
 use std::time::Duration;
 use tonic::{Code, Status};
 
@@ -21,7 +22,7 @@ pub enum Error {
     #[error("too many running collectors: the limit is {max} (stop one or wait for one to expire)")]
     TooManyCollectors { max: u32 },
     /// No collector with this id (never existed, or reaped after retention).
-    #[error("no collector with id {0}")]
+    #[error("no collector with id {}", crate::text::quote(.0))]
     NotFound(String),
     /// The operation needs a running collector.
     #[error("collector {id} is {state:?}, not running")]
@@ -88,7 +89,10 @@ impl Error {
 impl From<Error> for Status {
     fn from(err: Error) -> Self {
         let code = err.code();
-        tracing::debug!(error = %err, ?code, "request refused");
-        Status::new(code, err.to_string())
+        let message = err.to_string();
+        tracing::debug!(error = %Cleaned::log(&message), ?code, "request refused");
+        // Client input in messages is quoted short already; this bounds
+        // the rest (a verifier's words, say) so a default client can read it.
+        Status::new(code, Cleaned::new(&message, MESSAGE_BYTES).to_string())
     }
 }

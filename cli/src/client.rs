@@ -56,6 +56,10 @@ pub enum CliError {
         "TLS handshake with {addr} failed: {reason}\n  check --ca-cert (the CA of the agent's certificate) and --client-cert/--client-key (for mutual TLS)"
     )]
     Tls { addr: String, reason: String },
+    /// Something answered, but not as a coral agent does (plaintext to a
+    /// TLS client, HTTP/1, HTTP/2 without gRPC). Exit code as unreachable.
+    #[error("{0}")]
+    NotAgent(String),
     /// The flags do not fit together.
     #[error("{0}")]
     Usage(String),
@@ -76,8 +80,35 @@ fn code_name(code: tonic::Code) -> String {
         .collect()
 }
 
+/// What a transport failure means, when its text says more than "cannot
+/// connect": a TLS client that got plaintext back, or a peer that does not
+/// speak HTTP/2 at all.
+fn explain(reason: &str) -> Option<&'static str> {
+    if reason.contains("InvalidContentType") || reason.contains("corrupt message") {
+        return Some(
+            "the agent does not speak TLS there: use http:// (plaintext, on loopback) or unix://, or the port it serves TLS on",
+        );
+    }
+    if ["frame with invalid size", "invalid preface", "HTTP/1"]
+        .iter()
+        .any(|n| reason.contains(n))
+    {
+        return Some(
+            "not a coral agent: the reply is not HTTP/2 (is this the right address and port?)",
+        );
+    }
+    None
+}
+
 impl From<tonic::Status> for CliError {
     fn from(s: tonic::Status) -> Self {
+        // An HTTP/2 server that is not gRPC (tonic maps its HTTP status).
+        if s.message().starts_with("grpc-status header missing") {
+            return CliError::NotAgent(format!(
+                "not a coral agent: it answers HTTP/2 but not gRPC ({})",
+                s.message()
+            ));
+        }
         // The agent never answers UNAVAILABLE itself: it is what tonic
         // reports when the connection fails or drops, so "unreachable".
         if s.code() == tonic::Code::Unavailable {
@@ -89,12 +120,13 @@ impl From<tonic::Status> for CliError {
         // A status with a source error was made on this side from a
         // transport failure, e.g. plaintext HTTP/2 sent to a TLS port.
         if let Some(source) = std::error::Error::source(&s) {
+            let chain = error_chain(source);
+            if let Some(meaning) = explain(&chain) {
+                return CliError::NotAgent(format!("{meaning} ({chain})"));
+            }
             return CliError::Unreachable {
                 addr: "the agent".into(),
-                reason: format!(
-                    "{} (if the agent serves TLS, use an https:// address)",
-                    error_chain(source)
-                ),
+                reason: format!("{chain} (if the agent serves TLS, use an https:// address)"),
             };
         }
         CliError::Rejected(s)
@@ -194,6 +226,9 @@ pub async fn connect(addr: &str, creds: &Credentials) -> Result<Client, CliError
     };
     let channel = channel.map_err(|e| {
         let reason = error_chain(&e);
+        if let Some(meaning) = explain(&reason) {
+            return CliError::NotAgent(format!("{addr}: {meaning} ({reason})"));
+        }
         if is_tls_refusal(&reason) {
             CliError::Tls {
                 addr: addr.to_string(),

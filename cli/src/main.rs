@@ -34,7 +34,7 @@ fn exit_for(err: &anyhow::Error) -> ExitCode {
     }
     eprintln!("coral: {err:#}");
     match err.downcast_ref::<CliError>() {
-        Some(CliError::Unreachable { .. }) => ExitCode::from(3),
+        Some(CliError::Unreachable { .. } | CliError::NotAgent(_)) => ExitCode::from(3),
         Some(CliError::Rejected(_) | CliError::Tls { .. }) => ExitCode::from(4),
         Some(CliError::Usage(_)) => ExitCode::from(2),
         None => ExitCode::from(1),

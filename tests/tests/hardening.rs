@@ -350,7 +350,7 @@ fn tls_tokens_and_client_certificates_are_enforced() {
     );
     assert_eq!(code, 4, "{err}");
     assert!(
-        err.contains("OUT_OF_RANGE") && err.contains("too large"),
+        err.contains("RESOURCE_EXHAUSTED") && err.contains("too large"),
         "{err}"
     );
 

@@ -29,6 +29,43 @@ pub fn read_err(map: &'static str) -> impl Fn(MapError) -> CollectorError {
     }
 }
 
+/// Errnos with which `BPF_PROG_LOAD` says the verifier refused a program
+/// (its log then says why); any other errno (EMFILE, ENOMEM, EPERM...) is
+/// about the process or the machine, and the log has nothing to add.
+const VERIFIER_ERRNOS: [i32; 3] = [libc::EACCES, libc::EINVAL, libc::E2BIG];
+
+/// The verifier's words kept in a message: its last lines say why.
+const VERIFIER_LOG_BYTES: usize = 2048;
+
+/// A program error as one line: with the verifier's log when the verifier
+/// refused the program (its end, where the reason is), without it otherwise.
+pub fn program_error(e: &ProgramError) -> String {
+    match e {
+        ProgramError::LoadError {
+            io_error,
+            verifier_log,
+        } => {
+            if !io_error
+                .raw_os_error()
+                .is_some_and(|errno| VERIFIER_ERRNOS.contains(&errno))
+            {
+                return format!("the BPF_PROG_LOAD syscall failed: {io_error}");
+            }
+            let log = verifier_log.to_string();
+            let mut start = log.len().saturating_sub(VERIFIER_LOG_BYTES);
+            while !log.is_char_boundary(start) {
+                start += 1;
+            }
+            let cut = if start > 0 { "…" } else { "" };
+            format!(
+                "the verifier refused the program ({io_error}): {cut}{}",
+                log[start..].trim()
+            )
+        }
+        other => error_chain(other),
+    }
+}
+
 /// Loads and attaches program `name` as a `P` with `attach` (which loads,
 /// attaches and takes the owned link: dropping the link detaches). The
 /// program's kernel id is appended to `ids`. Errors name the program and hook.
@@ -50,8 +87,8 @@ where
     let program = bpf
         .program_mut(name)
         .ok_or_else(|| err("program missing from object".into()))?;
-    let typed: &mut P = program.try_into().map_err(|e| err(error_chain(&e)))?;
-    let link = attach(typed).map_err(|e| err(error_chain(&e)))?;
+    let typed: &mut P = program.try_into().map_err(|e| err(program_error(&e)))?;
+    let link = attach(typed).map_err(|e| err(program_error(&e)))?;
     if let Some(Ok(info)) = bpf.program(name).map(Program::info) {
         ids.push(info.id());
     }

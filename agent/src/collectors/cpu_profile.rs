@@ -20,7 +20,7 @@
 mod maps;
 mod symbolize;
 
-use super::bpf::{read_err, take_map};
+use super::bpf::{program_error, read_err, take_map};
 use super::filter::FilterGlobals;
 use super::{Collector, CollectorError, CollectorFactory, StartContext};
 use crate::capabilities::HostCapabilities;
@@ -150,8 +150,8 @@ impl CollectorFactory for CpuProfileFactory {
             .program_mut(PROGRAM)
             .ok_or_else(|| attach_err("program missing from object".into()))?
             .try_into()
-            .map_err(|e| attach_err(error_chain(&e)))?;
-        program.load().map_err(|e| attach_err(error_chain(&e)))?;
+            .map_err(|e| attach_err(program_error(&e)))?;
+        program.load().map_err(|e| attach_err(program_error(&e)))?;
         let program_ids = program.info().map(|i| vec![i.id()]).unwrap_or_default();
         let mut links = Vec::with_capacity(cpus.len());
         for cpu in cpus {
@@ -162,11 +162,11 @@ impl CollectorFactory for CpuProfileFactory {
                     SamplePolicy::Frequency(u64::from(hz)),
                     false,
                 )
-                .map_err(|e| attach_err(format!("cpu {cpu}: {}", error_chain(&e))))?;
+                .map_err(|e| attach_err(format!("cpu {cpu}: {}", program_error(&e))))?;
             links.push(
                 program
                     .take_link(id)
-                    .map_err(|e| attach_err(error_chain(&e)))?,
+                    .map_err(|e| attach_err(program_error(&e)))?,
             );
         }
 

@@ -11,7 +11,7 @@
 
 use super::bpf::{self, KtimeClock, read_err, take_map};
 use super::filter::FilterGlobals;
-use super::{Collector, CollectorError, CollectorFactory, StartContext};
+use super::{Collector, CollectorError, CollectorFactory, StartContext, check_interval};
 use crate::capabilities::HostCapabilities;
 use crate::config::Limits;
 use crate::domain::{Kind, KindConfig, Payload};
@@ -26,7 +26,6 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(1);
-pub const MIN_INTERVAL: Duration = Duration::from_millis(100);
 pub const DEFAULT_MAX_ROUTES: u32 = 256;
 pub const MAX_MAX_ROUTES: u32 = 10_000;
 /// How often the ring buffer is drained.
@@ -85,14 +84,9 @@ impl CollectorFactory for HttpLatencyFactory {
         Ok(())
     }
 
-    fn validate(&self, spec_config: Option<&KindConfig>, _: &Limits) -> Result<(), String> {
+    fn validate(&self, spec_config: Option<&KindConfig>, limits: &Limits) -> Result<(), String> {
         let c = config(spec_config);
-        if c.interval_ns != 0 && Duration::from_nanos(c.interval_ns) < MIN_INTERVAL {
-            return Err(format!(
-                "interval must be at least {}ms",
-                MIN_INTERVAL.as_millis()
-            ));
-        }
+        check_interval(c.interval_ns, limits)?;
         if c.max_routes > MAX_MAX_ROUTES {
             return Err(format!("max_routes must be at most {MAX_MAX_ROUTES}"));
         }

@@ -100,6 +100,34 @@ pub trait CollectorFactory: Send + Sync {
     fn start(&self, ctx: &StartContext) -> Result<Box<dyn Collector>, CollectorError>;
 }
 
+/// Shortest snapshot interval a kind with one accepts: each snapshot reads
+/// its maps whole.
+pub const MIN_INTERVAL: Duration = Duration::from_millis(100);
+
+/// Checks a config's `interval_ns` (0: the kind's default): at least
+/// [`MIN_INTERVAL`], and no longer than the longest a collector may run,
+/// where it would never produce a snapshot.
+pub fn check_interval(interval_ns: u64, limits: &Limits) -> Result<(), String> {
+    if interval_ns == 0 {
+        return Ok(());
+    }
+    let interval = Duration::from_nanos(interval_ns);
+    if interval < MIN_INTERVAL {
+        return Err(format!(
+            "interval must be at least {}ms",
+            MIN_INTERVAL.as_millis()
+        ));
+    }
+    if interval > limits.max_duration {
+        return Err(format!(
+            "interval {} is longer than the agent's maximum duration of {}: it would never produce a snapshot",
+            humantime::format_duration(interval),
+            humantime::format_duration(limits.max_duration)
+        ));
+    }
+    Ok(())
+}
+
 /// Checks that a cgroup filter names a cgroup v2 directory, before anything
 /// is loaded, so a typo is an invalid argument rather than a failed start.
 pub fn check_cgroup(root: Option<&std::path::Path>, path: &str) -> Result<(), String> {
@@ -133,3 +161,26 @@ impl CollectorFactory for WithoutBpf {
 
 /// Why every kind is unavailable in an agent built without the `bpf` feature.
 pub const WITHOUT_BPF: &str = "built without BPF support (the agent's `bpf` cargo feature is off)";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn intervals_fit_between_the_minimum_and_the_longest_run() {
+        let limits = Limits::default();
+        assert_eq!(check_interval(0, &limits), Ok(()));
+        assert_eq!(check_interval(100_000_000, &limits), Ok(()));
+        assert!(
+            check_interval(99_000_000, &limits)
+                .unwrap_err()
+                .contains("at least 100ms")
+        );
+        let over = limits.max_duration.as_nanos() as u64 + 1;
+        let err = check_interval(over, &limits).unwrap_err();
+        assert!(
+            err.contains("longer than the agent's maximum duration"),
+            "{err}"
+        );
+    }
+}

@@ -8,7 +8,7 @@
 
 use super::bpf::{self, read_err, take_map};
 use super::filter::FilterGlobals;
-use super::{Collector, CollectorError, CollectorFactory, StartContext};
+use super::{Collector, CollectorError, CollectorFactory, StartContext, check_interval};
 use crate::capabilities::HostCapabilities;
 use crate::config::Limits;
 use crate::domain::{Kind, KindConfig, Payload};
@@ -26,8 +26,6 @@ use std::time::Duration;
 
 /// Snapshot interval when the request gives none.
 pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(1);
-/// Shortest snapshot interval accepted: each snapshot reads 512 map slots.
-pub const MIN_INTERVAL: Duration = Duration::from_millis(100);
 
 /// (tgid, syscall) entries kept when per-process counts are asked for.
 pub const PROCESS_ENTRIES: u32 = 16_384;
@@ -77,16 +75,11 @@ impl CollectorFactory for SyscallStatsFactory {
         Ok(())
     }
 
-    fn validate(&self, config: Option<&KindConfig>, _: &Limits) -> Result<(), String> {
+    fn validate(&self, config: Option<&KindConfig>, limits: &Limits) -> Result<(), String> {
         let Some(KindConfig::SyscallStats(c)) = config else {
             return Ok(());
         };
-        if c.interval_ns != 0 && Duration::from_nanos(c.interval_ns) < MIN_INTERVAL {
-            return Err(format!(
-                "interval must be at least {}ms",
-                MIN_INTERVAL.as_millis()
-            ));
-        }
+        check_interval(c.interval_ns, limits)?;
         if SyscallLatency::try_from(c.latency).is_err() {
             return Err(format!("unknown latency mode {}", c.latency));
         }

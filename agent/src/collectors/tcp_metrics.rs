@@ -24,10 +24,11 @@
 
 use super::bpf::{self, KtimeClock, read_err, take_map};
 use super::filter::FilterGlobals;
-use super::{Collector, CollectorError, CollectorFactory, StartContext};
+use super::{Collector, CollectorError, CollectorFactory, StartContext, check_interval};
 use crate::capabilities::HostCapabilities;
 use crate::config::Limits;
 use crate::domain::{Kind, KindConfig, Payload};
+use crate::text::quote;
 use aya::maps::{HashMap, MapData, PerCpuArray, PerCpuHashMap, RingBuf};
 use aya::programs::TracePoint;
 use aya::programs::raw_trace_point::RawTracePointLink;
@@ -47,8 +48,6 @@ use std::time::Duration;
 
 /// Aggregate snapshot interval when the request gives none.
 pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(1);
-/// Shortest snapshot interval accepted.
-pub const MIN_INTERVAL: Duration = Duration::from_millis(100);
 /// How often the ring buffer is drained: closed connections show up this fast.
 pub const TICK: Duration = Duration::from_millis(200);
 /// Live connections tracked at once (the kernel map's size).
@@ -168,14 +167,23 @@ pub struct Prefix {
 
 /// Parses `10.0.0.0/8`, `fd00::/8`, or a bare address (a full-length prefix).
 pub fn parse_prefix(s: &str) -> Result<Prefix, String> {
+    if s.trim() != s {
+        return Err(format!(
+            "remote_prefix {}: surrounding whitespace is not part of a prefix",
+            quote(s)
+        ));
+    }
     let (addr, len) = match s.split_once('/') {
         Some((a, l)) => (a, Some(l)),
         None => (s, None),
     };
-    let ip: IpAddr = addr
-        .trim()
-        .parse()
-        .map_err(|_| format!("remote_prefix {s:?}: {addr:?} is not an IP address"))?;
+    let ip: IpAddr = addr.parse().map_err(|_| {
+        format!(
+            "remote_prefix {}: {} is not an IP address",
+            quote(s),
+            quote(addr)
+        )
+    })?;
     let (family, max, mut bytes) = match ip {
         IpAddr::V4(v4) => {
             let mut b = [0u8; 16];
@@ -186,12 +194,12 @@ pub fn parse_prefix(s: &str) -> Result<Prefix, String> {
     };
     let len = match len {
         None => max,
-        Some(l) => l
-            .trim()
-            .parse::<u32>()
-            .ok()
-            .filter(|&l| l <= max)
-            .ok_or_else(|| format!("remote_prefix {s:?}: prefix length must be 0 to {max}"))?,
+        Some(l) => l.parse::<u32>().ok().filter(|&l| l <= max).ok_or_else(|| {
+            format!(
+                "remote_prefix {}: prefix length must be 0 to {max}",
+                quote(s)
+            )
+        })?,
     };
     // Host bits are ignored, so `10.1.2.3/8` means 10.0.0.0/8.
     for (i, b) in bytes.iter_mut().enumerate() {
@@ -264,16 +272,11 @@ impl CollectorFactory for TcpMetricsFactory {
         plan(caps.tracefs_path.as_deref()).map(drop)
     }
 
-    fn validate(&self, config: Option<&KindConfig>, _: &Limits) -> Result<(), String> {
+    fn validate(&self, config: Option<&KindConfig>, limits: &Limits) -> Result<(), String> {
         let Some(KindConfig::TcpMetrics(c)) = config else {
             return Ok(());
         };
-        if c.interval_ns != 0 && Duration::from_nanos(c.interval_ns) < MIN_INTERVAL {
-            return Err(format!(
-                "interval must be at least {}ms",
-                MIN_INTERVAL.as_millis()
-            ));
-        }
+        check_interval(c.interval_ns, limits)?;
         check_ports("local", &c.local_ports)?;
         check_ports("remote", &c.remote_ports)?;
         if !c.remote_prefix.is_empty() {
@@ -664,6 +667,19 @@ mod tests {
         assert!(parse_prefix("10.0.0.0/33").is_err());
         assert!(parse_prefix("nope/8").is_err());
         assert!(parse_prefix("::/129").is_err());
+        for spaced in [
+            " 10.0.0.0/8",
+            "10.0.0.0/8 ",
+            "10.0.0.0 /8",
+            "10.0.0.0/ 8",
+            "\t::1",
+        ] {
+            let err = parse_prefix(spaced).unwrap_err();
+            assert!(
+                err.contains("whitespace") || err.contains("not an IP") || err.contains("length"),
+                "{spaced:?}: {err}"
+            );
+        }
     }
 
     #[test]

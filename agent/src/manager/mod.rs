@@ -22,6 +22,7 @@ use crate::collectors::{CollectorFactory, StartContext};
 use crate::config::{Limits, MAX_LABEL_KEY_BYTES, MAX_LABEL_VALUE_BYTES, MAX_LABELS};
 use crate::domain::{Kind, Spec, State};
 use crate::error::Error;
+use crate::text::quote;
 use dashmap::DashMap;
 use event_log::{Budget, EventLog, LogStats, RetainedBytes};
 use std::collections::HashMap;
@@ -219,12 +220,20 @@ impl Manager {
         if filter.pids.contains(&0) {
             return Err(Error::InvalidArgument("pid 0 is not a process".into()));
         }
-        if let Some(comm) = &filter.comm
-            && (comm.is_empty() || comm.len() > MAX_COMM_LEN)
-        {
-            return Err(Error::InvalidArgument(format!(
-                "comm {comm:?} must be 1 to {MAX_COMM_LEN} bytes (the kernel keeps no more)"
-            )));
+        if let Some(comm) = &filter.comm {
+            if comm.is_empty() || comm.len() > MAX_COMM_LEN {
+                return Err(Error::InvalidArgument(format!(
+                    "comm {} must be 1 to {MAX_COMM_LEN} bytes (the kernel keeps no more)",
+                    quote(comm)
+                )));
+            }
+            // The kernel compares NUL-terminated names: "ab\0cd" would trace "ab".
+            if comm.contains('\0') {
+                return Err(Error::InvalidArgument(format!(
+                    "comm {} contains a NUL byte: a task name cannot",
+                    quote(comm)
+                )));
+            }
         }
         check_labels(spec)?;
         if let Some(cgroup) = &filter.cgroup {

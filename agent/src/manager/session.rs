@@ -212,12 +212,14 @@ fn push(entry: &Entry, manager: &Weak<Inner>, batch: Vec<Payload>, last: bool) {
 }
 
 fn fail_start(entry: &Entry, manager: &Weak<Inner>, error: String) {
-    tracing::warn!(id = %entry.id, kind = %entry.spec.kind, %error, "collector failed to start");
+    tracing::warn!(id = %entry.id, kind = %entry.spec.kind, error = %crate::text::Cleaned::log(&error),
+        "collector failed to start");
     finish(entry, manager, State::Failed, Some(error));
 }
 
 pub(super) fn finish(entry: &Entry, manager: &Weak<Inner>, state: State, error: Option<String>) {
-    tracing::info!(id = %entry.id, ?state, ?error, "collector ended");
+    let shown = error.as_deref().map(crate::text::Cleaned::log);
+    tracing::info!(id = %entry.id, ?state, error = ?shown, "collector ended");
     // Close the log before publishing the state, so a client that sees the
     // terminal state also sees the final record and the end of its stream.
     entry.log.close();

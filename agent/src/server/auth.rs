@@ -10,6 +10,7 @@
 
 use crate::domain::Kind;
 use crate::error::Error;
+use crate::text::{Cleaned, QUOTE_BYTES};
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::Path;
@@ -225,9 +226,11 @@ impl tonic::service::Interceptor for Authenticator {
             Err(err) => {
                 // Refusals are audited too: repeated ones are what an
                 // operator wants to see.
-                let peer = Peer::of(&req);
-                tracing::warn!(target: "coral::audit", action = "authenticate", %peer,
-                    outcome = "refused", error = %err);
+                let peer = Peer::of(&req).to_string();
+                let error = err.to_string();
+                tracing::warn!(target: "coral::audit", action = "authenticate",
+                    peer = %Cleaned::log(&peer), outcome = "refused",
+                    error = %Cleaned::log(&error));
                 Err(err.into())
             }
         }
@@ -366,12 +369,16 @@ pub fn audit(
     outcome: Result<(), &Error>,
 ) {
     let kind = kind.map_or("-", Kind::as_str);
-    let id = if id.is_empty() { "-" } else { id };
+    // Every field a client can shape is escaped and bounded: one call, one line.
+    let id = Cleaned::new(if id.is_empty() { "-" } else { id }, QUOTE_BYTES);
+    let peer = peer.to_string();
+    let peer = Cleaned::log(&peer);
     match outcome {
-        Ok(()) => tracing::info!(target: "coral::audit", %action, id, kind, %peer, outcome = "ok"),
+        Ok(()) => tracing::info!(target: "coral::audit", %action, ?id, kind, %peer, outcome = "ok"),
         Err(err) => {
-            tracing::info!(target: "coral::audit", %action, id, kind, %peer, outcome = "refused",
-                code = ?err.code(), error = %err);
+            let error = err.to_string();
+            tracing::info!(target: "coral::audit", %action, ?id, kind, %peer, outcome = "refused",
+                code = ?err.code(), error = %Cleaned::log(&error));
         }
     }
 }

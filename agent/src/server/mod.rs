@@ -4,6 +4,7 @@
 //! status codes in `error.rs` only. Starts, stops and extends are audited.
 
 pub mod auth;
+pub mod codes;
 pub mod convert;
 pub mod listen;
 pub mod tls;
@@ -39,8 +40,10 @@ pub struct EbpfApi {
     max_streams: usize,
 }
 
-/// The service as served: every call authenticated first.
-pub type Service = InterceptedService<EbpfServiceServer<EbpfApi>, Authenticator>;
+/// The service as served: every call authenticated first, and tonic's own
+/// refusals of malformed or oversized requests given client codes.
+pub type Service =
+    codes::ClientCodes<InterceptedService<EbpfServiceServer<EbpfApi>, Authenticator>>;
 
 impl EbpfApi {
     pub fn new(manager: Manager, max_streams: usize) -> Self {
@@ -52,12 +55,12 @@ impl EbpfApi {
     }
 
     /// Requests over [`listen::MAX_REQUEST_BYTES`] are refused by tonic
-    /// (`OUT_OF_RANGE`) before they are decoded.
+    /// before they are decoded (`RESOURCE_EXHAUSTED`, see [`codes`]).
     pub fn into_service(self, auth: Authenticator) -> Service {
-        InterceptedService::new(
+        codes::ClientCodes(InterceptedService::new(
             EbpfServiceServer::new(self).max_decoding_message_size(listen::MAX_REQUEST_BYTES),
             auth,
-        )
+        ))
     }
 
     fn kind_of(&self, id: &str) -> Option<Kind> {

@@ -431,3 +431,141 @@ async fn every_error_code() {
     );
     assert_eq!(c, Code::FailedPrecondition);
 }
+
+/// Sends `bytes` as the request message of `method`: what a broken client
+/// could send.
+async fn raw_call(h: &Harness, method: &'static str, bytes: Vec<u8>) -> tonic::Status {
+    use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
+
+    #[derive(Default)]
+    struct Raw;
+    impl Encoder for Raw {
+        type Item = Vec<u8>;
+        type Error = tonic::Status;
+        fn encode(&mut self, item: Vec<u8>, dst: &mut EncodeBuf<'_>) -> Result<(), Self::Error> {
+            prost::bytes::BufMut::put_slice(dst, &item);
+            Ok(())
+        }
+    }
+    impl Decoder for Raw {
+        type Item = Vec<u8>;
+        type Error = tonic::Status;
+        fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<Vec<u8>>, Self::Error> {
+            let n = prost::bytes::Buf::remaining(src);
+            Ok(Some(prost::bytes::Buf::copy_to_bytes(src, n).to_vec()))
+        }
+    }
+    impl Codec for Raw {
+        type Encode = Vec<u8>;
+        type Decode = Vec<u8>;
+        type Encoder = Raw;
+        type Decoder = Raw;
+        fn encoder(&mut self) -> Raw {
+            Raw
+        }
+        fn decoder(&mut self) -> Raw {
+            Raw
+        }
+    }
+
+    let mut grpc = tonic::client::Grpc::new(h.channel.clone());
+    grpc.ready().await.unwrap();
+    let path = tonic::codegen::http::uri::PathAndQuery::from_static(method);
+    grpc.unary(tonic::Request::new(bytes), path, Raw)
+        .await
+        .map(drop)
+        .unwrap_err()
+}
+
+#[tokio::test]
+async fn malformed_and_oversized_requests_get_client_codes() {
+    let h = harness("raw").await;
+    const START: &str = "/coral.agent.v1.EbpfService/StartCollector";
+    // spec (field 1) whose length runs past the end; a string that is not
+    // UTF-8 (GetCollectorRequest.id); a fixed64 where a message belongs.
+    for (method, bytes) in [
+        (START, vec![0x0a, 0x10, 0x08]),
+        (
+            "/coral.agent.v1.EbpfService/GetCollector",
+            vec![0x0a, 0x02, 0xff, 0xfe],
+        ),
+        (START, vec![0x09, 1, 2, 3, 4, 5, 6, 7, 8]),
+    ] {
+        let status = raw_call(&h, method, bytes).await;
+        assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+        assert!(
+            status.message().starts_with("malformed request:"),
+            "{status:?}"
+        );
+    }
+    // Over the 64 KiB request limit.
+    let mut huge = vec![0x0a];
+    let spec = vec![0u8; 100_000];
+    prost::encoding::encode_varint(spec.len() as u64, &mut huge);
+    huge.extend_from_slice(&spec);
+    let status = raw_call(&h, START, huge).await;
+    assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+}
+
+#[tokio::test]
+async fn client_input_is_checked_and_never_echoed_whole() {
+    let mut h = harness("edges").await;
+    // A 60,000-character id: a normal NOT_FOUND a default client can read,
+    // quoting a short prefix.
+    let long = "x".repeat(60_000);
+    let (c, m) = code(
+        h.client
+            .get_collector(pb::GetCollectorRequest { id: long.clone() })
+            .await,
+    );
+    assert_eq!(c, Code::NotFound, "{m}");
+    assert!(m.len() < 300 && m.contains("(60000 bytes, cut)"), "{m}");
+
+    // comm with a NUL: the kernel would compare only what precedes it.
+    for comm in ["ab\0cd", "\0"] {
+        let mut s = spec(None);
+        s.filter.as_mut().unwrap().comm = comm.into();
+        let (c, m) = code(
+            h.client
+                .start_collector(pb::StartCollectorRequest { spec: Some(s) })
+                .await,
+        );
+        assert_eq!(c, Code::InvalidArgument, "{comm:?}: {m}");
+        assert!(m.contains("NUL") && !m.contains('\0'), "{m}");
+    }
+
+    // Labels: too many, an empty or too long key, a too long value.
+    let mut too_many = spec(None);
+    too_many.labels = (0..17).map(|i| (format!("k{i}"), "v".into())).collect();
+    let mut long_key = spec(None);
+    long_key.labels = [("k".repeat(64), "v".into())].into();
+    let mut empty_key = spec(None);
+    empty_key.labels = [(String::new(), "v".into())].into();
+    let mut long_value = spec(None);
+    long_value.labels = [("k".into(), "v".repeat(256))].into();
+    for s in [too_many, long_key, empty_key, long_value] {
+        let (c, m) = code(
+            h.client
+                .start_collector(pb::StartCollectorRequest { spec: Some(s) })
+                .await,
+        );
+        assert_eq!(c, Code::InvalidArgument, "{m}");
+        assert!(m.contains("label"), "{m}");
+    }
+
+    // A cursor at the very end reads nothing and does not move back.
+    let id = start(&mut h, None).await.unwrap().collector.unwrap().id;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let page = h
+        .client
+        .get_events(pb::GetEventsRequest {
+            id,
+            after_seq: u64::MAX,
+            max: 0,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(page.records.is_empty());
+    assert_eq!((page.next_after_seq, page.missed), (u64::MAX, 0));
+}

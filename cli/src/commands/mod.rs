@@ -13,13 +13,14 @@ use std::path::PathBuf;
 #[command(name = "coral", version, about, long_about = None, propagate_version = true)]
 pub struct Cli {
     /// Agent address: unix:///path, /path, http://host:port, or https://host:port (TLS).
-    #[arg(long, global = true, env = "CORAL_AGENT", hide_env_values = true, default_value = concat!("unix://", "/run/coral/agent.sock"))]
+    #[arg(long, global = true, help_heading = "Global options", env = "CORAL_AGENT", hide_env_values = true, default_value = concat!("unix://", "/run/coral/agent.sock"))]
     agent: String,
 
     /// CA certificate (PEM) that signed the agent's TLS certificate [default: the system's roots].
     #[arg(
         long,
         global = true,
+        help_heading = "Global options",
         env = "CORAL_CA_CERT",
         hide_env_values = true,
         value_name = "PEM"
@@ -30,6 +31,7 @@ pub struct Cli {
     #[arg(
         long,
         global = true,
+        help_heading = "Global options",
         env = "CORAL_CLIENT_CERT",
         hide_env_values = true,
         value_name = "PEM"
@@ -40,6 +42,7 @@ pub struct Cli {
     #[arg(
         long,
         global = true,
+        help_heading = "Global options",
         env = "CORAL_CLIENT_KEY",
         hide_env_values = true,
         value_name = "PEM"
@@ -47,11 +50,17 @@ pub struct Cli {
     client_key: Option<PathBuf>,
 
     /// Bearer token sent on every call (prefer the environment variable: arguments are visible to other users).
-    #[arg(long, global = true, env = "CORAL_TOKEN", hide_env_values = true)]
+    #[arg(
+        long,
+        global = true,
+        help_heading = "Global options",
+        env = "CORAL_TOKEN",
+        hide_env_values = true
+    )]
     token: Option<String>,
 
     /// Output format.
-    #[arg(short, long, global = true, value_enum, default_value_t = Output::Table)]
+    #[arg(short, long, global = true, help_heading = "Global options", value_enum, default_value_t = Output::Table)]
     output: Output,
 
     #[command(subcommand)]

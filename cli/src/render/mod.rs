@@ -53,6 +53,16 @@ pub enum Output {
     Json,
 }
 
+/// A notice for people on stderr (progress, warnings, hints). A closed or
+/// broken stderr is not an error: the output that matters is on stdout.
+macro_rules! note {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr().lock(), $($arg)*);
+    }};
+}
+pub(crate) use note;
+
 /// Prints one JSON object on its own line.
 pub fn json_line<T: Serialize>(value: &T) -> anyhow::Result<()> {
     let mut out = std::io::stdout().lock();

@@ -88,7 +88,7 @@ pub async fn run(mut ctx: Ctx, args: Args) -> anyhow::Result<()> {
                     event: Some(Event::Gap(gap)),
                 })?;
             } else {
-                eprintln!(
+                crate::render::note!(
                     "warning: {} records after seq {cursor} were dropped",
                     page.missed
                 );
@@ -120,7 +120,7 @@ pub async fn run(mut ctx: Ctx, args: Args) -> anyhow::Result<()> {
             ))?;
         }
         view::print_result(&seen, opts)?;
-        eprintln!("next cursor: --after {cursor}");
+        crate::render::note!("next cursor: --after {cursor}");
     }
     Ok(())
 }

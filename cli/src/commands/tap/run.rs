@@ -47,9 +47,9 @@ pub async fn run(mut ctx: Ctx, args: Args) -> anyhow::Result<()> {
         .ok_or_else(|| anyhow::anyhow!("agent answered without a collector"))?;
     if ctx.output == Output::Table {
         for w in &response.warnings {
-            eprintln!("warning: {w}");
+            crate::render::note!("warning: {w}");
         }
-        eprintln!(
+        crate::render::note!(
             "{} {} on {} for {} (Ctrl-C stops it early)",
             view::kind(&info),
             info.id,

@@ -26,11 +26,11 @@ pub async fn run(mut ctx: Ctx, args: Args) -> anyhow::Result<()> {
         return render::json_line(&response);
     }
     for w in &response.warnings {
-        eprintln!("warning: {w}");
+        crate::render::note!("warning: {w}");
     }
     if let Some(info) = &response.collector {
         render::out(&info.id)?;
-        eprintln!(
+        crate::render::note!(
             "started {} on {}, expires in {} (coral tap events {} --follow)",
             view::kind(info),
             view::target(info),

@@ -22,15 +22,28 @@ fn now_nanos() -> u64 {
         .map_or(0, |d| d.as_nanos() as u64)
 }
 
-/// "pid 42, comm nginx" or "whole machine".
+/// Pids shown in a target before the rest is summarised.
+const TARGET_PIDS: usize = 4;
+
+/// "pid 42, comm nginx" or "whole machine"; beyond a few pids, "pid
+/// 1,2,3,4 (+60 more)" (`tap get` lists them all).
 pub fn target(info: &CollectorInfo) -> String {
     let Some(f) = info.spec.as_ref().and_then(|s| s.filter.as_ref()) else {
         return "whole machine".into();
     };
     let mut parts = Vec::new();
     if !f.pids.is_empty() {
-        let pids: Vec<_> = f.pids.iter().map(u32::to_string).collect();
-        parts.push(format!("pid {}", pids.join(",")));
+        let pids: Vec<_> = f
+            .pids
+            .iter()
+            .take(TARGET_PIDS)
+            .map(u32::to_string)
+            .collect();
+        let more = match f.pids.len().saturating_sub(TARGET_PIDS) {
+            0 => String::new(),
+            n => format!(" (+{n} more)"),
+        };
+        parts.push(format!("pid {}{more}", pids.join(",")));
     }
     if !f.cgroup.is_empty() {
         parts.push(format!("cgroup {}", f.cgroup));
@@ -72,6 +85,12 @@ pub fn describe(info: &CollectorInfo) -> String {
         row("error", info.error.clone());
     }
     row("target", target(info));
+    if let Some(f) = info.spec.as_ref().and_then(|s| s.filter.as_ref())
+        && f.pids.len() > TARGET_PIDS
+    {
+        let pids: Vec<_> = f.pids.iter().map(u32::to_string).collect();
+        row("pids", pids.join(" "));
+    }
     if let Some(spec) = &info.spec
         && !spec.labels.is_empty()
     {
@@ -183,7 +202,8 @@ impl Followed {
 
 /// Follows a collector's stream from `from_seq` until it ends. JSON mode
 /// prints every message as a line on stdout; table mode shows a live view on
-/// stderr (redrawn on a terminal, one line per record otherwise). When
+/// stdout (redrawn on a terminal, one line per record otherwise); notices
+/// (gaps, the interrupt) go to stderr. When
 /// `stop_on_interrupt` is set, Ctrl-C stops the collector and the stream then
 /// delivers its final record.
 pub async fn follow(
@@ -202,7 +222,9 @@ pub async fn follow(
         .await
         .map_err(CliError::from)?
         .into_inner();
-    let redraw = output == Output::Table && std::io::stderr().is_terminal();
+    // Live records go to stdout, so `| grep` sees them as they come (Rust's
+    // stdout is line-buffered); on a terminal the latest table is redrawn.
+    let redraw = output == Output::Table && std::io::stdout().is_terminal();
     let mut stopper = client.clone();
     let mut interrupted = !stop_on_interrupt;
     let mut followed = Followed::default();
@@ -211,7 +233,7 @@ pub async fn follow(
             m = stream.next() => m,
             _ = tokio::signal::ctrl_c(), if !interrupted => {
                 interrupted = true;
-                eprintln!("\ninterrupted: stopping {id}");
+                crate::render::note!("\ninterrupted: stopping {id}");
                 stopper
                     .stop_collector(pb::StopCollectorRequest { id: id.to_string() })
                     .await
@@ -229,26 +251,28 @@ pub async fn follow(
                 let seq = record.seq;
                 let line = followed.keep(record);
                 if output == Output::Table {
-                    let mut err = std::io::stderr().lock();
+                    let mut out = std::io::stdout().lock();
                     match (&line, &followed.last) {
                         // Events scroll; on a terminal they show in the next redraw.
-                        (Some(line), _) if !redraw => writeln!(err, "{line}")?,
+                        (Some(line), _) if !redraw => writeln!(out, "{line}")?,
                         (Some(_), _) => {}
                         (None, Some(last)) if redraw => write!(
-                            err,
+                            out,
                             "\x1b[H\x1b[2J{id}  seq {seq}\n{}{}",
                             report(last, opts),
                             followed.recent_block()
                         )?,
-                        (None, Some(last)) => writeln!(err, "seq {seq:>4}  {}", summary(last))?,
+                        (None, Some(last)) => writeln!(out, "seq {seq:>4}  {}", summary(last))?,
                         (None, None) => {}
                     }
+                    out.flush()?;
                 }
             }
             Some(Event::Gap(gap)) if output == Output::Table => {
-                eprintln!(
+                crate::render::note!(
                     "warning: missed {} records from seq {}",
-                    gap.count, gap.from_seq
+                    gap.count,
+                    gap.from_seq
                 );
             }
             Some(Event::Gap(_)) => {}

@@ -81,7 +81,7 @@ pub fn write(record: &Record, format: Format, out: Option<&Path>) -> anyhow::Res
             } else {
                 format!("record {} (the collector is still running)", record.seq)
             };
-            eprintln!(
+            crate::render::note!(
                 "wrote {} of {} samples ({seq}) to {}",
                 format.name(),
                 p.total_samples,
