@@ -15,6 +15,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
+use tokio_stream::StreamExt;
 use tokio_stream::wrappers::UnixListenerStream;
 
 /// Largest request message the agent decodes. The biggest legitimate one, a
@@ -214,8 +215,11 @@ pub async fn serve(
         Listen::Unix(path) => {
             let listener = bind_unix(path, options.socket_mode, options.socket_gid)?;
             tracing::info!(%listen, "serving");
+            // gRPC C-core clients send the socket path as :authority.
+            let incoming = UnixListenerStream::new(listener)
+                .map(|accepted| accepted.map(super::authority::AuthorityFix::new));
             let result = router
-                .serve_with_incoming_shutdown(UnixListenerStream::new(listener), shutdown)
+                .serve_with_incoming_shutdown(incoming, shutdown)
                 .await;
             let _ = std::fs::remove_file(path);
             result?;

@@ -4,6 +4,7 @@
 //! status codes in `error.rs` only. Starts, stops and extends are audited.
 
 pub mod auth;
+pub mod authority;
 pub mod convert;
 pub mod listen;
 pub mod tls;
