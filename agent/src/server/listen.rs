@@ -174,8 +174,10 @@ fn bind_unix(
     Ok(listener)
 }
 
-/// Serves the API, health and reflection on `listen` until `shutdown`
-/// resolves, then removes the socket file.
+type ApiServer = coral_proto::v1::ebpf_service_server::EbpfServiceServer<EbpfApi>;
+
+/// Serves the API, health and reflection (v1 and v1alpha) on `listen` until
+/// `shutdown` resolves, then removes the socket file.
 pub async fn serve(
     manager: Manager,
     listen: &Listen,
@@ -183,14 +185,33 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), ListenError> {
     options.check(listen)?;
-    let (health, health_service) = tonic_health::server::health_reporter();
-    health
-        .set_serving::<coral_proto::v1::ebpf_service_server::EbpfServiceServer<EbpfApi>>()
-        .await;
-    let reflection = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(coral_proto::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .build_v1()?;
+    let (stopping_tx, stopping) = tokio::sync::watch::channel(false);
+    let (health, health_service) = super::health::health(stopping);
+    health.set_serving::<ApiServer>().await;
+    // Once shutdown begins: NOT_SERVING, and open Watch calls end, so their
+    // connections do not hold the drain up.
+    let shutdown = async move {
+        shutdown.await;
+        health.set_not_serving::<ApiServer>().await;
+        health
+            .set_service_status("", tonic_health::ServingStatus::NotServing)
+            .await;
+        let _ = stopping_tx.send(true);
+    };
+    // Both reflection versions, each listing both: grpcurl and stock
+    // grpcio-reflection still speak v1alpha.
+    let schema = || {
+        tonic_reflection::server::Builder::configure()
+            .include_reflection_service(false)
+            .register_encoded_file_descriptor_set(coral_proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(
+                tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET,
+            )
+    };
+    let reflection = schema().build_v1()?;
+    let reflection_v1alpha = schema().build_v1alpha()?;
     let mut builder = tonic::transport::Server::builder()
         .http2_max_header_list_size(MAX_HEADER_BYTES)
         .max_concurrent_streams(MAX_STREAMS_PER_CONNECTION)
@@ -209,6 +230,7 @@ pub async fn serve(
     let router = builder
         .add_service(health_service)
         .add_service(reflection)
+        .add_service(reflection_v1alpha)
         .add_service(EbpfApi::new(manager, options.max_streams).into_service(auth));
 
     match listen {

@@ -6,6 +6,7 @@
 pub mod auth;
 pub mod authority;
 pub mod convert;
+pub mod health;
 pub mod listen;
 pub mod tls;
 
