@@ -7,6 +7,7 @@ use crate::domain::{Kind, KindConfig, Record, Spec, State, TargetFilter};
 use crate::error::Error;
 use crate::manager::event_log::unix_nanos;
 use crate::manager::{CollectorView, KindStatus};
+use crate::server::connections::ConnectionLimits;
 use coral_proto::v1 as pb;
 use std::time::{Duration, SystemTime};
 
@@ -159,6 +160,7 @@ pub fn capabilities(
     agent_id: &str,
     caps: &HostCapabilities,
     limits: &Limits,
+    connections: &ConnectionLimits,
     kinds: &[KindStatus],
 ) -> pb::Capabilities {
     let path = |p: &Option<std::path::PathBuf>| {
@@ -202,6 +204,8 @@ pub fn capabilities(
             retention_ns: nanos(limits.retention),
             max_filter_pids: limits.max_filter_pids as u32,
             max_profile_frequency_hz: limits.max_profile_frequency_hz,
+            max_connections: u32::try_from(connections.max_connections).unwrap_or(u32::MAX),
+            preface_timeout_ns: nanos(connections.preface_timeout),
         }),
     }
 }

@@ -2,11 +2,15 @@
 //! (`/run/coral/agent.sock`, directory created, mode 0660, optional group),
 //! or a TCP address, with TLS unless it is loopback or plaintext is allowed
 //! explicitly. Every connection gets the same limits and the same
-//! authenticator (`auth.rs`).
+//! authenticator (`auth.rs`); each listener accepts through
+//! `connections.rs` (connection cap, TLS and HTTP/2 preface under a
+//! timeout), and the Unix socket also through `authority.rs`.
 
 use super::EbpfApi;
 use super::auth::{Authenticator, Tokens};
-use super::tls::{TlsFileError, TlsFiles};
+use super::authority::AuthorityFix;
+use super::connections::{ConnectionLimits, Replay, incoming, read_preface};
+use super::tls::{TlsConfigError, TlsFiles};
 use crate::manager::Manager;
 use std::fmt;
 use std::future::Future;
@@ -15,7 +19,6 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
-use tokio_stream::StreamExt;
 use tokio_stream::wrappers::UnixListenerStream;
 
 /// Largest request message the agent decodes. The biggest legitimate one, a
@@ -84,9 +87,9 @@ pub enum ListenError {
     /// The reflection service could not be built from the descriptor set.
     #[error("building reflection service: {0}")]
     Reflection(#[from] tonic_reflection::server::Error),
-    /// A TLS file could not be read.
+    /// The TLS files do not make a server configuration.
     #[error(transparent)]
-    TlsFile(#[from] TlsFileError),
+    Tls(#[from] TlsConfigError),
     /// The listen address and the security options do not go together.
     #[error("{0}")]
     Insecure(String),
@@ -108,6 +111,8 @@ pub struct ServeOptions {
     pub allow_plaintext: bool,
     /// `StreamEvents` clients at once.
     pub max_streams: usize,
+    /// Connections at once, and the time each gets to speak HTTP/2.
+    pub connections: ConnectionLimits,
 }
 
 impl Default for ServeOptions {
@@ -119,6 +124,7 @@ impl Default for ServeOptions {
             tokens: None,
             allow_plaintext: false,
             max_streams: super::DEFAULT_MAX_STREAMS,
+            connections: ConnectionLimits::default(),
         }
     }
 }
@@ -218,9 +224,12 @@ pub async fn serve(
         .http2_keepalive_interval(Some(KEEPALIVE_INTERVAL))
         .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT));
     let require_client_cert = options.tls.as_ref().is_some_and(|t| t.client_ca.is_some());
-    if let Some(tls) = &options.tls {
-        builder = builder.tls_config(tls.server_config()?)?;
-    }
+    // TLS runs in the accept loop (connections.rs), under the preface timeout.
+    let tls = match &options.tls {
+        Some(files) => Some(tokio_rustls::TlsAcceptor::from(files.server_config()?)),
+        None => None,
+    };
+    let limits = options.connections;
     let plaintext_tokens = options.tokens.is_some()
         && options.tls.is_none()
         && matches!(listen, Listen::Tcp(a) if !a.ip().is_loopback());
@@ -231,15 +240,26 @@ pub async fn serve(
         .add_service(health_service)
         .add_service(reflection)
         .add_service(reflection_v1alpha)
-        .add_service(EbpfApi::new(manager, options.max_streams).into_service(auth));
+        .add_service(
+            EbpfApi::new(manager, options.max_streams)
+                .with_connection_limits(limits)
+                .into_service(auth),
+        );
 
     match listen {
         Listen::Unix(path) => {
             let listener = bind_unix(path, options.socket_mode, options.socket_gid)?;
             tracing::info!(%listen, "serving");
-            // gRPC C-core clients send the socket path as :authority.
-            let incoming = UnixListenerStream::new(listener)
-                .map(|accepted| accepted.map(super::authority::AuthorityFix::new));
+            let incoming = incoming(
+                UnixListenerStream::new(listener),
+                listen.to_string(),
+                limits,
+                |mut conn| async move {
+                    let head = read_preface(&mut conn).await?;
+                    // gRPC C-core clients send the socket path as :authority.
+                    Ok(AuthorityFix::new(Replay::new(head, conn)))
+                },
+            );
             let result = router
                 .serve_with_incoming_shutdown(incoming, shutdown)
                 .await;
@@ -256,13 +276,39 @@ pub async fn serve(
             let listener = tokio::net::TcpListener::bind(addr)
                 .await
                 .map_err(io("binding", Path::new(&addr.to_string())))?;
-            let incoming = tonic::transport::server::TcpIncoming::from(listener)
+            let accepted = tonic::transport::server::TcpIncoming::from(listener)
                 .with_nodelay(Some(true))
                 .with_keepalive(Some(KEEPALIVE_INTERVAL));
             tracing::info!(%listen, tls = options.tls.is_some(), mutual_tls = require_client_cert, "serving");
-            router
-                .serve_with_incoming_shutdown(incoming, shutdown)
-                .await?;
+            match tls {
+                Some(tls) => {
+                    let incoming = incoming(accepted, listen.to_string(), limits, move |conn| {
+                        let tls = tls.clone();
+                        async move {
+                            let mut conn = tls.accept(conn).await?;
+                            let head = read_preface(&mut conn).await?;
+                            Ok(Replay::new(head, conn))
+                        }
+                    });
+                    router
+                        .serve_with_incoming_shutdown(incoming, shutdown)
+                        .await?;
+                }
+                None => {
+                    let incoming = incoming(
+                        accepted,
+                        listen.to_string(),
+                        limits,
+                        |mut conn| async move {
+                            let head = read_preface(&mut conn).await?;
+                            Ok(Replay::new(head, conn))
+                        },
+                    );
+                    router
+                        .serve_with_incoming_shutdown(incoming, shutdown)
+                        .await?;
+                }
+            }
         }
     }
     Ok(())

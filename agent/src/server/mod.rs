@@ -5,6 +5,7 @@
 
 pub mod auth;
 pub mod authority;
+pub mod connections;
 pub mod convert;
 pub mod health;
 pub mod listen;
@@ -39,6 +40,8 @@ pub struct EbpfApi {
     /// can hold (a broadcast receiver, HTTP/2 buffers) however many connect.
     streams: Arc<Semaphore>,
     max_streams: usize,
+    /// Reported in capabilities; enforced by the listener.
+    connections: connections::ConnectionLimits,
 }
 
 /// The service as served: every call authenticated first.
@@ -50,7 +53,14 @@ impl EbpfApi {
             manager,
             streams: Arc::new(Semaphore::new(max_streams)),
             max_streams,
+            connections: connections::ConnectionLimits::default(),
         }
+    }
+
+    /// The listener's connection limits, for capabilities.
+    pub fn with_connection_limits(mut self, limits: connections::ConnectionLimits) -> Self {
+        self.connections = limits;
+        self
     }
 
     /// Requests over [`listen::MAX_REQUEST_BYTES`] are refused by tonic
@@ -91,6 +101,7 @@ impl EbpfService for EbpfApi {
             m.agent_id(),
             m.capabilities(),
             m.limits(),
+            &self.connections,
             &m.kinds(),
         )))
     }
