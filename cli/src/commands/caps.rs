@@ -117,6 +117,14 @@ pub async fn run(mut ctx: Ctx, _: Args) -> anyhow::Result<()> {
             duration_ns(l.retention_ns),
         ]);
         t.add_row(["pids per filter".to_string(), l.max_filter_pids.to_string()]);
+        t.add_row([
+            "connections per listener".to_string(),
+            l.max_connections.to_string(),
+        ]);
+        t.add_row([
+            "HTTP/2 preface timeout".to_string(),
+            duration_ns(l.preface_timeout_ns),
+        ]);
         align_right(&mut t, [1]);
         render::out(format!("\n{t}"))?;
     }
