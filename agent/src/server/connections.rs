@@ -259,6 +259,9 @@ where
                     if let Some(n) = trouble.timed_out.flush() {
                         self.log_timed_out(n);
                     }
+                    if let Some(n) = trouble.accept_failed.flush() {
+                        self.log_accept_failed(n, None);
+                    }
                 }
                 accepted = self.listener.next() => match accepted {
                     None => break,
@@ -290,8 +293,7 @@ where
                     Some(Err(e)) if is_per_connection(&e) => {}
                     Some(Err(error)) => {
                         if let Some(n) = trouble.accept_failed.hit() {
-                            tracing::warn!(listen = %self.listen, %error, failures = n,
-                                "accepting connections failed (out of file descriptors?); backing off {ACCEPT_BACKOFF:?} each time");
+                            self.log_accept_failed(n, Some(&error));
                         }
                         tokio::time::sleep(ACCEPT_BACKOFF).await;
                     }
@@ -303,6 +305,13 @@ where
     fn log_over_limit(&self, closed: u64) {
         tracing::warn!(listen = %self.listen, closed, max_connections = self.limits.max_connections,
             "connection limit reached: closed new connections at once (--max-connections)");
+    }
+
+    /// `error` is the one that triggered the line; a periodic flush has none.
+    fn log_accept_failed(&self, failures: u64, error: Option<&io::Error>) {
+        let error = error.map(|e| e.to_string()).unwrap_or_default();
+        tracing::warn!(listen = %self.listen, failures, error,
+            "accepting connections failed (out of file descriptors?); backing off {ACCEPT_BACKOFF:?} each time");
     }
 
     fn log_timed_out(&self, closed: u64) {
