@@ -5,6 +5,7 @@
 use anyhow::Context;
 use clap::Parser;
 use coral_agent::server::auth::Tokens;
+use coral_agent::server::connections::{self, ConnectionLimits};
 use coral_agent::server::listen::{self, Listen, ServeOptions};
 use coral_agent::server::tls::TlsFiles;
 use coral_agent::{Limits, Manager, capabilities, kinds, test_hooks};
@@ -56,6 +57,14 @@ struct Args {
     /// StreamEvents clients served at once.
     #[arg(long, default_value_t = coral_agent::server::DEFAULT_MAX_STREAMS)]
     max_streams: usize,
+
+    /// Connections the listener holds at once; past it, new ones are closed at once.
+    #[arg(long, default_value_t = connections::DEFAULT_MAX_CONNECTIONS, value_parser = parse_max_connections)]
+    max_connections: usize,
+
+    /// Time a new connection gets to finish TLS and send the HTTP/2 preface, or be closed.
+    #[arg(long, default_value = "10s", value_parser = parse_preface_timeout)]
+    preface_timeout: Duration,
 
     /// Collectors that may run at once.
     #[arg(long, default_value_t = Limits::default().max_running)]
@@ -124,6 +133,20 @@ fn parse_bytes(s: &str) -> Result<u64, String> {
     };
     n.checked_mul(1 << shift)
         .ok_or_else(|| format!("{s:?} is too large"))
+}
+
+fn parse_max_connections(s: &str) -> Result<usize, String> {
+    match s.parse::<u32>().map_err(|e| e.to_string())? {
+        0 => Err("must be at least 1".into()),
+        n => Ok(n as usize),
+    }
+}
+
+fn parse_preface_timeout(s: &str) -> Result<Duration, String> {
+    match humantime::parse_duration(s).map_err(|e| e.to_string())? {
+        Duration::ZERO => Err("must be more than 0".into()),
+        d => Ok(d),
+    }
 }
 
 fn parse_mode(s: &str) -> Result<u32, String> {
@@ -211,6 +234,10 @@ async fn run() -> anyhow::Result<()> {
         },
         allow_plaintext: args.allow_plaintext,
         max_streams: args.max_streams,
+        connections: ConnectionLimits {
+            max_connections: args.max_connections,
+            preface_timeout: args.preface_timeout,
+        },
     };
     // Refuse an insecure listener before probing (which may mount tracefs).
     options.check(&args.listen)?;

@@ -84,7 +84,12 @@ fn code_name(code: tonic::Code) -> String {
 /// connect": a TLS client that got plaintext back, or a peer that does not
 /// speak HTTP/2 at all.
 fn explain(reason: &str) -> Option<&'static str> {
-    if reason.contains("InvalidContentType") || reason.contains("corrupt message") {
+    // A plaintext agent answers a ClientHello with HTTP/2 bytes, or (it
+    // sees no HTTP/2 preface) by closing the connection at once.
+    if reason.contains("InvalidContentType")
+        || reason.contains("corrupt message")
+        || reason.contains("handshake eof")
+    {
         return Some(
             "the agent does not speak TLS there: use http:// (plaintext, on loopback) or unix://, or the port it serves TLS on",
         );

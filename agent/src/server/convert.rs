@@ -7,6 +7,7 @@ use crate::domain::{Kind, Spec, State, TargetFilter};
 use crate::error::Error;
 use crate::manager::event_log::{Record, unix_nanos};
 use crate::manager::{CollectorView, KindStatus};
+use crate::server::connections::ConnectionLimits;
 use coral_proto::v1 as pb;
 use std::time::{Duration, SystemTime};
 
@@ -136,6 +137,7 @@ pub fn capabilities(
     agent_id: &str,
     caps: &HostCapabilities,
     limits: &Limits,
+    connections: &ConnectionLimits,
     kinds: &[KindStatus],
     retained_bytes: u64,
 ) -> pb::Capabilities {
@@ -188,6 +190,8 @@ pub fn capabilities(
             max_label_key_bytes: MAX_LABEL_KEY_BYTES as u32,
             max_label_value_bytes: MAX_LABEL_VALUE_BYTES as u32,
             stop_timeout_ns: nanos(limits.stop_timeout),
+            max_connections: u32::try_from(connections.max_connections).unwrap_or(u32::MAX),
+            preface_timeout_ns: nanos(connections.preface_timeout),
         }),
         retained_bytes,
     }

@@ -2,11 +2,15 @@
 //! (`/run/coral/agent.sock`, directory created, mode 0660, optional group),
 //! or a TCP address, with TLS unless it is loopback or plaintext is allowed
 //! explicitly. Every connection gets the same limits and the same
-//! authenticator (`auth.rs`).
+//! authenticator (`auth.rs`); each listener accepts through
+//! `connections.rs` (connection cap, TLS and HTTP/2 preface under a
+//! timeout), and the Unix socket also through `authority.rs`.
 
 use super::EbpfApi;
 use super::auth::{Authenticator, Tokens};
-use super::tls::{TlsFileError, TlsFiles};
+use super::authority::AuthorityFix;
+use super::connections::{ConnectionLimits, Replay, incoming, read_preface};
+use super::tls::{TlsConfigError, TlsFiles};
 use crate::manager::Manager;
 use std::fmt;
 use std::future::Future;
@@ -83,9 +87,9 @@ pub enum ListenError {
     /// The reflection service could not be built from the descriptor set.
     #[error("building reflection service: {0}")]
     Reflection(#[from] tonic_reflection::server::Error),
-    /// A TLS file could not be read.
+    /// The TLS files do not make a server configuration.
     #[error(transparent)]
-    TlsFile(#[from] TlsFileError),
+    Tls(#[from] TlsConfigError),
     /// The listen address and the security options do not go together.
     #[error("{0}")]
     Insecure(String),
@@ -107,6 +111,8 @@ pub struct ServeOptions {
     pub allow_plaintext: bool,
     /// `StreamEvents` clients at once.
     pub max_streams: usize,
+    /// Connections at once, and the time each gets to speak HTTP/2.
+    pub connections: ConnectionLimits,
 }
 
 impl Default for ServeOptions {
@@ -118,6 +124,7 @@ impl Default for ServeOptions {
             tokens: None,
             allow_plaintext: false,
             max_streams: super::DEFAULT_MAX_STREAMS,
+            connections: ConnectionLimits::default(),
         }
     }
 }
@@ -173,8 +180,10 @@ fn bind_unix(
     Ok(listener)
 }
 
-/// Serves the API, health and reflection on `listen` until `shutdown`
-/// resolves, then removes the socket file.
+type ApiServer = coral_proto::v1::ebpf_service_server::EbpfServiceServer<EbpfApi>;
+
+/// Serves the API, health and reflection (v1 and v1alpha) on `listen` until
+/// `shutdown` resolves, then removes the socket file.
 pub async fn serve(
     manager: Manager,
     listen: &Listen,
@@ -182,23 +191,45 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), ListenError> {
     options.check(listen)?;
-    let (health, health_service) = tonic_health::server::health_reporter();
-    health
-        .set_serving::<coral_proto::v1::ebpf_service_server::EbpfServiceServer<EbpfApi>>()
-        .await;
-    let reflection = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(coral_proto::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .build_v1()?;
+    let (stopping_tx, stopping) = tokio::sync::watch::channel(false);
+    let (health, health_service) = super::health::health(stopping);
+    health.set_serving::<ApiServer>().await;
+    // Once shutdown begins: NOT_SERVING, and open Watch calls end, so their
+    // connections do not hold the drain up.
+    let shutdown = async move {
+        shutdown.await;
+        health.set_not_serving::<ApiServer>().await;
+        health
+            .set_service_status("", tonic_health::ServingStatus::NotServing)
+            .await;
+        let _ = stopping_tx.send(true);
+    };
+    // Both reflection versions, each listing both: grpcurl and stock
+    // grpcio-reflection still speak v1alpha.
+    let schema = || {
+        tonic_reflection::server::Builder::configure()
+            .include_reflection_service(false)
+            .register_encoded_file_descriptor_set(coral_proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(
+                tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET,
+            )
+    };
+    let reflection = schema().build_v1()?;
+    let reflection_v1alpha = schema().build_v1alpha()?;
     let mut builder = tonic::transport::Server::builder()
         .http2_max_header_list_size(MAX_HEADER_BYTES)
         .max_concurrent_streams(MAX_STREAMS_PER_CONNECTION)
         .http2_keepalive_interval(Some(KEEPALIVE_INTERVAL))
         .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT));
     let require_client_cert = options.tls.as_ref().is_some_and(|t| t.client_ca.is_some());
-    if let Some(tls) = &options.tls {
-        builder = builder.tls_config(tls.server_config()?)?;
-    }
+    // TLS runs in the accept loop (connections.rs), under the preface timeout.
+    let tls = match &options.tls {
+        Some(files) => Some(tokio_rustls::TlsAcceptor::from(files.server_config()?)),
+        None => None,
+    };
+    let limits = options.connections;
     let plaintext_tokens = options.tokens.is_some()
         && options.tls.is_none()
         && matches!(listen, Listen::Tcp(a) if !a.ip().is_loopback());
@@ -208,14 +239,29 @@ pub async fn serve(
     let router = builder
         .add_service(health_service)
         .add_service(reflection)
-        .add_service(EbpfApi::new(manager, options.max_streams).into_service(auth));
+        .add_service(reflection_v1alpha)
+        .add_service(
+            EbpfApi::new(manager, options.max_streams)
+                .with_connection_limits(limits)
+                .into_service(auth),
+        );
 
     match listen {
         Listen::Unix(path) => {
             let listener = bind_unix(path, options.socket_mode, options.socket_gid)?;
             tracing::info!(%listen, "serving");
+            let incoming = incoming(
+                UnixListenerStream::new(listener),
+                listen.to_string(),
+                limits,
+                |mut conn| async move {
+                    let head = read_preface(&mut conn).await?;
+                    // gRPC C-core clients send the socket path as :authority.
+                    Ok(AuthorityFix::new(Replay::new(head, conn)))
+                },
+            );
             let result = router
-                .serve_with_incoming_shutdown(UnixListenerStream::new(listener), shutdown)
+                .serve_with_incoming_shutdown(incoming, shutdown)
                 .await;
             let _ = std::fs::remove_file(path);
             result?;
@@ -230,13 +276,39 @@ pub async fn serve(
             let listener = tokio::net::TcpListener::bind(addr)
                 .await
                 .map_err(io("binding", Path::new(&addr.to_string())))?;
-            let incoming = tonic::transport::server::TcpIncoming::from(listener)
+            let accepted = tonic::transport::server::TcpIncoming::from(listener)
                 .with_nodelay(Some(true))
                 .with_keepalive(Some(KEEPALIVE_INTERVAL));
             tracing::info!(%listen, tls = options.tls.is_some(), mutual_tls = require_client_cert, "serving");
-            router
-                .serve_with_incoming_shutdown(incoming, shutdown)
-                .await?;
+            match tls {
+                Some(tls) => {
+                    let incoming = incoming(accepted, listen.to_string(), limits, move |conn| {
+                        let tls = tls.clone();
+                        async move {
+                            let mut conn = tls.accept(conn).await?;
+                            let head = read_preface(&mut conn).await?;
+                            Ok(Replay::new(head, conn))
+                        }
+                    });
+                    router
+                        .serve_with_incoming_shutdown(incoming, shutdown)
+                        .await?;
+                }
+                None => {
+                    let incoming = incoming(
+                        accepted,
+                        listen.to_string(),
+                        limits,
+                        |mut conn| async move {
+                            let head = read_preface(&mut conn).await?;
+                            Ok(Replay::new(head, conn))
+                        },
+                    );
+                    router
+                        .serve_with_incoming_shutdown(incoming, shutdown)
+                        .await?;
+                }
+            }
         }
     }
     Ok(())

@@ -4,8 +4,11 @@
 //! status codes in `error.rs` only. Starts, stops and extends are audited.
 
 pub mod auth;
+pub mod authority;
 pub mod codes;
+pub mod connections;
 pub mod convert;
+pub mod health;
 pub mod listen;
 pub mod tls;
 
@@ -38,6 +41,8 @@ pub struct EbpfApi {
     /// can hold (a broadcast receiver, HTTP/2 buffers) however many connect.
     streams: Arc<Semaphore>,
     max_streams: usize,
+    /// Reported in capabilities; enforced by the listener.
+    connections: connections::ConnectionLimits,
 }
 
 /// The service as served: every call authenticated first, and tonic's own
@@ -51,7 +56,14 @@ impl EbpfApi {
             manager,
             streams: Arc::new(Semaphore::new(max_streams)),
             max_streams,
+            connections: connections::ConnectionLimits::default(),
         }
+    }
+
+    /// The listener's connection limits, for capabilities.
+    pub fn with_connection_limits(mut self, limits: connections::ConnectionLimits) -> Self {
+        self.connections = limits;
+        self
     }
 
     /// Requests over [`listen::MAX_REQUEST_BYTES`] are refused by tonic
@@ -92,6 +104,7 @@ impl EbpfService for EbpfApi {
             m.agent_id(),
             m.capabilities(),
             m.limits(),
+            &self.connections,
             m.kinds(),
             m.retained_bytes(),
         )))

@@ -122,6 +122,114 @@ async fn socket_has_the_requested_mode_and_health_serves() {
 }
 
 #[tokio::test]
+async fn health_watch_follows_the_protocol_and_ends_at_shutdown() {
+    use tonic_health::pb::health_check_response::ServingStatus;
+    let h = harness("watch").await;
+    let mut health = tonic_health::pb::health_client::HealthClient::new(h.channel.clone());
+    let watch = |service: &str| {
+        let mut health = health.clone();
+        let service = service.to_string();
+        async move {
+            health
+                .watch(tonic_health::pb::HealthCheckRequest { service })
+                .await
+                .unwrap()
+                .into_inner()
+        }
+    };
+    let mut known = watch("coral.agent.v1.EbpfService").await;
+    let first = known.message().await.unwrap().unwrap();
+    assert_eq!(first.status, ServingStatus::Serving as i32);
+    // An unknown service: SERVICE_UNKNOWN, and the call stays open.
+    let mut unknown = watch("no.such.Service").await;
+    let first = unknown.message().await.unwrap().unwrap();
+    assert_eq!(first.status, ServingStatus::ServiceUnknown as i32);
+    let next = tokio::time::timeout(Duration::from_millis(300), unknown.message()).await;
+    assert!(next.is_err(), "the watch ended: {next:?}");
+    // Check still answers NOT_FOUND for it.
+    let err = health
+        .check(tonic_health::pb::HealthCheckRequest {
+            service: "no.such.Service".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::NotFound);
+
+    // Shutdown ends both watches, so the server can drain and stop.
+    let Harness { _stop, path, .. } = h;
+    drop(_stop);
+    for stream in [&mut known, &mut unknown] {
+        let end = tokio::time::timeout(Duration::from_secs(5), async {
+            while let Ok(Some(_)) = stream.message().await {}
+        })
+        .await;
+        assert!(end.is_ok(), "a watch outlived the shutdown");
+    }
+    for _ in 0..500 {
+        if !path.exists() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("the server did not finish its shutdown");
+}
+
+#[tokio::test]
+async fn reflection_v1_and_v1alpha_list_every_service() {
+    use tonic_reflection::pb::{v1, v1alpha};
+    let h = harness("reflection").await;
+    let expected = [
+        "coral.agent.v1.EbpfService",
+        "grpc.health.v1.Health",
+        "grpc.reflection.v1.ServerReflection",
+        "grpc.reflection.v1alpha.ServerReflection",
+    ];
+
+    let mut client = v1::server_reflection_client::ServerReflectionClient::new(h.channel.clone());
+    let request = v1::ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(v1::server_reflection_request::MessageRequest::ListServices(
+            String::new(),
+        )),
+    };
+    let mut responses = client
+        .server_reflection_info(futures_util::stream::iter([request]))
+        .await
+        .unwrap()
+        .into_inner();
+    let Some(v1::server_reflection_response::MessageResponse::ListServicesResponse(list)) =
+        responses.message().await.unwrap().unwrap().message_response
+    else {
+        panic!("not a service list");
+    };
+    let mut names: Vec<_> = list.service.into_iter().map(|s| s.name).collect();
+    names.sort();
+    assert_eq!(names, expected);
+
+    let mut client =
+        v1alpha::server_reflection_client::ServerReflectionClient::new(h.channel.clone());
+    let request = v1alpha::ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(
+            v1alpha::server_reflection_request::MessageRequest::ListServices(String::new()),
+        ),
+    };
+    let mut responses = client
+        .server_reflection_info(futures_util::stream::iter([request]))
+        .await
+        .unwrap()
+        .into_inner();
+    let Some(v1alpha::server_reflection_response::MessageResponse::ListServicesResponse(list)) =
+        responses.message().await.unwrap().unwrap().message_response
+    else {
+        panic!("not a service list");
+    };
+    let mut names: Vec<_> = list.service.into_iter().map(|s| s.name).collect();
+    names.sort();
+    assert_eq!(names, expected);
+}
+
+#[tokio::test]
 async fn capabilities_list_every_kind_and_the_limits() {
     let mut h = harness("caps").await;
     let caps = h

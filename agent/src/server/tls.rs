@@ -1,14 +1,15 @@
-//! TLS for TCP listeners (rustls through tonic): the agent's certificate and
-//! key, and for mutual TLS the CA that client certificates must chain to.
-//! Also reads a verified client certificate's subject for the audit log.
+//! TLS for TCP listeners (rustls, the ring provider, as tonic's tls-ring):
+//! the agent's certificate and key, and for mutual TLS the CA that client
+//! certificates must chain to. The handshake itself runs in
+//! `connections.rs`, under the preface timeout. Also reads a verified client
+//! certificate's subject for the audit log.
 
 use std::path::{Path, PathBuf};
-use std::time::Duration;
-use tonic::transport::{Certificate, Identity, ServerTlsConfig};
-
-/// A client that has not finished its handshake by then is dropped, so
-/// half-open connections cannot pile up.
-pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+use std::sync::Arc;
+use tokio_rustls::rustls::pki_types::pem::PemObject;
+use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use tokio_rustls::rustls::server::WebPkiClientVerifier;
+use tokio_rustls::rustls::{self, RootCertStore, ServerConfig};
 
 /// Where the PEM files are. Read once, at start-up.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -30,6 +31,28 @@ pub struct TlsFileError {
     source: std::io::Error,
 }
 
+/// The TLS files do not make a server configuration.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsConfigError {
+    /// A file could not be read.
+    #[error(transparent)]
+    File(#[from] TlsFileError),
+    /// A file holds no usable PEM item of the kind needed.
+    #[error("{what} {path}: {source}")]
+    Pem {
+        what: &'static str,
+        path: String,
+        #[source]
+        source: rustls::pki_types::pem::Error,
+    },
+    /// rustls refused the certificate and key (e.g. they do not match).
+    #[error("TLS certificate and key: {0}")]
+    Rustls(#[from] rustls::Error),
+    /// The client CA cannot verify anything (e.g. no usable certificate).
+    #[error("client CA: {0}")]
+    ClientCa(#[from] rustls::server::VerifierBuilderError),
+}
+
 fn read(what: &'static str, path: &Path) -> Result<Vec<u8>, TlsFileError> {
     std::fs::read(path).map_err(|source| TlsFileError {
         what,
@@ -38,26 +61,53 @@ fn read(what: &'static str, path: &Path) -> Result<Vec<u8>, TlsFileError> {
     })
 }
 
+fn certs(what: &'static str, path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsConfigError> {
+    let pem = read(what, path)?;
+    let pem_err = |source| TlsConfigError::Pem {
+        what,
+        path: path.display().to_string(),
+        source,
+    };
+    let certs = CertificateDer::pem_slice_iter(&pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(pem_err)?;
+    if certs.is_empty() {
+        return Err(pem_err(rustls::pki_types::pem::Error::NoItemsFound));
+    }
+    Ok(certs)
+}
+
 impl TlsFiles {
-    /// The server configuration. Client certificates are checked by rustls
-    /// during the handshake whenever one is presented; a client that presents
-    /// none is let through the handshake and refused by the authenticator with
-    /// `UNAUTHENTICATED`, so it gets a gRPC status that names the problem
-    /// instead of a bare TLS alert.
-    pub fn server_config(&self) -> Result<ServerTlsConfig, TlsFileError> {
-        let identity = Identity::from_pem(
-            read("TLS certificate", &self.cert)?,
-            read("TLS key", &self.key)?,
-        );
-        let mut config = ServerTlsConfig::new()
-            .identity(identity)
-            .timeout(HANDSHAKE_TIMEOUT);
-        if let Some(ca) = &self.client_ca {
-            config = config
-                .client_ca_root(Certificate::from_pem(read("client CA", ca)?))
-                .client_auth_optional(true);
-        }
-        Ok(config)
+    /// The server configuration (ALPN h2). Client certificates are checked
+    /// by rustls during the handshake whenever one is presented; a client
+    /// that presents none is let through the handshake and refused by the
+    /// authenticator with `UNAUTHENTICATED`, so it gets a gRPC status that
+    /// names the problem instead of a bare TLS alert.
+    pub fn server_config(&self) -> Result<Arc<ServerConfig>, TlsConfigError> {
+        let chain = certs("TLS certificate", &self.cert)?;
+        let key =
+            PrivateKeyDer::from_pem_slice(&read("TLS key", &self.key)?).map_err(|source| {
+                TlsConfigError::Pem {
+                    what: "TLS key",
+                    path: self.key.display().to_string(),
+                    source,
+                }
+            })?;
+        let builder = ServerConfig::builder();
+        let builder = match &self.client_ca {
+            None => builder.with_no_client_auth(),
+            Some(ca) => {
+                let mut roots = RootCertStore::empty();
+                roots.add_parsable_certificates(certs("client CA", ca)?);
+                let verifier = WebPkiClientVerifier::builder(roots.into())
+                    .allow_unauthenticated()
+                    .build()?;
+                builder.with_client_cert_verifier(verifier)
+            }
+        };
+        let mut config = builder.with_single_cert(chain, key)?;
+        config.alpn_protocols.push(b"h2".to_vec());
+        Ok(Arc::new(config))
     }
 }
 

@@ -133,6 +133,14 @@ pub async fn run(mut ctx: Ctx, _: Args) -> anyhow::Result<()> {
             ),
         ]);
         t.add_row(["stop timeout".to_string(), duration_ns(l.stop_timeout_ns)]);
+        t.add_row([
+            "connections per listener".to_string(),
+            l.max_connections.to_string(),
+        ]);
+        t.add_row([
+            "HTTP/2 preface timeout".to_string(),
+            duration_ns(l.preface_timeout_ns),
+        ]);
         align_right(&mut t, [1]);
         render::out(format!("\n{t}"))?;
     }
