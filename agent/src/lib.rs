@@ -5,12 +5,14 @@
 //!   (`Starting -> Running -> Expired | Stopped | Failed`), its deadline and
 //!   its bounded event log.
 //! * [`collectors`] holds one module per kind, each owning its BPF object.
+//! * [`containers`] reads container and pod ids out of cgroup paths.
 //! * [`server`] is the gRPC edge: conversions and the service.
 //! * [`error`] is the one place errors become gRPC status codes.
 
 pub mod capabilities;
 pub mod collectors;
 pub mod config;
+pub mod containers;
 pub mod domain;
 pub mod error;
 pub mod manager;
