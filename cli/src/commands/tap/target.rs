@@ -14,6 +14,8 @@ pub enum Kind {
     CpuProfile,
     /// TCP connection lifecycle, RTT, retransmits, resets.
     TcpMetrics,
+    /// Execs and process exits: argv, exit code, signal, lifetime, container.
+    ProcessEvents,
 }
 
 impl From<Kind> for pb::CollectorKind {
@@ -23,6 +25,7 @@ impl From<Kind> for pb::CollectorKind {
             Kind::HttpLatency => pb::CollectorKind::HttpLatency,
             Kind::CpuProfile => pb::CollectorKind::CpuProfile,
             Kind::TcpMetrics => pb::CollectorKind::TcpMetrics,
+            Kind::ProcessEvents => pb::CollectorKind::ProcessEvents,
         }
     }
 }
@@ -112,6 +115,23 @@ pub struct SpecArgs {
     /// Distinct (method, route, status) groups kept (http-latency; default 256).
     #[arg(long)]
     pub max_routes: Option<u32>,
+
+    /// Trace only the listed pids, not the processes they fork (process-events;
+    /// by default a pid filter follows children).
+    #[arg(long)]
+    pub no_follow: bool,
+
+    /// Exits of processes younger than this count as short-lived (process-events; default 1s).
+    #[arg(long, value_parser = parse_duration)]
+    pub short_lived: Option<Duration>,
+
+    /// Arguments kept per exec (process-events; default 64).
+    #[arg(long)]
+    pub max_args: Option<u32>,
+
+    /// Kernel ring buffer size in bytes, a power of two >= 4096 (process-events; for tests).
+    #[arg(long, hide = true)]
+    pub ring_buffer_bytes: Option<u32>,
 }
 
 impl SpecArgs {
@@ -142,6 +162,14 @@ impl SpecArgs {
                 interval_ns,
                 client_side: self.client_side,
                 max_routes: self.max_routes.unwrap_or(0),
+            }),
+            Kind::ProcessEvents => Config::ProcessEvents(pb::ProcessEventsConfig {
+                interval_ns,
+                no_follow: self.no_follow,
+                short_lived_ns: self.short_lived.map_or(0, |d| d.as_nanos() as u64),
+                max_args: self.max_args.unwrap_or(0),
+                max_arg_bytes: 0,
+                ring_buffer_bytes: self.ring_buffer_bytes.unwrap_or(0),
             }),
         };
         pb::CollectorSpec {
