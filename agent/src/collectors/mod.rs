@@ -20,6 +20,8 @@ mod filter;
 #[cfg(target_os = "linux")]
 pub mod http_latency;
 #[cfg(target_os = "linux")]
+pub mod process_events;
+#[cfg(target_os = "linux")]
 pub mod syscall_stats;
 #[cfg(target_os = "linux")]
 pub mod tcp_metrics;
@@ -142,6 +144,7 @@ pub fn builtin() -> Vec<Box<dyn CollectorFactory>> {
             Box::new(tcp_metrics::TcpMetricsFactory),
             Box::new(cpu_profile::CpuProfileFactory),
             Box::new(http_latency::HttpLatencyFactory),
+            Box::new(process_events::ProcessEventsFactory),
         ]
     }
     #[cfg(not(target_os = "linux"))]
