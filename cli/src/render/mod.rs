@@ -3,6 +3,7 @@
 
 pub mod http;
 pub mod pprof;
+pub mod process;
 pub mod profile;
 pub mod syscalls;
 pub mod tcp;

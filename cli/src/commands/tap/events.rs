@@ -33,6 +33,10 @@ pub struct Args {
     /// Order of the http-latency route table.
     #[arg(long, value_enum, default_value_t)]
     pub sort: SortBy,
+
+    /// process-events: print the tree of the processes seen.
+    #[arg(long)]
+    pub tree: bool,
 }
 
 /// Records fetched per GetEvents call.
@@ -44,7 +48,10 @@ pub async fn run(mut ctx: Ctx, args: Args) -> anyhow::Result<()> {
         let out = args.out.as_deref();
         return export::run(&mut ctx.client, &args.id, args.follow, format, out).await;
     }
-    let opts = view::ViewOptions { sort: args.sort };
+    let opts = view::ViewOptions {
+        sort: args.sort,
+        tree: args.tree,
+    };
     if args.follow {
         let followed = view::follow(
             &mut ctx.client,

@@ -22,6 +22,10 @@ pub struct Args {
     /// Order of the http-latency route table.
     #[arg(long, value_enum, default_value_t)]
     pub sort: SortBy,
+
+    /// process-events: print the tree of the processes seen at the end.
+    #[arg(long)]
+    pub tree: bool,
 }
 
 pub async fn run(mut ctx: Ctx, args: Args) -> anyhow::Result<()> {
@@ -55,7 +59,10 @@ pub async fn run(mut ctx: Ctx, args: Args) -> anyhow::Result<()> {
         );
     }
     // From seq 1: nothing recorded since the start is missed.
-    let opts = view::ViewOptions { sort: args.sort };
+    let opts = view::ViewOptions {
+        sort: args.sort,
+        tree: args.tree,
+    };
     let followed = view::follow(&mut ctx.client, &info.id, 1, ctx.output, opts, true).await?;
     if ctx.output == Output::Table {
         view::print_result(&followed, opts)?;

@@ -3,7 +3,7 @@
 
 use crate::client::{CliError, Client};
 use crate::commands::caps::kind_name;
-use crate::render::{self, Output, duration_ns, http, profile, syscalls, tcp, timestamp};
+use crate::render::{self, Output, duration_ns, http, process, profile, syscalls, tcp, timestamp};
 use coral_proto::v1::{
     self as pb, CollectorInfo, CollectorState, Record, StreamEventsRequest, record::Payload,
     stream_events_response::Event,
@@ -120,6 +120,8 @@ pub fn describe(info: &CollectorInfo) -> String {
 #[derive(Clone, Copy, Debug, Default)]
 pub struct ViewOptions {
     pub sort: http::SortBy,
+    /// process-events: print the process tree at the end.
+    pub tree: bool,
 }
 
 /// One line for a discrete event (a request, a connection); `None` for an
@@ -128,6 +130,7 @@ pub fn event_line(record: &Record) -> Option<String> {
     match &record.payload {
         Some(Payload::HttpRequest(r)) => Some(http::request_line(r)),
         Some(Payload::TcpConnection(c)) => Some(tcp::connection_line(c)),
+        Some(Payload::ProcessEvent(e)) => Some(process::event_line(e)),
         _ => None,
     }
 }
@@ -136,6 +139,7 @@ pub fn event_line(record: &Record) -> Option<String> {
 fn event_header(record: &Record) -> Option<&'static str> {
     match &record.payload {
         Some(Payload::TcpConnection(_)) => Some(tcp::CONNECTION_HEADER),
+        Some(Payload::ProcessEvent(_)) => Some(process::EVENT_HEADER),
         _ => None,
     }
 }
@@ -148,6 +152,8 @@ pub fn report(record: &Record, opts: ViewOptions) -> String {
         Some(Payload::HttpStats(s)) => http::report(s, TABLE_ROWS, opts.sort),
         Some(Payload::TcpStats(s)) => tcp::report(s, TABLE_ROWS),
         Some(Payload::TcpConnection(c)) => tcp::connection_report(c),
+        Some(Payload::ProcessStats(s)) => process::report(s, TABLE_ROWS),
+        Some(Payload::ProcessEvent(e)) => process::event_report(e),
         // Kinds without a human renderer yet: show the data as it is.
         Some(other) => format!("{other:#?}\n"),
         None => "(empty record)\n".into(),
@@ -161,6 +167,8 @@ fn summary(record: &Record) -> String {
         Some(Payload::HttpStats(s)) => http::summary_line(s),
         Some(Payload::TcpStats(s)) => tcp::summary_line(s),
         Some(Payload::TcpConnection(c)) => tcp::connection_line(c),
+        Some(Payload::ProcessStats(s)) => process::summary_line(s),
+        Some(Payload::ProcessEvent(e)) => process::event_line(e),
         Some(_) | None => String::new(),
     }
 }
@@ -176,6 +184,8 @@ pub struct Followed {
     /// Column titles of those events, if their kind has them.
     pub header: Option<&'static str>,
     pub ended: Option<CollectorInfo>,
+    /// process-events: the tree of every process seen.
+    pub tree: process::Tree,
 }
 
 impl Followed {
@@ -183,6 +193,9 @@ impl Followed {
     /// Returns the event line, if it was one (the first one with its kind's
     /// column titles above it).
     pub fn keep(&mut self, record: Record) -> Option<String> {
+        if let Some(Payload::ProcessEvent(e)) = &record.payload {
+            self.tree.add(e);
+        }
         match event_line(&record) {
             Some(line) => {
                 if self.recent.len() == RECENT_EVENTS {
@@ -327,6 +340,9 @@ pub fn print_result(followed: &Followed, opts: ViewOptions) -> anyhow::Result<()
         ))?,
         None if !followed.recent.is_empty() => render::out(followed.recent_block())?,
         None => render::out("no records")?,
+    }
+    if opts.tree && !followed.tree.is_empty() {
+        render::out(format!("\nprocess tree:\n{}", followed.tree.render()))?;
     }
     Ok(())
 }
