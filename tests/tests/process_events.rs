@@ -563,10 +563,38 @@ fn container_id_from_a_docker_scope_cgroup() {
     let (by_pid, _) = start(&agent, &["--pid", &pids[0], "--pid", &pids[1]]);
     // The cgroup filter, on the slice: its descendants are included.
     let (by_cgroup, _) = start(&agent, &["--cgroup", path_str(&scope.slice)]);
+    // syscall-stats' per-process rows carry the container too.
+    let syscalls = agent.start_collector(&[
+        "--kind",
+        "syscall-stats",
+        "--per-process",
+        "--pid",
+        &pids[0],
+        "--pid",
+        &pids[1],
+    ])["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
     let plan = inside.go();
     let other = outside.go();
     let (events, _) = stop(&agent, &by_pid);
     let (in_cgroup, _) = stop(&agent, &by_cgroup);
+    agent.coral_json(&["tap", "stop", &syscalls]);
+    let per_process = agent.final_syscalls(&syscalls)["processes"].clone();
+    let row = |pid: u32| -> &Value {
+        per_process
+            .as_array()
+            .and_then(|a| a.iter().find(|p| u64_of(&p["pid"]) == u64::from(pid)))
+            .unwrap_or_else(|| panic!("no row for {pid}: {per_process}"))
+    };
+    let c = &row(inside.pid())["container"];
+    assert_eq!(c["containerId"], scope.id.as_str(), "{per_process}");
+    assert_eq!(c["runtime"], "docker", "{per_process}");
+    assert_eq!(c["cgroupPath"], scope.relative().as_str(), "{per_process}");
+    let c = &row(outside.pid())["container"];
+    assert_eq!(c["cgroupPath"], "/", "{per_process}");
+    assert!(c.get("containerId").is_none(), "{per_process}");
 
     let mine = plan.pids();
     let theirs = other.pids();

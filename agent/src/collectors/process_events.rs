@@ -22,7 +22,7 @@ use super::filter::FilterGlobals;
 use super::{Collector, CollectorError, CollectorFactory, StartContext, error_chain};
 use crate::capabilities::HostCapabilities;
 use crate::config::Limits;
-use crate::containers::resolve::CgroupResolver;
+use crate::containers::resolve::{Cgroup, CgroupResolver};
 use crate::domain::{Kind, KindConfig, Payload};
 use aya::maps::{HashMap as BpfHashMap, MapData, PerCpuArray, RingBuf};
 use aya::programs::BtfTracePoint;
@@ -33,8 +33,8 @@ use coral_ebpf_programs::process_events::{
     ProcExec,
 };
 use coral_proto::v1::{
-    self as pb, ProcessEvent, ProcessEventType, ProcessEventsConfig, ProcessExecCount,
-    ProcessExitCount, ProcessParentCount, ProcessStats,
+    ProcessEvent, ProcessEventType, ProcessEventsConfig, ProcessExecCount, ProcessExitCount,
+    ProcessParentCount, ProcessStats,
 };
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
@@ -483,20 +483,6 @@ struct ProcessEventsCollector {
 }
 
 impl ProcessEventsCollector {
-    fn container(&mut self, cgroup_id: u64) -> Option<pb::Container> {
-        let cg = self.cgroups.resolve(cgroup_id)?;
-        let container = cg.info.container.as_ref();
-        Some(pb::Container {
-            cgroup_path: cg.path.clone(),
-            container_id: container.map(|c| c.id.clone()).unwrap_or_default(),
-            runtime: container
-                .and_then(|c| c.runtime)
-                .map(|r| r.as_str().to_string())
-                .unwrap_or_default(),
-            pod_uid: cg.info.pod_uid.clone().unwrap_or_default(),
-        })
-    }
-
     fn base(&mut self, h: &ProcEvent, kind: ProcessEventType) -> ProcessEvent {
         ProcessEvent {
             r#type: kind as i32,
@@ -508,7 +494,7 @@ impl ProcessEventsCollector {
             comm: c_str(&h.comm),
             start_unix_nano: self.clock.unix(h.start_ns),
             cgroup_id: h.cgroup_id,
-            container: self.container(h.cgroup_id),
+            container: self.cgroups.resolve(h.cgroup_id).map(Cgroup::to_proto),
             ..Default::default()
         }
     }

@@ -37,6 +37,20 @@ impl Cgroup {
         let info = parse_cgroup_path(&path);
         Self { path, info }
     }
+
+    /// As records carry it.
+    pub fn to_proto(&self) -> coral_proto::v1::Container {
+        let container = self.info.container.as_ref();
+        coral_proto::v1::Container {
+            cgroup_path: self.path.clone(),
+            container_id: container.map(|c| c.id.clone()).unwrap_or_default(),
+            runtime: container
+                .and_then(|c| c.runtime)
+                .map(|r| r.as_str().to_string())
+                .unwrap_or_default(),
+            pod_uid: self.info.pod_uid.clone().unwrap_or_default(),
+        }
+    }
 }
 
 /// Relative path of `dir` under `root`, as `/a/b` (`/` for the root).
