@@ -1,6 +1,6 @@
 //! The Linux implementations of the `coral-bench` subcommands.
 
-use crate::{AttachArgs, LoopArgs};
+use crate::{AttachArgs, LoopArgs, SpawnArgs};
 use anyhow::{Context, bail, ensure};
 use aya::programs::Program;
 use aya::{Btf, Ebpf, EbpfLoader};
@@ -41,6 +41,45 @@ pub fn run_loop(args: &LoopArgs) -> anyhow::Result<()> {
         if args.wall { "wall" } else { "thread CPU" },
         args.reps,
         args.iters,
+        all.join(" ")
+    );
+    Ok(())
+}
+
+/// `spawn`: runs `program` `iters` times in a row, `reps` times; prints the
+/// best wall-clock time per run. Not pinned: the child may run on another
+/// CPU, and a tracer's user-space work competes for the CPUs as it would.
+pub fn spawn(args: &SpawnArgs) -> anyhow::Result<()> {
+    ensure!(args.iters > 0, "--iters must be positive");
+    ensure!(args.reps > 0, "--reps must be positive");
+    let run = |n: u64| -> anyhow::Result<()> {
+        for _ in 0..n {
+            let status = std::process::Command::new(&args.program)
+                .status()
+                .with_context(|| format!("running {}", args.program.display()))?;
+            ensure!(
+                status.success(),
+                "{} exited {status}",
+                args.program.display()
+            );
+        }
+        Ok(())
+    };
+    run(args.iters / 10 + 1)?;
+    let mut best = f64::INFINITY;
+    let mut all = Vec::with_capacity(args.reps as usize);
+    for _ in 0..args.reps {
+        let t0 = Instant::now();
+        run(args.iters)?;
+        let per = t0.elapsed().as_nanos() as f64 / args.iters as f64;
+        all.push(format!("{per:.0}"));
+        best = best.min(per);
+    }
+    println!(
+        "{best:.0} ns/run (wall, best of {} x {} runs of {}; per measurement: {})",
+        args.reps,
+        args.iters,
+        args.program.display(),
         all.join(" ")
     );
     Ok(())
