@@ -3,7 +3,8 @@
 # execsnoop and exitsnoop (docs/benchmarks.md, "## process-events overhead").
 #
 # An exec-heavy loop (coral-bench spawn: /bin/true run ITERS times in a row,
-# posix_spawn + wait, wall time per run, the best of REPS measurements) with
+# posix_spawn + wait; CPU time per run of the loop and its children, where
+# the tracers' exec and exit hooks run, the best of REPS measurements) with
 # nothing attached, with Coral process-events on the whole machine (exec and
 # exit events: argv, exit status, lifetime, cgroup and container), with Coral
 # following an idle process's children (the fork hook runs for every fork,
@@ -12,8 +13,11 @@
 # the snoops goes to files, as when logged. Rounds go round-robin over the
 # configurations, starting one further each round, so drift on a shared
 # machine hits every configuration alike; per round, each configuration's
-# added cost is its time minus that round's "none", and medians over rounds
-# are reported, with the tracer's own CPU time.
+# added cost is its time minus that round's "none"; the median over rounds
+# is reported with its quartiles, and the tracer's own CPU time per run (user
+# + system of its process, exited threads included, from /proc/PID/stat: the
+# agent for Coral, the snoops for them; summed over all rounds, since a
+# clock tick is several runs' worth), and the sum of both.
 #
 # Needs root and libbpf-tools' execsnoop and exitsnoop.
 # Usage: bash bench/process-events.sh
@@ -144,20 +148,21 @@ start_tracer() {
 	esac
 }
 
-# CPU time (user + system, clock ticks) process $1 has used so far.
-cpu_ticks() {
-	awk '{ print $14 + $15 }' "/proc/$1/stat"
-}
+# CPU time (user + system, in ns; clock-tick resolution) process $1 has used
+# so far, its exited threads included (a per-thread sum would lose them).
 hz=$(getconf CLK_TCK)
+run_ns() {
+	awk -v hz="$hz" '{ printf "%d\n", ($14 + $15) * 1e9 / hz }' "/proc/$1/stat"
+}
 
-# CPU ticks of the tracers of configuration $1 so far.
-tracer_ticks() {
+# Run time (ns) of the tracers of configuration $1 so far.
+tracer_ns() {
 	local t=0 pid
 	case $1 in
-	coral | coral-pid) t=$(cpu_ticks "$agent_pid") ;;
+	coral | coral-pid) t=$(run_ns "$agent_pid") ;;
 	execsnoop | exitsnoop | snoops)
 		for pid in "${tracer_pids[@]}"; do
-			t=$((t + $(cpu_ticks "$pid")))
+			t=$((t + $(run_ns "$pid")))
 		done
 		;;
 	esac
@@ -210,16 +215,17 @@ stop_tracer() {
 }
 
 runs=$(((ITERS / 10 + 1) + ITERS * REPS))
-declare -A ns added cpu seen
+declare -A ns added tracer_ns_total
 
 n=${#CONFIGS[@]}
 for ((round = 0; round < ROUNDS; round++)); do
 	for ((k = 0; k < n; k++)); do
 		cfg=${CONFIGS[(round + k) % n]}
 		start_tracer "$cfg"
-		before=$(tracer_ticks "$cfg")
+		before=$(tracer_ns "$cfg")
 		out=$("$bench" spawn --iters "$ITERS" --reps "$REPS")
-		ticks=$(($(tracer_ticks "$cfg") - before))
+		tracer_ns_total[$cfg]=$((${tracer_ns_total[$cfg]:-0} + $(tracer_ns "$cfg") - before))
+		tracer=$((($(tracer_ns "$cfg") - before) / runs))
 		stop_tracer "$cfg" >"$work/seen"
 		read -r execs exits lost <"$work/seen"
 		# Every run is one exec and one exit; other processes only add.
@@ -234,10 +240,8 @@ for ((round = 0; round < ROUNDS; round++)); do
 			;;
 		esac
 		ns[$cfg,$round]=${out%% *}
-		cpu[$cfg]+="$(awk -v t="$ticks" -v hz="$hz" 'BEGIN { printf "%.2f", t / hz }') "
-		seen[$cfg]+="$execs/$exits/$lost "
-		printf 'round %d  %-10s %9s ns/run  execs/exits/lost %s  tracer cpu %s/%ss\n' \
-			"$round" "$cfg" "${ns[$cfg,$round]}" "$execs/$exits/$lost" "$ticks" "$hz" >&2
+		printf 'round %d  %-10s %9s ns/run  execs/exits/lost %s  tracer %s ns/run\n' \
+			"$round" "$cfg" "${ns[$cfg,$round]}" "$execs/$exits/$lost" "$tracer" >&2
 	done
 	for cfg in "${CONFIGS[@]}"; do
 		added[$cfg]+="$((ns[$cfg,$round] - ns[none,$round])) "
@@ -247,21 +251,39 @@ done
 median() {
 	tr ' ' '\n' | grep -v '^$' | sort -g | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
 }
+# First and third quartiles, "q1..q3" (nearest rank).
+quartiles() {
+	tr ' ' '\n' | grep -v '^$' | sort -g | awk '{ v[NR] = $1 } END { q1 = int((NR + 3) / 4); q3 = int((3 * NR + 3) / 4); print v[q1] ".." v[q3] }'
+}
+ratio() {
+	local a=$1 e=$2
+	if [[ -n $e ]] && awk -v e="$e" 'BEGIN { exit !(e > 0) }'; then
+		awk -v a="$a" -v e="$e" 'BEGIN { printf "%.2f", a / e }'
+	else
+		echo -
+	fi
+}
 
 echo
-echo "process-events overhead: /bin/true x $ITERS (best of $REPS, wall) x $ROUNDS rounds, medians;" \
+echo "process-events overhead: /bin/true x $ITERS (CPU of loop + children, best of $REPS) x $ROUNDS rounds;" \
 	"kernel $(uname -r), $(nproc) CPUs, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//')"
-printf '%-10s %10s %12s %11s %14s\n' CONFIG "NS/RUN" "ADDED NS" "x EXECSNOOP" "TRACER CPU s"
-exec_added=
-[[ -n ${added[execsnoop]:-} ]] && exec_added=$(median <<<"${added[execsnoop]}")
+printf '%-10s %9s %8s %17s %6s %8s %8s %6s\n' CONFIG "NS/RUN" "ADDED" "ADDED Q1..Q3" "xEXEC" "TRACER" "TOTAL" "xEXEC"
+declare -A a_med t_run
+for cfg in "${CONFIGS[@]}"; do
+	a_med[$cfg]=$(median <<<"${added[$cfg]}")
+	t_run[$cfg]=$((${tracer_ns_total[$cfg]:-0} / (runs * ROUNDS)))
+done
+exec_added=${a_med[execsnoop]:-}
+exec_total=
+[[ -n $exec_added ]] && exec_total=$(awk -v a="$exec_added" -v t="${t_run[execsnoop]}" 'BEGIN { print a + t }')
 for cfg in "${CONFIGS[@]}"; do
 	all=
 	for ((round = 0; round < ROUNDS; round++)); do all+="${ns[$cfg,$round]} "; done
-	a=$(median <<<"${added[$cfg]}")
-	x=-
-	if [[ -n $exec_added ]] && awk -v e="$exec_added" 'BEGIN { exit !(e > 0) }'; then
-		x=$(awk -v a="$a" -v e="$exec_added" 'BEGIN { printf "%.2f", a / e }')
-	fi
-	printf '%-10s %10s %12s %11s %14s\n' "$cfg" "$(median <<<"$all")" "$a" "$x" "$(median <<<"${cpu[$cfg]}")"
+	a=${a_med[$cfg]}
+	t=$(awk -v a="$a" -v t="${t_run[$cfg]}" 'BEGIN { print a + t }')
+	printf '%-10s %9s %8s %17s %6s %8s %8s %6s\n' "$cfg" "$(median <<<"$all")" "$a" "$(quartiles <<<"${added[$cfg]}")" \
+		"$(ratio "$a" "$exec_added")" "${t_run[$cfg]}" "$t" "$(ratio "$t" "$exec_total")"
 done
-echo "(ADDED NS: per round, the configuration's ns/run minus that round's none; x EXECSNOOP: that over execsnoop's.)"
+echo "(ns per /bin/true run. NS/RUN: median over rounds. ADDED: NS/RUN minus that round's none, median and"
+echo " quartiles over rounds. TRACER: the tracer's own CPU per run, over all rounds. TOTAL: ADDED + TRACER."
+echo " xEXEC: as a multiple of execsnoop's.)"

@@ -8,7 +8,7 @@
 //! - `attach`: the same for any object file's raw_tp / tp_btf programs, to
 //!   measure variants of a collector's BPF program built outside the tree.
 //! - `spawn`: runs a program (`/bin/true`) over and over, one at a time,
-//!   printing wall-clock ns per fork + exec + exit + wait.
+//!   printing the CPU ns (parent and children) per fork + exec + exit + wait.
 
 use clap::{Parser, Subcommand};
 
@@ -36,7 +36,8 @@ enum Command {
     /// stay attached until SIGTERM or SIGINT.
     Attach(AttachArgs),
     /// Run a program again and again, one at a time (posix_spawn + wait),
-    /// and print wall ns per run (the best of --reps) as the first field.
+    /// and print CPU ns per run (ours and the children's, the best of
+    /// --reps) as the first field.
     Spawn(SpawnArgs),
 }
 
