@@ -114,6 +114,13 @@ kinds! {
         payloads: [TcpConnection, TcpStats],
         factory: tcp_metrics::TcpMetricsFactory,
     },
+    /// Execs and process exits, with argv, exit status and container.
+    ProcessEvents {
+        proto: ProcessEvents,
+        config: ProcessEvents,
+        payloads: [ProcessEvent, ProcessStats],
+        factory: process_events::ProcessEventsFactory,
+    },
 }
 
 impl Kind {

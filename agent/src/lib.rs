@@ -6,6 +6,7 @@
 //!   its bounded event log.
 //! * [`kinds`] declares every collector kind once; [`collectors`] holds one
 //!   module per kind, each owning its BPF object (with the `bpf` feature).
+//! * [`containers`] reads container and pod ids out of cgroup paths.
 //! * [`server`] is the gRPC edge: conversions and the service.
 //! * [`error`] is the one place errors become gRPC status codes.
 
@@ -13,6 +14,7 @@ pub mod capabilities;
 pub mod cgroup;
 pub mod collectors;
 pub mod config;
+pub mod containers;
 pub mod domain;
 pub mod error;
 pub mod kinds;

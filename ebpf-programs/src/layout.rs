@@ -26,25 +26,37 @@ fn field_size<T, F>(_field: fn(&T) -> &F) -> usize {
     size_of::<F>()
 }
 
+/// `mirror!("c_struct" => RustType { field, rust_field = "c_field", ... })`.
 macro_rules! mirror {
-    ($c:literal => $ty:ty { $($field:ident),+ $(,)? }) => {
+    ($c:literal => $ty:ty { $($field:ident $(= $c_field:literal)?),+ $(,)? }) => {
         Mirror {
             c_name: $c,
             size: size_of::<$ty>(),
             fields: vec![$((
-                stringify!($field).to_string(),
+                mirror!(@name $field $($c_field)?),
                 offset_of!($ty, $field),
                 field_size(|s: &$ty| &s.$field),
             )),+],
         }
     };
+    (@name $field:ident $c_field:literal) => { $c_field.to_string() };
+    (@name $field:ident) => { stringify!($field).to_string() };
 }
 
 fn mirrors() -> Vec<Mirror> {
-    use crate::{cpu_profile as cp, http_latency as http, syscall_stats as ss, tcp_metrics as tcp};
+    use crate::{
+        cpu_profile as cp, http_latency as http, process_events as pe, syscall_stats as ss,
+        tcp_metrics as tcp,
+    };
     vec![
         mirror!("coral_sys_stat" => ss::SysStat { count, errors, total_ns, log2 }),
         mirror!("coral_sys_key" => ss::SysKey { tgid, nr }),
+        mirror!("coral_sys_proc" => ss::SysProc { comm, cgroup_id }),
+        mirror!("coral_proc_event" => pe::ProcEvent {
+            time_ns, start_ns, cgroup_id, kind = "type", pid, tgid, ppid, uid, status, flags,
+            argv_len, comm,
+        }),
+        mirror!("coral_proc_exec" => pe::ProcExec { hdr, filename, argv }),
         mirror!("coral_tcp_event" => tcp::TcpEvent {
             start_ns, connect_ns, end_ns, bytes_sent, bytes_received, pid, retransmits,
             resets_sent, resets_received, sk_err, lport, rport, family, flags, end_state, pad,

@@ -26,10 +26,21 @@ pub struct SysKey {
     pub nr: u32,
 }
 
+/// `struct coral_sys_proc`: a process's name and cgroup v2 id (per_process).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SysProc {
+    pub comm: [u8; 16],
+    pub cgroup_id: u64,
+}
+
 const _: () = assert!(std::mem::size_of::<SysStat>() == 8 * (3 + LOG2_BUCKETS));
+const _: () = assert!(std::mem::size_of::<SysProc>() == 24);
 const _: () = assert!(std::mem::size_of::<SysKey>() == 8);
 
 // SAFETY: plain-old-data with no padding (asserted above), any bit pattern is valid.
 unsafe impl aya::Pod for SysStat {}
 // SAFETY: two u32, no padding, any bit pattern is valid.
 unsafe impl aya::Pod for SysKey {}
+// SAFETY: 16 bytes then a u64, no padding (size asserted), any bit pattern is valid.
+unsafe impl aya::Pod for SysProc {}

@@ -14,6 +14,7 @@ impl CollectorKind {
             CollectorKind::HttpLatency => "http-latency",
             CollectorKind::CpuProfile => "cpu-profile",
             CollectorKind::TcpMetrics => "tcp-metrics",
+            CollectorKind::ProcessEvents => "process-events",
         }
     }
 

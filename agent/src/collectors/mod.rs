@@ -21,6 +21,8 @@ mod filter;
 #[cfg(bpf)]
 pub mod http_latency;
 #[cfg(bpf)]
+pub mod process_events;
+#[cfg(bpf)]
 pub mod syscall_stats;
 #[cfg(bpf)]
 pub mod tcp_metrics;

@@ -11,12 +11,15 @@ use super::filter::FilterGlobals;
 use super::{Collector, CollectorError, CollectorFactory, StartContext, check_interval};
 use crate::capabilities::HostCapabilities;
 use crate::config::Limits;
+use crate::containers::resolve::{Cgroup, CgroupResolver};
 use crate::domain::{Kind, KindConfig, Payload};
 use aya::maps::{HashMap, MapData, PerCpuArray, PerCpuHashMap};
 use aya::programs::BtfTracePoint;
 use aya::programs::links::FdLink;
 use aya::{Btf, Ebpf, EbpfLoader};
-use coral_ebpf_programs::syscall_stats::{LOG2_BUCKETS, OBJECT, SYSCALL_SLOTS, SysKey, SysStat};
+use coral_ebpf_programs::syscall_stats::{
+    LOG2_BUCKETS, OBJECT, SYSCALL_SLOTS, SysKey, SysProc, SysStat,
+};
 use coral_proto::error_chain;
 use coral_proto::v1::{
     ProcessSyscalls, SyscallLatency, SyscallStat, SyscallStats, SyscallStatsConfig,
@@ -149,6 +152,7 @@ impl CollectorFactory for SyscallStatsFactory {
             program_ids,
             interval,
             timed,
+            cgroups: CgroupResolver::new(ctx.cgroup2_root.clone()),
             _bpf: bpf,
         }))
     }
@@ -157,7 +161,7 @@ impl CollectorFactory for SyscallStatsFactory {
 struct SyscallStatsCollector {
     stats: PerCpuArray<MapData, SysStat>,
     proc_stats: Option<PerCpuHashMap<MapData, SysKey, SysStat>>,
-    comms: HashMap<MapData, u32, [u8; 16]>,
+    comms: HashMap<MapData, u32, SysProc>,
     drops: PerCpuArray<MapData, u64>,
     /// Dropping a link detaches it.
     links: Vec<FdLink>,
@@ -165,6 +169,8 @@ struct SyscallStatsCollector {
     interval: Duration,
     /// Latency is measured (exact mode), not only counts.
     timed: bool,
+    /// Paths (and containers) of the processes' cgroup ids.
+    cgroups: CgroupResolver,
     /// Owns the programs; dropped last, which unloads them.
     _bpf: Ebpf,
 }
@@ -213,7 +219,7 @@ pub fn syscall_name(nr: u32) -> String {
 }
 
 impl SyscallStatsCollector {
-    fn read_processes(&self) -> Result<Vec<ProcessSyscalls>, CollectorError> {
+    fn read_processes(&mut self) -> Result<Vec<ProcessSyscalls>, CollectorError> {
         let Some(proc_stats) = &self.proc_stats else {
             return Ok(Vec::new());
         };
@@ -227,18 +233,23 @@ impl SyscallStatsCollector {
             .into_iter()
             .map(|(pid, mut syscalls)| {
                 syscalls.sort_by(|a, b| b.count.cmp(&a.count).then(a.nr.cmp(&b.nr)));
-                let comm = self
-                    .comms
-                    .get(&pid, 0)
-                    .map(|c| {
-                        String::from_utf8_lossy(c.split(|&b| b == 0).next().unwrap_or(&[]))
+                let proc = self.comms.get(&pid, 0).ok();
+                let comm = proc
+                    .map(|p| {
+                        String::from_utf8_lossy(p.comm.split(|&b| b == 0).next().unwrap_or(&[]))
                             .into_owned()
                     })
                     .unwrap_or_default();
+                let cgroup_id = proc.map_or(0, |p| p.cgroup_id);
                 ProcessSyscalls {
                     pid,
                     comm,
                     syscalls,
+                    cgroup_id,
+                    container: match cgroup_id {
+                        0 => None,
+                        id => self.cgroups.resolve(id).map(Cgroup::to_proto),
+                    },
                 }
             })
             .collect())

@@ -82,6 +82,27 @@ fn any_config_of(kind: Kind) -> BoxedStrategy<Config> {
                 },
             )
             .boxed(),
+        Kind::ProcessEvents => (
+            any_u64(),
+            any::<bool>(),
+            any_u64(),
+            any::<u32>(),
+            any::<u32>(),
+            prop_oneof![Just(0u32), Just(4096u32), any::<u32>()],
+        )
+            .prop_map(
+                |(interval_ns, no_follow, short_lived_ns, max_args, max_arg_bytes, ring)| {
+                    Config::ProcessEvents(pb::ProcessEventsConfig {
+                        interval_ns,
+                        no_follow,
+                        short_lived_ns,
+                        max_args,
+                        max_arg_bytes,
+                        ring_buffer_bytes: ring,
+                    })
+                },
+            )
+            .boxed(),
     }
 }
 

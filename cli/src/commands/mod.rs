@@ -7,6 +7,7 @@ use crate::client::{self, Client};
 use crate::render::Output;
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
+use std::time::Duration;
 
 /// Coral: on-demand, time-boxed eBPF collectors on a node, over gRPC.
 #[derive(Debug, Parser)]
@@ -74,6 +75,11 @@ enum Command {
     /// Start, watch and manage collectors ("taps").
     #[command(subcommand)]
     Tap(Box<tap::Command>),
+}
+
+/// Human durations: `500ms`, `60s`, `1m30s`, `2h`.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    humantime::parse_duration(s).map_err(|e| format!("{s:?}: {e} (try 30s, 1m30s, 500ms)"))
 }
 
 /// What every command gets.

@@ -15,6 +15,7 @@
 
 pub mod cpu_profile;
 pub mod http_latency;
+pub mod process_events;
 pub mod syscall_stats;
 pub mod tcp_metrics;
 
@@ -57,6 +58,8 @@ pub struct ViewOptions {
     /// Rows in tables.
     pub rows: usize,
     pub sort: http_latency::SortBy,
+    /// process-events: the tree of the processes seen, at the end.
+    pub tree: bool,
 }
 
 impl Default for ViewOptions {
@@ -64,6 +67,7 @@ impl Default for ViewOptions {
         Self {
             rows: crate::render::TABLE_ROWS,
             sort: Default::default(),
+            tree: false,
         }
     }
 }
@@ -143,6 +147,7 @@ kinds! {
     HttpLatency => http_latency,
     CpuProfile => cpu_profile,
     TcpMetrics => tcp_metrics,
+    ProcessEvents => process_events,
 }
 
 impl Kind {
@@ -178,6 +183,32 @@ pub fn view(payload: &Payload) -> View<'_> {
         Payload::CpuProfile(p) => View::Aggregate(p),
         Payload::TcpConnection(c) => View::Event(c),
         Payload::TcpStats(s) => View::Aggregate(s),
+        Payload::ProcessEvent(e) => View::Event(e),
+        Payload::ProcessStats(s) => View::Aggregate(s),
+    }
+}
+
+/// What kinds gather over a whole run of records, to show at its end.
+#[derive(Default)]
+pub struct Gathered {
+    /// Every process seen (process-events), for `--tree`.
+    process_tree: process_events::Tree,
+}
+
+impl Gathered {
+    pub fn keep(&mut self, payload: &Payload) {
+        if let Payload::ProcessEvent(e) = payload {
+            self.process_tree.add(e);
+        }
+    }
+
+    /// The end-of-run views `opts` asks for (empty when none).
+    pub fn report(&self, opts: &ViewOptions) -> String {
+        if opts.tree && !self.process_tree.is_empty() {
+            format!("\nprocess tree:\n{}", self.process_tree.render())
+        } else {
+            String::new()
+        }
     }
 }
 

@@ -43,7 +43,7 @@ struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, 1);
 	__type(key, __u32);
-	__type(value, char[CORAL_COMM_LEN]);
+	__type(value, struct coral_sys_proc);
 } comms SEC(".maps");
 
 struct {
@@ -86,7 +86,7 @@ static __always_inline void add_process_sample(__u32 tgid, __u32 nr, __u64 delta
 
 	if (!s) {
 		static const struct coral_sys_stat zero;
-		char comm[CORAL_COMM_LEN];
+		struct coral_sys_proc proc = {};
 
 		if (bpf_map_update_elem(&proc_stats, &key, &zero, BPF_NOEXIST) == -7 /* E2BIG */) {
 			__u32 k = 0;
@@ -100,8 +100,10 @@ static __always_inline void add_process_sample(__u32 tgid, __u32 nr, __u64 delta
 		if (!s)
 			return;
 		/* Refreshed with every new (tgid, nr): after an exec the new name wins. */
-		if (!bpf_get_current_comm(comm, sizeof(comm)))
-			bpf_map_update_elem(&comms, &tgid, comm, BPF_ANY);
+		if (!bpf_get_current_comm(proc.comm, sizeof(proc.comm))) {
+			proc.cgroup_id = bpf_get_current_cgroup_id();
+			bpf_map_update_elem(&comms, &tgid, &proc, BPF_ANY);
+		}
 	}
 	add_sample(s, delta, ret);
 }

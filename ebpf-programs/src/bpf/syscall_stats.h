@@ -23,6 +23,13 @@ struct coral_sys_key {
 	__u32 nr;
 };
 
+/* Per process (per_process only): its name and cgroup v2 id, refreshed with
+ * every new (tgid, nr), so after an exec or a cgroup move the new ones win. */
+struct coral_sys_proc {
+	char comm[16];
+	__u64 cgroup_id;
+};
+
 /* Per-task scratch between sys_enter and sys_exit. */
 struct coral_sys_start {
 	__u64 ts;

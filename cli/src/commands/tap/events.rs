@@ -32,6 +32,10 @@ pub struct Args {
     #[arg(long, value_name = "FILE", help_heading = "cpu-profile")]
     pub out: Option<std::path::PathBuf>,
 
+    /// At the end, the tree of the processes seen.
+    #[arg(long, help_heading = "process-events")]
+    pub tree: bool,
+
     /// Order of the http-latency route table.
     #[arg(long, value_enum, default_value_t, help_heading = "http-latency")]
     pub sort: SortBy,
@@ -48,6 +52,7 @@ pub async fn run(mut ctx: Ctx, args: Args) -> anyhow::Result<()> {
     }
     let opts = ViewOptions {
         sort: args.sort,
+        tree: args.tree,
         ..Default::default()
     };
     if args.follow {

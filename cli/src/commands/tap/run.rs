@@ -20,6 +20,10 @@ pub struct Args {
     #[arg(long, value_name = "FILE", help_heading = "cpu-profile")]
     pub out: Option<std::path::PathBuf>,
 
+    /// At the end, the tree of the processes seen.
+    #[arg(long, help_heading = "process-events")]
+    pub tree: bool,
+
     /// Order of the route table.
     #[arg(long, value_enum, default_value_t, help_heading = "http-latency")]
     pub sort: SortBy,
@@ -60,6 +64,7 @@ pub async fn run(mut ctx: Ctx, args: Args) -> anyhow::Result<()> {
     // From seq 1: nothing recorded since the start is missed.
     let opts = ViewOptions {
         sort: args.sort,
+        tree: args.tree,
         ..Default::default()
     };
     let followed = view::follow(&mut ctx.client, &info.id, 1, ctx.output, opts, true).await?;

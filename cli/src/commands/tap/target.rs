@@ -1,5 +1,6 @@
 //! What to collect and from whom: shared by `tap start` and `tap run`.
 
+pub use crate::commands::parse_duration;
 use crate::kinds::{self, Kind, KindFlags};
 use clap::{ArgMatches, FromArgMatches};
 use coral_proto::v1 as pb;
@@ -13,11 +14,6 @@ fn parse_label(s: &str) -> Result<(String, String), String> {
         return Err(format!("{s:?} has an empty key"));
     }
     Ok((k.to_string(), v.to_string()))
-}
-
-/// Human durations: `500ms`, `60s`, `1m30s`, `2h`.
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    humantime::parse_duration(s).map_err(|e| format!("{s:?}: {e} (try 30s, 1m30s, 500ms)"))
 }
 
 /// What `tap start` and `tap run` take: the flags every kind shares, then

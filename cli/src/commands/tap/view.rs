@@ -159,6 +159,8 @@ pub struct Followed {
     /// Column titles of those events, if their kind has them.
     pub header: Option<&'static str>,
     pub ended: Option<CollectorInfo>,
+    /// What kinds gather for the end of the run (`--tree`).
+    pub gathered: kinds::Gathered,
 }
 
 impl Followed {
@@ -166,6 +168,9 @@ impl Followed {
     /// Returns the event line, if it was one (the first one with its kind's
     /// column titles above it).
     pub fn keep(&mut self, record: Record) -> Option<String> {
+        if let Some(payload) = &record.payload {
+            self.gathered.keep(payload);
+        }
         match event_line(&record) {
             Some((line, header)) => {
                 if self.recent.len() == RECENT_EVENTS {
@@ -315,6 +320,10 @@ pub fn print_result(followed: &Followed, opts: ViewOptions) -> anyhow::Result<()
         ))?,
         None if !followed.recent.is_empty() => render::out(followed.recent_block())?,
         None => render::out("no records")?,
+    }
+    let gathered = followed.gathered.report(&opts);
+    if !gathered.is_empty() {
+        render::out(gathered)?;
     }
     Ok(())
 }
