@@ -12,14 +12,16 @@ pub enum Kind {
     HttpLatency,
     CpuProfile,
     TcpMetrics,
+    Memory,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 4] = [
+    pub const ALL: [Kind; 5] = [
         Kind::SyscallStats,
         Kind::HttpLatency,
         Kind::CpuProfile,
         Kind::TcpMetrics,
+        Kind::Memory,
     ];
 
     /// The CLI's spelling, used in messages too.
@@ -29,6 +31,7 @@ impl Kind {
             Kind::HttpLatency => "http-latency",
             Kind::CpuProfile => "cpu-profile",
             Kind::TcpMetrics => "tcp-metrics",
+            Kind::Memory => "memory",
         }
     }
 }

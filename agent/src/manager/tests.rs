@@ -235,7 +235,7 @@ async fn unavailable_and_unbuilt_kinds_are_refused() {
     let err = m.start(s).await.unwrap_err();
     assert!(err.to_string().contains("not implemented"), "{err}");
     let kinds = m.kinds();
-    assert_eq!(kinds.len(), 4);
+    assert_eq!(kinds.len(), Kind::ALL.len());
     assert!(kinds.iter().all(|k| !k.available));
 }
 

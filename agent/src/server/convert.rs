@@ -27,11 +27,12 @@ impl TryFrom<i32> for Kind {
             Ok(pb::CollectorKind::HttpLatency) => Ok(Kind::HttpLatency),
             Ok(pb::CollectorKind::CpuProfile) => Ok(Kind::CpuProfile),
             Ok(pb::CollectorKind::TcpMetrics) => Ok(Kind::TcpMetrics),
+            Ok(pb::CollectorKind::Memory) => Ok(Kind::Memory),
             Ok(pb::CollectorKind::Unspecified) => {
                 Err(Error::InvalidArgument("collector kind is required".into()))
             }
             Err(_) => Err(Error::InvalidArgument(format!(
-                "unknown collector kind {v}; known: syscall-stats, http-latency, cpu-profile, tcp-metrics"
+                "unknown collector kind {v}; known: syscall-stats, http-latency, cpu-profile, tcp-metrics, memory"
             ))),
         }
     }
@@ -44,6 +45,7 @@ impl From<Kind> for pb::CollectorKind {
             Kind::HttpLatency => pb::CollectorKind::HttpLatency,
             Kind::CpuProfile => pb::CollectorKind::CpuProfile,
             Kind::TcpMetrics => pb::CollectorKind::TcpMetrics,
+            Kind::Memory => pb::CollectorKind::Memory,
         }
     }
 }
@@ -67,6 +69,7 @@ fn config_kind(config: &KindConfig) -> Kind {
         KindConfig::HttpLatency(_) => Kind::HttpLatency,
         KindConfig::CpuProfile(_) => Kind::CpuProfile,
         KindConfig::TcpMetrics(_) => Kind::TcpMetrics,
+        KindConfig::Memory(_) => Kind::Memory,
     }
 }
 

@@ -77,12 +77,23 @@ fn any_config() -> impl Strategy<Value = Option<Config>> {
                     })
                 )
             ),
+        (any_u64(), any_u64(), any_u64(), any_u64(), any::<u32>()).prop_map(
+            |(interval_ns, window_ns, threshold_bytes, horizon_ns, max_processes)| Some(
+                Config::Memory(pb::MemoryConfig {
+                    interval_ns,
+                    window_ns,
+                    threshold_bytes,
+                    horizon_ns,
+                    max_processes,
+                })
+            )
+        ),
     ]
 }
 
 fn any_spec() -> impl Strategy<Value = pb::CollectorSpec> {
     (
-        prop_oneof![0i32..6, any::<i32>()],
+        prop_oneof![0i32..8, any::<i32>()],
         proptest::option::of(any_u64()),
         proptest::option::of((
             proptest::collection::vec(prop_oneof![Just(0u32), any::<u32>()], 0..100),

@@ -129,7 +129,7 @@ async fn capabilities_list_every_kind_and_the_limits() {
         .await
         .unwrap()
         .into_inner();
-    assert_eq!(caps.kinds.len(), 4);
+    assert_eq!(caps.kinds.len(), crate::domain::Kind::ALL.len());
     let tcp = caps
         .kinds
         .iter()
