@@ -20,6 +20,8 @@ mod filter;
 #[cfg(target_os = "linux")]
 pub mod http_latency;
 #[cfg(target_os = "linux")]
+pub mod memory;
+#[cfg(target_os = "linux")]
 pub mod syscall_stats;
 #[cfg(target_os = "linux")]
 pub mod tcp_metrics;
@@ -95,6 +97,17 @@ pub trait CollectorFactory: Send + Sync {
         Ok(())
     }
 
+    /// Checks a cgroup filter before anything loads; `Err` becomes
+    /// INVALID_ARGUMENT. A cgroup v2 directory by default; kinds that also
+    /// take other hierarchies (memory: the v1 memory controller) override it.
+    fn check_cgroup(
+        &self,
+        cgroup2_root: Option<&std::path::Path>,
+        path: &str,
+    ) -> Result<(), String> {
+        check_cgroup(cgroup2_root, path)
+    }
+
     /// Loads and attaches. Blocking (the verifier can take milliseconds).
     fn start(&self, ctx: &StartContext) -> Result<Box<dyn Collector>, CollectorError>;
 }
@@ -142,6 +155,7 @@ pub fn builtin() -> Vec<Box<dyn CollectorFactory>> {
             Box::new(tcp_metrics::TcpMetricsFactory),
             Box::new(cpu_profile::CpuProfileFactory),
             Box::new(http_latency::HttpLatencyFactory),
+            Box::new(memory::MemoryFactory),
         ]
     }
     #[cfg(not(target_os = "linux"))]

@@ -222,10 +222,6 @@ impl Manager {
                 "comm {comm:?} must be 1 to {MAX_COMM_LEN} bytes (the kernel keeps no more)"
             )));
         }
-        if let Some(cgroup) = &filter.cgroup {
-            crate::collectors::check_cgroup(self.inner.caps.cgroup2_path.as_deref(), cgroup)
-                .map_err(Error::InvalidArgument)?;
-        }
         let factory = self
             .inner
             .factories
@@ -235,6 +231,11 @@ impl Manager {
                 kind: spec.kind,
                 reason: "not implemented in this agent version".into(),
             })?;
+        if let Some(cgroup) = &filter.cgroup {
+            factory
+                .check_cgroup(self.inner.caps.cgroup2_path.as_deref(), cgroup)
+                .map_err(Error::InvalidArgument)?;
+        }
         factory
             .validate(spec.config.as_ref(), limits)
             .map_err(|e| Error::InvalidArgument(format!("{} config: {e}", spec.kind)))?;
