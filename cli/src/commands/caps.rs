@@ -17,6 +17,7 @@ pub fn kind_name(kind: i32) -> &'static str {
         Ok(CollectorKind::HttpLatency) => "http-latency",
         Ok(CollectorKind::CpuProfile) => "cpu-profile",
         Ok(CollectorKind::TcpMetrics) => "tcp-metrics",
+        Ok(CollectorKind::Memory) => "memory",
         _ => "unknown",
     }
 }

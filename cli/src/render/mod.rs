@@ -2,6 +2,7 @@
 //! for machines (`-o json`: one proto3-JSON object per line).
 
 pub mod http;
+pub mod memory;
 pub mod pprof;
 pub mod profile;
 pub mod syscalls;

@@ -14,6 +14,8 @@ pub enum Kind {
     CpuProfile,
     /// TCP connection lifecycle, RTT, retransmits, resets.
     TcpMetrics,
+    /// Memory per process and cgroup, time to the limit, OOM kills.
+    Memory,
 }
 
 impl From<Kind> for pb::CollectorKind {
@@ -23,6 +25,7 @@ impl From<Kind> for pb::CollectorKind {
             Kind::HttpLatency => pb::CollectorKind::HttpLatency,
             Kind::CpuProfile => pb::CollectorKind::CpuProfile,
             Kind::TcpMetrics => pb::CollectorKind::TcpMetrics,
+            Kind::Memory => pb::CollectorKind::Memory,
         }
     }
 }
@@ -35,6 +38,25 @@ fn parse_label(s: &str) -> Result<(String, String), String> {
         return Err(format!("{s:?} has an empty key"));
     }
     Ok((k.to_string(), v.to_string()))
+}
+
+/// Sizes: `4096`, `512KiB`, `1MiB`, `2GiB` (also `K`, `M`, `G`: powers of 1024).
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("{s:?} is not a size (try 4096, 512KiB, 1MiB)"))?;
+    let shift = match unit.trim() {
+        "" | "B" => 0,
+        "K" | "KiB" => 10,
+        "M" | "MiB" => 20,
+        "G" | "GiB" => 30,
+        other => return Err(format!("{s:?}: unknown unit {other:?} (B, KiB, MiB, GiB)")),
+    };
+    n.checked_mul(1 << shift)
+        .ok_or_else(|| format!("{s:?} is too large"))
 }
 
 /// Human durations: `500ms`, `60s`, `1m30s`, `2h`.
@@ -57,6 +79,7 @@ pub struct SpecArgs {
     pub pids: Vec<u32>,
 
     /// Only tasks in this cgroup v2 (and below): a path under the cgroup2 mount.
+    /// memory also takes a cgroup v1 memory path (/sys/fs/cgroup/memory/...).
     #[arg(long)]
     pub cgroup: Option<String>,
 
@@ -112,6 +135,22 @@ pub struct SpecArgs {
     /// Distinct (method, route, status) groups kept (http-latency; default 256).
     #[arg(long)]
     pub max_routes: Option<u32>,
+
+    /// Window of the growth fit (memory; default 60s).
+    #[arg(long, value_parser = parse_duration)]
+    pub window: Option<Duration>,
+
+    /// The confidence is the probability of reaching the limit within this (memory; default 1h).
+    #[arg(long, value_parser = parse_duration)]
+    pub horizon: Option<Duration>,
+
+    /// The kernel reports a process when its RSS moved by this much (memory; default 1MiB).
+    #[arg(long, value_parser = parse_size)]
+    pub rss_threshold: Option<u64>,
+
+    /// Process rows per snapshot, the soonest at a limit first (memory; default 50).
+    #[arg(long)]
+    pub max_processes: Option<u32>,
 }
 
 impl SpecArgs {
@@ -143,6 +182,13 @@ impl SpecArgs {
                 client_side: self.client_side,
                 max_routes: self.max_routes.unwrap_or(0),
             }),
+            Kind::Memory => Config::Memory(pb::MemoryConfig {
+                interval_ns,
+                window_ns: self.window.map_or(0, |d| d.as_nanos() as u64),
+                threshold_bytes: self.rss_threshold.unwrap_or(0),
+                horizon_ns: self.horizon.map_or(0, |d| d.as_nanos() as u64),
+                max_processes: self.max_processes.unwrap_or(0),
+            }),
         };
         pb::CollectorSpec {
             kind: pb::CollectorKind::from(self.kind) as i32,
@@ -167,6 +213,15 @@ mod tests {
         assert_eq!(parse_duration("1m30s"), Ok(Duration::from_secs(90)));
         assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
         assert!(parse_duration("soon").is_err());
+    }
+
+    #[test]
+    fn sizes_take_binary_units() {
+        assert_eq!(parse_size("4096"), Ok(4096));
+        assert_eq!(parse_size("512KiB"), Ok(512 << 10));
+        assert_eq!(parse_size("1M"), Ok(1 << 20));
+        assert!(parse_size("1TB").is_err());
+        assert!(parse_size("lots").is_err());
     }
 
     #[test]

@@ -3,7 +3,7 @@
 
 use crate::client::{CliError, Client};
 use crate::commands::caps::kind_name;
-use crate::render::{self, Output, duration_ns, http, profile, syscalls, tcp, timestamp};
+use crate::render::{self, Output, duration_ns, http, memory, profile, syscalls, tcp, timestamp};
 use coral_proto::v1::{
     self as pb, CollectorInfo, CollectorState, Record, StreamEventsRequest, record::Payload,
     stream_events_response::Event,
@@ -128,6 +128,7 @@ pub fn event_line(record: &Record) -> Option<String> {
     match &record.payload {
         Some(Payload::HttpRequest(r)) => Some(http::request_line(r)),
         Some(Payload::TcpConnection(c)) => Some(tcp::connection_line(c)),
+        Some(Payload::OomKill(k)) => Some(memory::oom_line(k)),
         _ => None,
     }
 }
@@ -148,6 +149,8 @@ pub fn report(record: &Record, opts: ViewOptions) -> String {
         Some(Payload::HttpStats(s)) => http::report(s, TABLE_ROWS, opts.sort),
         Some(Payload::TcpStats(s)) => tcp::report(s, TABLE_ROWS),
         Some(Payload::TcpConnection(c)) => tcp::connection_report(c),
+        Some(Payload::MemoryStats(s)) => memory::report(s, TABLE_ROWS),
+        Some(Payload::OomKill(k)) => format!("{}\n", memory::oom_line(k)),
         // Kinds without a human renderer yet: show the data as it is.
         Some(other) => format!("{other:#?}\n"),
         None => "(empty record)\n".into(),
@@ -161,6 +164,8 @@ fn summary(record: &Record) -> String {
         Some(Payload::HttpStats(s)) => http::summary_line(s),
         Some(Payload::TcpStats(s)) => tcp::summary_line(s),
         Some(Payload::TcpConnection(c)) => tcp::connection_line(c),
+        Some(Payload::MemoryStats(s)) => memory::summary_line(s),
+        Some(Payload::OomKill(k)) => memory::oom_line(k),
         Some(_) | None => String::new(),
     }
 }
