@@ -387,6 +387,7 @@ fn state_of(s: State) -> PredictionState {
         State::NoLimit => PredictionState::NoLimit,
         State::InsufficientData => PredictionState::InsufficientData,
         State::AtLimit => PredictionState::AtLimit,
+        State::BeyondHorizon => PredictionState::BeyondHorizon,
     }
 }
 

@@ -92,6 +92,11 @@ pub fn forecast(p: Option<&MemoryPrediction>) -> String {
         PredictionState::NoLimit => "no limit".into(),
         PredictionState::AtLimit => format!("at {source}"),
         PredictionState::InsufficientData => format!("collecting ({} samples)", p.samples),
+        PredictionState::BeyondHorizon => format!(
+            "growing, {source} not within {} (R2 {:.2})",
+            duration_ns(p.horizon_ns),
+            p.r2
+        ),
         PredictionState::Unspecified => "-".into(),
     }
 }
@@ -386,6 +391,15 @@ mod tests {
             "at memory.limit_in_bytes"
         );
         assert!(forecast(Some(&p(PredictionState::NotGrowing))).starts_with("not growing"));
+        let slow = MemoryPrediction {
+            horizon_ns: 3_600_000_000_000,
+            ..p(PredictionState::BeyondHorizon)
+        };
+        assert!(
+            forecast(Some(&slow)).starts_with("growing, memory.limit_in_bytes not within 1h"),
+            "{}",
+            forecast(Some(&slow))
+        );
     }
 
     #[test]

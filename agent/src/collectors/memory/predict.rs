@@ -15,7 +15,10 @@
 //! and Student's t has `n_eff - 2` degrees of freedom (at least 1).
 //!
 //! - **Significance**: a prediction is made only when the slope's 95%
-//!   interval `b ± t(0.975, df) se(b)` excludes zero and is positive.
+//!   interval `b ± t(0.975, df) se(b)` excludes zero and is positive, and
+//!   the line meets the limit within the horizon (slower growth, such as
+//!   the kernel memory that follows a filling page cache, is reported as
+//!   beyond the horizon, with its rate only).
 //! - **Time to limit**: where the fitted line meets the limit `L`, from the
 //!   newest sample.
 //! - **Its 95% interval**: the times at which `L` lies inside the
@@ -203,6 +206,8 @@ pub enum State {
     NoLimit,
     InsufficientData,
     AtLimit,
+    /// Significant growth whose line meets the limit after the horizon.
+    BeyondHorizon,
 }
 
 /// A prediction made at `now` (seconds, the series' clock).
@@ -281,6 +286,10 @@ pub fn predict(series: &Series, now: f64, limit: Option<f64>, horizon: f64) -> P
 
     // Where the line meets the limit.
     let crossing = fit.t_mean + (limit - fit.y_mean) / fit.slope;
+    if crossing - now > horizon {
+        p.state = State::BeyondHorizon;
+        return p;
+    }
     // Where the prediction band does: with u = t - t̄ and D = L - ȳ,
     // (D - b u)² = k² s² (1 + 1/n + u²/Sxx), i.e. A u² - 2 D b u + C = 0.
     let d = limit - fit.y_mean;
@@ -544,9 +553,13 @@ mod tests {
         assert!(p.rate_low < 4.0 * MIB && 4.0 * MIB < p.rate_high);
         // Reached well within the hour.
         assert!(p.confidence.unwrap() > 0.99, "{:?}", p.confidence);
-        // But not within 10 s.
+        // But not within 10 s: growing, beyond that horizon.
         let short = predict(&s, now, Some(1024.0 * MIB), 10.0);
-        assert!(short.confidence.unwrap() < 0.01, "{:?}", short.confidence);
+        assert_eq!(short.state, State::BeyondHorizon);
+        // Within 100 s, about as likely as not (the truth is 101.5 s).
+        let close_call = predict(&s, now, Some(1024.0 * MIB), 101.0);
+        let c = close_call.confidence.unwrap();
+        assert!((0.2..0.8).contains(&c), "{c}");
     }
 
     #[test]
@@ -588,6 +601,30 @@ mod tests {
         );
         let crossing_rate = crossing_in as f64 / made as f64;
         assert!(crossing_rate >= 0.95, "crossing coverage {crossing_rate}");
+    }
+
+    #[test]
+    fn slow_growth_is_beyond_the_horizon() {
+        // 6 KB/s with a little noise, 200 MiB below the limit: 10 hours away.
+        let mut seed = 7;
+        let s = series(
+            (0..50).map(|i| {
+                let t = i as f64 * 0.1;
+                (t, MIB + 6000.0 * t + 100.0 * noise(&mut seed))
+            }),
+            10.0,
+        );
+        let p = predict(&s, 4.9, Some(200.0 * MIB), 3600.0);
+        assert_eq!(p.state, State::BeyondHorizon, "{p:?}");
+        assert!(p.rate_low > 0.0);
+        assert_eq!(p.time_to_limit, None);
+        // The same series with a horizon of a day is a prediction.
+        let day = predict(&s, 4.9, Some(200.0 * MIB), 86_400.0);
+        assert_eq!(day.state, State::Growing);
+        assert!(
+            (day.time_to_limit.unwrap() - 34_950.0).abs() < 1000.0,
+            "{day:?}"
+        );
     }
 
     #[test]
