@@ -30,7 +30,6 @@ pub const NAME_LEN: usize = 64;
 pub struct Proc {
     pub pages: [i64; COUNTERS],
     pub reported: [i64; COUNTERS],
-    pub update_ns: u64,
     pub report_ns: u64,
     pub memcg_id: u64,
     pub events: u64,
@@ -77,7 +76,7 @@ pub struct OomEvent {
     pub memcg_name: [u8; NAME_LEN],
 }
 
-const _: () = assert!(std::mem::size_of::<Proc>() == 8 * (2 * COUNTERS + 4) + 16);
+const _: () = assert!(std::mem::size_of::<Proc>() == 8 * (2 * COUNTERS + 3) + 16);
 const _: () = assert!(std::mem::size_of::<RssEvent>() == 16 + 8 * COUNTERS + 8 + 16);
 const _: () = assert!(std::mem::size_of::<ExitEvent>() == 16);
 const _: () =

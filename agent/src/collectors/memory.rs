@@ -568,7 +568,7 @@ impl MemoryCollector {
         let alive: HashSet<u32> = live.iter().map(|(t, _)| *t).collect();
         self.processes.retain(|t, _| alive.contains(t));
         for (tgid, p) in &live {
-            self.update_process(*tgid, now_ns.max(p.update_ns), p.pages, p.memcg_id, &p.comm);
+            self.update_process(*tgid, now_ns, p.pages, p.memcg_id, &p.comm);
         }
 
         // Memory cgroups: the target, then the limited ones processes are in.

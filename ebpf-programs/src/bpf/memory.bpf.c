@@ -88,10 +88,11 @@ static __always_inline void read_counters(struct mm_struct *mm, __s64 pages[CORA
 {
 	if (bpf_core_field_size(mm->rss_stat) ==
 	    CORAL_MEM_COUNTERS * bpf_core_type_size(struct percpu_counter)) {
-		pages[0] = BPF_CORE_READ(mm, rss_stat[0].count);
-		pages[1] = BPF_CORE_READ(mm, rss_stat[1].count);
-		pages[2] = BPF_CORE_READ(mm, rss_stat[2].count);
-		pages[3] = BPF_CORE_READ(mm, rss_stat[3].count);
+		/* BTF pointers: direct (CO-RE relocated) loads, no helper calls. */
+		pages[0] = mm->rss_stat[0].count;
+		pages[1] = mm->rss_stat[1].count;
+		pages[2] = mm->rss_stat[2].count;
+		pages[3] = mm->rss_stat[3].count;
 	} else {
 		struct mm_struct___pre62 *old = (void *)mm;
 
@@ -184,10 +185,10 @@ static __always_inline __s64 abs64(__s64 v)
 	return v < 0 ? -v : v;
 }
 
-static __always_inline void report(struct coral_mem_proc *p, struct task_struct *owner, __u32 tgid,
-				   __u64 now)
+static __always_inline void report(struct coral_mem_proc *p, struct task_struct *owner, __u32 tgid)
 {
 	struct coral_mem_rss_event *ev;
+	__u64 now;
 
 	ev = bpf_ringbuf_reserve(&events, sizeof(*ev), 0);
 	if (!ev) {
@@ -195,6 +196,7 @@ static __always_inline void report(struct coral_mem_proc *p, struct task_struct 
 		count_drop(CORAL_MEM_DROP_RINGBUF);
 		return;
 	}
+	now = bpf_ktime_get_ns();
 	ev->type = CORAL_MEM_EV_RSS;
 	ev->tgid = tgid;
 	ev->ts = now;
@@ -215,7 +217,7 @@ int BPF_PROG(coral_mem_rss, struct mm_struct *mm, int member)
 {
 	struct task_struct *owner;
 	struct coral_mem_proc *p;
-	__u64 now, moved = 0;
+	__u64 moved = 0;
 	__u32 tgid;
 	int fresh = 0;
 
@@ -246,14 +248,12 @@ int BPF_PROG(coral_mem_rss, struct mm_struct *mm, int member)
 			return 0;
 		fresh = 1;
 	}
-	now = bpf_ktime_get_ns();
 	read_counters(mm, p->pages);
-	p->update_ns = now;
 	p->events++;
 	for (int i = 0; i < CORAL_MEM_COUNTERS; i++)
 		moved += abs64(p->pages[i] - p->reported[i]);
 	if (fresh || moved >= threshold_pages)
-		report(p, owner, tgid, now);
+		report(p, owner, tgid);
 	return 0;
 }
 

@@ -37,8 +37,12 @@ struct coral_mem_proc {
 	__s64 pages[CORAL_MEM_COUNTERS];
 	/* As last sent on the ring buffer. */
 	__s64 reported[CORAL_MEM_COUNTERS];
-	/* bpf_ktime_get_ns of the last event, of the last report. */
-	__u64 update_ns;
+	/*
+	 * bpf_ktime_get_ns of the last report. The values hold from the last
+	 * event until the next, so a read of this map is a sample taken when
+	 * it is read; the clock is not read per event (it costs more than the
+	 * rest of the program on some VMs).
+	 */
 	__u64 report_ns;
 	/* kernfs id of its memory cgroup (the memory controller's hierarchy:
 	 * v1 or v2), as of the last report. */
