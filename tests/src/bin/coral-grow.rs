@@ -5,6 +5,7 @@
 //! coral-grow plateau   --rate-mib R --plateau-mib P [--tick-ms T]
 //! coral-grow sawtooth  --rate-mib R --saw-mib A [--tick-ms T]
 //! coral-grow pagecache --rate-mib R --file PATH [--tick-ms T]
+//! coral-grow churn     [--chunk-mib C] [--iters N] [--reps R] [--cpu K]
 //! ```
 //!
 //! Prints `ready <pid>` and waits for a line on stdin (so a test can move it
@@ -21,6 +22,12 @@
 //!   only the page cache grows.
 //!
 //! It exits when stdin closes (or it is killed).
+//!
+//! **churn** is the benchmark's allocation-heavy load (`bench/memory.sh`),
+//! with no handshake: N times mmap C MiB (default 64), write every page,
+//! munmap; the best of R runs (default 3) is printed as `<ns> ns/page`, in
+//! the thread's CPU time (page faults included, time preempted left out),
+//! pinned to CPU K if given.
 
 use std::io::{BufRead, Read, Seek, Write};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -98,9 +105,54 @@ impl Region {
     }
 }
 
+fn thread_cpu_ns() -> u128 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes one timespec we own.
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    assert_eq!(rc, 0, "clock_gettime");
+    ts.tv_sec as u128 * 1_000_000_000 + ts.tv_nsec as u128
+}
+
+fn churn(args: &[String]) {
+    let chunk = num(args, "--chunk-mib").unwrap_or(64.0) as usize * MIB;
+    let iters = num(args, "--iters").unwrap_or(20.0) as usize;
+    let reps = num(args, "--reps").unwrap_or(3.0) as usize;
+    if let Some(cpu) = num(args, "--cpu") {
+        // SAFETY: a zeroed cpu_set_t is a valid empty set; CPU_SET and
+        // sched_setaffinity only read and write that set.
+        unsafe {
+            let mut set: libc::cpu_set_t = std::mem::zeroed();
+            libc::CPU_SET(cpu as usize, &mut set);
+            let rc = libc::sched_setaffinity(0, std::mem::size_of_val(&set), &set);
+            assert_eq!(rc, 0, "sched_setaffinity");
+        }
+    }
+    let pages = (chunk / 4096 * iters) as f64;
+    let mut best = f64::MAX;
+    for _ in 0..reps {
+        let t0 = thread_cpu_ns();
+        for _ in 0..iters {
+            let region = Region::new(chunk);
+            region.touch(0, chunk);
+            // SAFETY: unmaps exactly the mapping Region::new made, which
+            // nothing uses afterwards.
+            let rc = unsafe { libc::munmap(region.base.cast(), region.len) };
+            assert_eq!(rc, 0, "munmap");
+        }
+        best = best.min((thread_cpu_ns() - t0) as f64 / pages);
+    }
+    say(&format!("{best:.1} ns/page"));
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let mode = args.get(1).cloned().unwrap_or_default();
+    if mode == "churn" {
+        return churn(&args);
+    }
     let rate = num(&args, "--rate-mib").expect("--rate-mib R") * MIB as f64;
     let tick = Duration::from_secs_f64(num(&args, "--tick-ms").unwrap_or(10.0) / 1000.0);
     let per_tick = (rate * tick.as_secs_f64()) as usize;
