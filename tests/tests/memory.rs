@@ -391,12 +391,12 @@ fn predictions_hold_across_growth_rates() {
         rows.push(run);
     }
     eprintln!(
-        "| rate | limit | predicted at 50% (95% interval) | actual | error | predicted at 75% | actual | error | kill -> reaped |"
+        "| rate | limit | predicted at 50% (95% interval) | actual | error | predicted at 75% | actual | error | kill -> reaped | error vs the kernel's kill, 50% / 75% |"
     );
-    eprintln!("|---|---|---|---|---|---|---|---|---|");
+    eprintln!("|---|---|---|---|---|---|---|---|---|---|");
     for r in &rows {
         eprintln!(
-            "| {} MiB/s | {} MiB | {:.2} s ({:.2}-{:.2}) | {:.2} s | {:.1}% | {:.2} s | {:.2} s | {:.1}% | {:.0} ms |",
+            "| {} MiB/s | {} MiB | {:.2} s ({:.2}-{:.2}) | {:.2} s | {:.1}% | {:.2} s | {:.2} s | {:.1}% | {:.0} ms | {:.1}% / {:.1}% |",
             r.rate_mib,
             r.limit_mib,
             r.half.0,
@@ -407,7 +407,9 @@ fn predictions_hold_across_growth_rates() {
             r.three_quarters.0,
             r.three_quarters.1,
             100.0 * error(r.three_quarters),
-            r.reap_lag * 1000.0
+            r.reap_lag * 1000.0,
+            100.0 * error((r.half.0, r.half.1 - r.reap_lag)),
+            100.0 * error((r.three_quarters.0, r.three_quarters.1 - r.reap_lag))
         );
     }
     for r in &rows {
