@@ -440,6 +440,8 @@ fn a_plateau_is_not_predicted_once_it_filled_the_window() {
     let cg = MemCgroup::create("plateau", 256 * MIB);
     let mut grower = Grower::spawn(&["plateau", "--rate-mib", "96", "--plateau-mib", "96"]);
     cg.add(grower.pid);
+    // The same, outside the cgroup: the kernel's memory cgroup filter keeps it out.
+    let mut outside = Grower::spawn(&["plateau", "--rate-mib", "96", "--plateau-mib", "32"]);
     let window = Duration::from_secs(1);
     let id = start_memory(
         &agent,
@@ -453,10 +455,19 @@ fn a_plateau_is_not_predicted_once_it_filled_the_window() {
         ],
     );
     grower.go();
+    outside.go();
     let plateau = grower.expect("plateau");
     std::thread::sleep(window + Duration::from_millis(700));
     let records = stop_and_records(&agent, &id);
     let stats = snapshots(&records);
+    assert!(
+        stats.iter().all(|s| process_row(s, outside.pid).is_none()),
+        "a process outside the cgroup was tracked"
+    );
+    assert!(
+        stats.iter().any(|s| process_row(s, grower.pid).is_some()),
+        "the process inside was not tracked"
+    );
 
     // While it grew, it was predicted (so "not growing" below means something).
     assert!(
@@ -748,4 +759,45 @@ fn cgroup_paths_of_the_wrong_hierarchy_are_refused() {
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(err.contains(&mount.display().to_string()), "{err}");
     }
+}
+
+#[test]
+#[ignore = "needs root and BPF"]
+fn a_pid_target_brings_its_limited_cgroup() {
+    if !kernel_tests_enabled() {
+        return;
+    }
+    let agent = Agent::start(&[]);
+    let cg = MemCgroup::create("pidcg", 192 * MIB);
+    let mut grower = Grower::spawn(&["plateau", "--rate-mib", "128", "--plateau-mib", "32"]);
+    cg.add(grower.pid);
+    let id = start_memory(
+        &agent,
+        &[
+            "--pid",
+            &grower.pid.to_string(),
+            "--interval",
+            "100ms",
+            "--window",
+            "1s",
+        ],
+    );
+    grower.go();
+    grower.expect("plateau");
+    std::thread::sleep(Duration::from_millis(400));
+    let records = stop_and_records(&agent, &id);
+    let last = *snapshots(&records).last().unwrap();
+    // The process's limit is its memory cgroup's, and that cgroup is sampled.
+    let p = process_row(last, grower.pid).expect("the grower's row");
+    assert_eq!(p["cgroup"], cg.path.as_str(), "{p}");
+    assert_eq!(u64_of(&p["limitBytes"]), cg.limit, "{p}");
+    let limit_file = if memory_hierarchy().0 == 1 {
+        "memory.limit_in_bytes"
+    } else {
+        "memory.max"
+    };
+    assert_eq!(p["prediction"]["limitSource"], limit_file, "{p}");
+    let c = cgroup_row(last, &cg.path).expect("its cgroup's row");
+    assert_eq!(u64_of(&c["limitBytes"]), cg.limit, "{c}");
+    assert!(u64_of(&c["anonBytes"]) >= 32 * MIB, "{c}");
 }
