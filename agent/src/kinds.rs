@@ -121,6 +121,13 @@ kinds! {
         payloads: [ProcessEvent, ProcessStats],
         factory: process_events::ProcessEventsFactory,
     },
+    /// Memory per process and cgroup, time to the limit, OOM kills.
+    Memory {
+        proto: Memory,
+        config: Memory,
+        payloads: [MemoryStats, OomKill],
+        factory: memory::MemoryFactory,
+    },
 }
 
 impl Kind {

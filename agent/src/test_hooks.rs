@@ -117,6 +117,14 @@ impl CollectorFactory for Faulty {
         self.inner.validate(config, limits)
     }
 
+    fn check_cgroup(
+        &self,
+        cgroup2_root: Option<&std::path::Path>,
+        path: &str,
+    ) -> Result<(), String> {
+        self.inner.check_cgroup(cgroup2_root, path)
+    }
+
     fn start(&self, ctx: &StartContext) -> Result<Box<dyn Collector>, CollectorError> {
         let collector = self.inner.start(ctx)?;
         let ids = collector.program_ids();

@@ -45,8 +45,8 @@ macro_rules! mirror {
 
 fn mirrors() -> Vec<Mirror> {
     use crate::{
-        cpu_profile as cp, http_latency as http, process_events as pe, syscall_stats as ss,
-        tcp_metrics as tcp,
+        cpu_profile as cp, http_latency as http, memory as mem, process_events as pe,
+        syscall_stats as ss, tcp_metrics as tcp,
     };
     vec![
         mirror!("coral_sys_stat" => ss::SysStat { count, errors, total_ns, log2 }),
@@ -57,6 +57,13 @@ fn mirrors() -> Vec<Mirror> {
             argv_len, comm,
         }),
         mirror!("coral_proc_exec" => pe::ProcExec { hdr, filename, argv }),
+        mirror!("coral_mem_proc" => mem::Proc { pages, reported, report_ns, memcg_id, events, comm }),
+        mirror!("coral_mem_rss_event" => mem::RssEvent { kind = "type", tgid, ts, pages, memcg_id, comm }),
+        mirror!("coral_mem_exit_event" => mem::ExitEvent { kind = "type", tgid, ts }),
+        mirror!("coral_mem_oom_event" => mem::OomEvent {
+            kind = "type", tgid, ts, pages, memcg_id, limit_memcg_id, limit_pages, usage_pages,
+            memcg_level, trigger_tgid, comm, trigger_comm, memcg_name,
+        }),
         mirror!("coral_tcp_event" => tcp::TcpEvent {
             start_ns, connect_ns, end_ns, bytes_sent, bytes_received, pid, retransmits,
             resets_sent, resets_received, sk_err, lport, rport, family, flags, end_state, pad,

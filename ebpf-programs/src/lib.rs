@@ -7,6 +7,7 @@
 
 pub mod cpu_profile;
 pub mod http_latency;
+pub mod memory;
 pub mod process_events;
 pub mod syscall_stats;
 pub mod tcp_metrics;

@@ -15,6 +15,7 @@ impl CollectorKind {
             CollectorKind::CpuProfile => "cpu-profile",
             CollectorKind::TcpMetrics => "tcp-metrics",
             CollectorKind::ProcessEvents => "process-events",
+            CollectorKind::Memory => "memory",
         }
     }
 

@@ -21,6 +21,8 @@ mod filter;
 #[cfg(bpf)]
 pub mod http_latency;
 #[cfg(bpf)]
+pub mod memory;
+#[cfg(bpf)]
 pub mod process_events;
 #[cfg(bpf)]
 pub mod syscall_stats;
@@ -98,6 +100,17 @@ pub trait CollectorFactory: Send + Sync {
         Ok(())
     }
 
+    /// Checks a cgroup filter before anything loads; `Err` becomes
+    /// INVALID_ARGUMENT. A cgroup v2 directory by default; kinds that also
+    /// take other hierarchies (memory: the v1 memory controller) override it.
+    fn check_cgroup(
+        &self,
+        cgroup2_root: Option<&std::path::Path>,
+        path: &str,
+    ) -> Result<(), String> {
+        check_cgroup(cgroup2_root, path)
+    }
+
     /// Loads and attaches. Blocking (the verifier can take milliseconds).
     fn start(&self, ctx: &StartContext) -> Result<Box<dyn Collector>, CollectorError>;
 }
@@ -110,15 +123,17 @@ pub const MIN_INTERVAL: Duration = Duration::from_millis(100);
 /// [`MIN_INTERVAL`], and no longer than the longest a collector may run,
 /// where it would never produce a snapshot.
 pub fn check_interval(interval_ns: u64, limits: &Limits) -> Result<(), String> {
+    check_interval_from(interval_ns, MIN_INTERVAL, limits)
+}
+
+/// [`check_interval`] with the kind's own minimum.
+pub fn check_interval_from(interval_ns: u64, min: Duration, limits: &Limits) -> Result<(), String> {
     if interval_ns == 0 {
         return Ok(());
     }
     let interval = Duration::from_nanos(interval_ns);
-    if interval < MIN_INTERVAL {
-        return Err(format!(
-            "interval must be at least {}ms",
-            MIN_INTERVAL.as_millis()
-        ));
+    if interval < min {
+        return Err(format!("interval must be at least {}ms", min.as_millis()));
     }
     if interval > limits.max_duration {
         return Err(format!(

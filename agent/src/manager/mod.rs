@@ -236,10 +236,6 @@ impl Manager {
             }
         }
         check_labels(spec)?;
-        if let Some(cgroup) = &filter.cgroup {
-            crate::collectors::check_cgroup(self.inner.caps.cgroup2_path.as_deref(), cgroup)
-                .map_err(Error::InvalidArgument)?;
-        }
         let factory = self
             .inner
             .factories
@@ -249,6 +245,11 @@ impl Manager {
                 kind: spec.kind,
                 reason: NO_FACTORY.into(),
             })?;
+        if let Some(cgroup) = &filter.cgroup {
+            factory
+                .check_cgroup(self.inner.caps.cgroup2_path.as_deref(), cgroup)
+                .map_err(Error::InvalidArgument)?;
+        }
         factory
             .validate(spec.config.as_ref(), limits)
             .map_err(|e| Error::InvalidArgument(format!("{} config: {e}", spec.kind)))?;

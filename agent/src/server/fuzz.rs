@@ -103,6 +103,19 @@ fn any_config_of(kind: Kind) -> BoxedStrategy<Config> {
                 },
             )
             .boxed(),
+        Kind::Memory => (any_u64(), any_u64(), any_u64(), any_u64(), any::<u32>())
+            .prop_map(
+                |(interval_ns, window_ns, threshold_bytes, horizon_ns, max_processes)| {
+                    Config::Memory(pb::MemoryConfig {
+                        interval_ns,
+                        window_ns,
+                        threshold_bytes,
+                        horizon_ns,
+                        max_processes,
+                    })
+                },
+            )
+            .boxed(),
     }
 }
 

@@ -15,6 +15,7 @@
 
 pub mod cpu_profile;
 pub mod http_latency;
+pub mod memory;
 pub mod process_events;
 pub mod syscall_stats;
 pub mod tcp_metrics;
@@ -148,6 +149,7 @@ kinds! {
     CpuProfile => cpu_profile,
     TcpMetrics => tcp_metrics,
     ProcessEvents => process_events,
+    Memory => memory,
 }
 
 impl Kind {
@@ -185,6 +187,8 @@ pub fn view(payload: &Payload) -> View<'_> {
         Payload::TcpStats(s) => View::Aggregate(s),
         Payload::ProcessEvent(e) => View::Event(e),
         Payload::ProcessStats(s) => View::Aggregate(s),
+        Payload::MemoryStats(s) => View::Aggregate(s),
+        Payload::OomKill(k) => View::Event(k),
     }
 }
 

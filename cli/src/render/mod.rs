@@ -22,19 +22,28 @@ pub fn state_name(state: i32) -> &'static str {
     }
 }
 
-/// `512 B`, `3.5 KiB`, `64.0 MiB`, `1.0 GiB`.
-pub fn bytes(n: u64) -> String {
-    const UNITS: [&str; 4] = ["KiB", "MiB", "GiB", "TiB"];
-    if n < 1024 {
-        return format!("{n} B");
-    }
-    let mut value = n as f64 / 1024.0;
-    let mut unit = 0;
-    while value >= 1024.0 && unit + 1 < UNITS.len() {
-        value /= 1024.0;
-        unit += 1;
-    }
-    format!("{value:.1} {}", UNITS[unit])
+/// `512 B`, `3.5 KiB`, `890 MiB`, `1 GiB`, `1.5 GiB`: two or three
+/// significant digits.
+pub fn bytes(b: u64) -> String {
+    const KIB: f64 = 1024.0;
+    const MIB: f64 = KIB * 1024.0;
+    const GIB: f64 = MIB * 1024.0;
+    let v = b as f64;
+    let (x, unit) = if v >= GIB {
+        (v / GIB, "GiB")
+    } else if v >= MIB {
+        (v / MIB, "MiB")
+    } else if v >= KIB {
+        (v / KIB, "KiB")
+    } else {
+        return format!("{b} B");
+    };
+    let text = if x >= 100.0 || (x - x.round()).abs() < 0.05 {
+        format!("{x:.0}")
+    } else {
+        format!("{x:.1}")
+    };
+    format!("{text} {unit}")
 }
 
 /// Calls per second over `elapsed_ns`, or `-` before any time passed.
@@ -231,8 +240,10 @@ mod tests {
     fn bytes_are_binary_units() {
         assert_eq!(bytes(512), "512 B");
         assert_eq!(bytes(3584), "3.5 KiB");
-        assert_eq!(bytes(64 << 20), "64.0 MiB");
-        assert_eq!(bytes(1 << 30), "1.0 GiB");
+        assert_eq!(bytes(64 << 20), "64 MiB");
+        assert_eq!(bytes(1 << 30), "1 GiB");
+        assert_eq!(bytes(890 << 20), "890 MiB");
+        assert_eq!(bytes(3 << 29), "1.5 GiB");
     }
 
     #[test]

@@ -36,7 +36,8 @@ pub struct Fields {
     #[arg(long = "pid", short = 'p')]
     pub pids: Vec<u32>,
 
-    /// Only tasks in this cgroup v2 (and below): a path under the cgroup2 mount.
+    /// Only tasks in this cgroup v2 (and below): a path under the cgroup2 mount
+    /// (memory also takes a cgroup v1 memory path, /sys/fs/cgroup/memory/...).
     #[arg(long)]
     pub cgroup: Option<String>,
 
