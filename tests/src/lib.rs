@@ -352,17 +352,33 @@ impl Drop for Workload {
 
 /// Program ids `bpftool prog show` lists right now.
 pub fn loaded_prog_ids() -> Vec<u64> {
-    let out = Command::new("bpftool")
-        .args(["-j", "prog", "show"])
-        .output()
-        .expect("running bpftool (install it: apt-get install bpftool)");
-    assert!(out.status.success(), "bpftool failed");
-    let v: Value = serde_json::from_slice(&out.stdout).expect("bpftool JSON");
-    v.as_array()
-        .unwrap()
-        .iter()
-        .filter_map(|p| p["id"].as_u64())
-        .collect()
+    bpftool_ids(&["prog", "show"], "id")
+}
+
+/// `bpftool -j <what>`, the `field` of every object it lists. bpftool walks
+/// the kernel's objects one by one and fails when one goes away while it
+/// reads it (another test detaching): that is retried, not a failure.
+fn bpftool_ids(what: &[&str], field: &str) -> Vec<u64> {
+    let mut last = String::new();
+    for _ in 0..10 {
+        let out = Command::new("bpftool")
+            .arg("-j")
+            .args(what)
+            .output()
+            .expect("running bpftool (install it: apt-get install bpftool)");
+        if out.status.success() {
+            let v: Value = serde_json::from_slice(&out.stdout).expect("bpftool JSON");
+            return v
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter_map(|p| p[field].as_u64())
+                .collect();
+        }
+        last = String::from_utf8_lossy(&out.stderr).into_owned();
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("bpftool {what:?} failed ten times: {last}");
 }
 
 /// What a process holds, from /proc: for leak checks.
@@ -443,17 +459,7 @@ impl Footprint {
 
 /// Program ids that `bpftool link show` lists links for right now.
 pub fn linked_prog_ids() -> Vec<u64> {
-    let out = Command::new("bpftool")
-        .args(["-j", "link", "show"])
-        .output()
-        .expect("running bpftool");
-    assert!(out.status.success(), "bpftool failed");
-    let v: Value = serde_json::from_slice(&out.stdout).expect("bpftool JSON");
-    v.as_array()
-        .unwrap()
-        .iter()
-        .filter_map(|l| l["prog_id"].as_u64())
-        .collect()
+    bpftool_ids(&["link", "show"], "prog_id")
 }
 
 pub fn id_of(info: &serde_json::Value) -> String {
