@@ -26,15 +26,21 @@ impl State {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct TargetFilter {
     pub pids: Vec<u32>,
-    /// cgroup v2 path as the client gave it.
+    /// cgroup v2 path as the client gave it (or the cgroup of `container`).
     pub cgroup: Option<String>,
     pub comm: Option<String>,
+    /// A container id or unique prefix, as the client gave it; the manager
+    /// resolves it to that container's cgroup.
+    pub container: Option<String>,
 }
 
 impl TargetFilter {
     /// True when nothing narrows the target: the whole machine is traced.
     pub fn is_whole_machine(&self) -> bool {
-        self.pids.is_empty() && self.cgroup.is_none() && self.comm.is_none()
+        self.pids.is_empty()
+            && self.cgroup.is_none()
+            && self.comm.is_none()
+            && self.container.is_none()
     }
 }
 

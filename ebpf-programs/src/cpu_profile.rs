@@ -53,10 +53,12 @@ pub struct ProfileValue {
     pub count: u64,
     /// Name of the first thread sampled with this key, NUL-padded.
     pub comm: [u8; 16],
+    /// Its cgroup v2 id.
+    pub cgroup_id: u64,
 }
 
 const _: () = assert!(std::mem::size_of::<ProfileKey>() == 16);
-const _: () = assert!(std::mem::size_of::<ProfileValue>() == 24);
+const _: () = assert!(std::mem::size_of::<ProfileValue>() == 32);
 const _: () = assert!(std::mem::size_of::<OverflowStack>() == 8 * STACK_DEPTH);
 
 // SAFETY: four 32-bit integers, no padding (asserted above), any bit pattern is valid.

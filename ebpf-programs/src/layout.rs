@@ -67,7 +67,7 @@ fn mirrors() -> Vec<Mirror> {
         mirror!("coral_tcp_event" => tcp::TcpEvent {
             start_ns, connect_ns, end_ns, bytes_sent, bytes_received, pid, retransmits,
             resets_sent, resets_received, sk_err, lport, rport, family, flags, end_state, pad,
-            laddr, raddr, comm, pad2,
+            laddr, raddr, comm, pad2, cgroup_id,
         }),
         mirror!("coral_tcp_remote_key" => tcp::RemoteKey { addr, rport, lport, family, pad }),
         mirror!("coral_tcp_remote" => tcp::Remote {
@@ -81,7 +81,7 @@ fn mirrors() -> Vec<Mirror> {
         mirror!("coral_http_event" => http::HttpEvent { start_ns, end_ns, tgid, client, comm, req, resp }),
         mirror!("coral_profile_key" => cp::ProfileKey { tgid, user_stack_id, kernel_stack_id, flags }),
         mirror!("coral_stack" => cp::OverflowStack { ips }),
-        mirror!("coral_profile_value" => cp::ProfileValue { count, comm }),
+        mirror!("coral_profile_value" => cp::ProfileValue { count, comm, cgroup_id }),
     ]
 }
 

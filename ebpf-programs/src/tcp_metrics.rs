@@ -53,6 +53,8 @@ pub struct TcpEvent {
     pub raddr: [u8; 16],
     pub comm: [u8; 16],
     pub pad2: u32,
+    /// The owner's cgroup v2 id.
+    pub cgroup_id: u64,
 }
 
 /// `struct coral_tcp_remote_key`.
@@ -105,11 +107,11 @@ pub struct Sock {
     pub pad: u32,
 }
 
-const _: () = assert!(std::mem::size_of::<TcpEvent>() == 120);
+const _: () = assert!(std::mem::size_of::<TcpEvent>() == 128);
 const _: () = assert!(std::mem::size_of::<RemoteKey>() == 24);
 const _: () = assert!(std::mem::size_of::<Remote>() == 8 * (7 + RTT_BUCKETS));
 const _: () = assert!(std::mem::size_of::<Reported>() == 24);
-const _: () = assert!(std::mem::size_of::<Sock>() == 184);
+const _: () = assert!(std::mem::size_of::<Sock>() == 192);
 
 // SAFETY: repr(C), fields laid out without implicit padding (explicit pad
 // fields, sizes asserted above); every bit pattern is a valid value.

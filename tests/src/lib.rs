@@ -522,6 +522,70 @@ pub fn fault_program_ids(text: &str) -> Vec<u64> {
         .unwrap_or_else(|| panic!("no program ids in {text}"))
 }
 
+/// `<cgroup2>/coraltest.slice/docker-<id>.scope` for one test, removed on drop.
+pub struct DockerScope {
+    pub slice: PathBuf,
+    pub scope: PathBuf,
+    pub root: PathBuf,
+    /// The container id its name carries (64 hex digits).
+    pub id: String,
+}
+
+impl DockerScope {
+    pub fn create() -> DockerScope {
+        let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap();
+        let root = mounts
+            .lines()
+            .find_map(|l| {
+                let f: Vec<_> = l.split_whitespace().collect();
+                (f.get(2) == Some(&"cgroup2")).then(|| PathBuf::from(f[1]))
+            })
+            .expect("no cgroup2 mount");
+        // Unique per test process and per scope within it.
+        let n = NEXT.fetch_add(1, Ordering::SeqCst);
+        let id = format!(
+            "{:016x}{:016x}",
+            0xc0a1_0000_0000_0000u64 | u64::from(std::process::id()),
+            0xd0c4_0000_0000_0000u64 | u64::from(n)
+        )
+        .repeat(2);
+        let slice = root.join("coraltest.slice");
+        let scope = slice.join(format!("docker-{id}.scope"));
+        std::fs::create_dir_all(&scope).expect("creating the docker scope cgroup");
+        DockerScope {
+            slice,
+            scope,
+            root,
+            id,
+        }
+    }
+
+    pub fn add(&self, pid: u32) {
+        std::fs::write(self.scope.join("cgroup.procs"), pid.to_string())
+            .expect("moving into the scope");
+    }
+
+    pub fn relative(&self) -> String {
+        format!(
+            "/{}",
+            self.scope.strip_prefix(&self.root).unwrap().display()
+        )
+    }
+}
+
+impl Drop for DockerScope {
+    fn drop(&mut self) {
+        if let Ok(procs) = std::fs::read_to_string(self.scope.join("cgroup.procs")) {
+            for pid in procs.lines() {
+                let _ = std::fs::write(self.root.join("cgroup.procs"), pid);
+            }
+        }
+        let _ = std::fs::remove_dir(&self.scope);
+        // Other tests may share the slice; the last one removes it.
+        let _ = std::fs::remove_dir(&self.slice);
+    }
+}
+
 /// A cgroup v2 directory for one test, removed on drop.
 pub struct Cgroup {
     pub path: PathBuf,

@@ -25,6 +25,7 @@ use super::filter::FilterGlobals;
 use super::{Collector, CollectorError, CollectorFactory, StartContext};
 use crate::capabilities::HostCapabilities;
 use crate::config::Limits;
+use crate::containers::resolve::{Cgroup, CgroupResolver};
 use crate::domain::{Kind, KindConfig, Payload};
 use aya::maps::{HashMap as BpfHashMap, MapData, PerCpuArray, RingBuf, StackTraceMap};
 use aya::programs::PerfEvent;
@@ -181,6 +182,7 @@ impl CollectorFactory for CpuProfileFactory {
             links,
             program_ids,
             frequency_hz: hz,
+            cgroups: CgroupResolver::new(ctx.cgroup2_root.clone()),
             _bpf: bpf,
         }))
     }
@@ -208,6 +210,8 @@ struct CpuProfileCollector {
     links: Vec<PerfEventLink>,
     program_ids: Vec<u32>,
     frequency_hz: u32,
+    /// Paths (and containers) of the sampled processes' cgroup ids.
+    cgroups: CgroupResolver,
     /// Owns the program; dropped last, which unloads it.
     _bpf: Ebpf,
 }
@@ -222,6 +226,7 @@ type RawStack = (StackRef, Arc<[u64]>);
 struct RawSample {
     tgid: u32,
     comm: String,
+    cgroup_id: u64,
     user: Option<RawStack>,
     kernel: Option<RawStack>,
     count: u64,
@@ -269,6 +274,7 @@ impl CpuProfileCollector {
             samples.push(RawSample {
                 tgid: key.tgid,
                 comm: comm(&value.comm),
+                cgroup_id: value.cgroup_id,
                 user: self.stack(key.user_stack_id, key.flags & USER_OVERFLOW != 0)?,
                 kernel: self.stack(key.kernel_stack_id, key.flags & KERNEL_OVERFLOW != 0)?,
                 count: value.count,
@@ -315,6 +321,12 @@ impl Collector for CpuProfileCollector {
         if !last {
             elide(&mut stacks, LIVE_STACKS);
         }
+        for s in &mut stacks {
+            // The idle task and kernel threads are in the root cgroup.
+            if s.pid != 0 && s.cgroup_id != 0 {
+                s.container = self.cgroups.resolve(s.cgroup_id).map(Cgroup::to_proto);
+            }
+        }
         out.push(Payload::CpuProfile(CpuProfile {
             elapsed_ns: elapsed.as_nanos() as u64,
             frequency_hz: self.frequency_hz,
@@ -348,6 +360,8 @@ fn elide(stacks: &mut Vec<ProfileStack>, keep: usize) {
             inlined: false,
         }],
         count: rest.iter().map(|s| s.count).sum(),
+        cgroup_id: 0,
+        container: None,
     });
 }
 
@@ -509,6 +523,9 @@ impl WorkerState {
                     comm: s.comm,
                     frames,
                     count: s.count,
+                    cgroup_id: s.cgroup_id,
+                    // Resolved by the collector, which owns the cgroup cache.
+                    container: None,
                 }
             })
             .collect()
@@ -529,8 +546,8 @@ mod tests {
         ProfileStack {
             pid: 1,
             comm: "x".into(),
-            frames: vec![],
             count,
+            ..Default::default()
         }
     }
 

@@ -27,6 +27,7 @@ use super::filter::FilterGlobals;
 use super::{Collector, CollectorError, CollectorFactory, StartContext, check_interval};
 use crate::capabilities::HostCapabilities;
 use crate::config::Limits;
+use crate::containers::resolve::{Cgroup, CgroupResolver};
 use crate::domain::{Kind, KindConfig, Payload};
 use crate::text::quote;
 use aya::maps::{HashMap, MapData, PerCpuArray, PerCpuHashMap, RingBuf};
@@ -373,6 +374,7 @@ impl CollectorFactory for TcpMetricsFactory {
             interval,
             next_snapshot: interval,
             clock: KtimeClock::now(),
+            cgroups: CgroupResolver::new(ctx.cgroup2_root.clone()),
             _bpf: bpf,
         }))
     }
@@ -391,6 +393,8 @@ struct TcpMetricsCollector {
     /// Elapsed time at which the next aggregate snapshot is due.
     next_snapshot: Duration,
     clock: KtimeClock,
+    /// Paths (and containers) of the owners' cgroup ids.
+    cgroups: CgroupResolver,
     /// Owns the programs; dropped last, which unloads them.
     _bpf: Ebpf,
 }
@@ -429,9 +433,15 @@ pub fn close_reason(ev: &TcpEvent) -> &'static str {
 }
 
 impl TcpMetricsCollector {
-    fn connection(&self, ev: &TcpEvent) -> TcpConnection {
+    fn connection(&mut self, ev: &TcpEvent) -> TcpConnection {
         let owned = ev.flags & FLAG_OWNED != 0;
+        let cgroup_id = if owned { ev.cgroup_id } else { 0 };
         TcpConnection {
+            cgroup_id,
+            container: match cgroup_id {
+                0 => None,
+                id => self.cgroups.resolve(id).map(Cgroup::to_proto),
+            },
             pid: if owned { ev.pid } else { 0 },
             comm: if owned {
                 comm_string(&ev.comm)
@@ -464,16 +474,14 @@ impl TcpMetricsCollector {
                 batch.push(ev);
             }
         }
-        out.extend(
-            batch
-                .iter()
-                .map(|ev| Payload::TcpConnection(self.connection(ev))),
-        );
+        for ev in &batch {
+            out.push(Payload::TcpConnection(self.connection(ev)));
+        }
     }
 
     /// Connections that reached CLOSE but whose socket was not destroyed yet
     /// (its owner still holds the file descriptor): reported at the end.
-    fn flush_closed(&self, out: &mut Vec<Payload>) -> Result<(), CollectorError> {
+    fn flush_closed(&mut self, out: &mut Vec<Payload>) -> Result<(), CollectorError> {
         let mut closed = Vec::new();
         for entry in self.socks.iter() {
             let (_, s) = entry.map_err(read_err("socks"))?;
@@ -483,11 +491,9 @@ impl TcpMetricsCollector {
             }
         }
         closed.sort_by_key(|ev| ev.end_ns);
-        out.extend(
-            closed
-                .iter()
-                .map(|ev| Payload::TcpConnection(self.connection(ev))),
-        );
+        for ev in &closed {
+            out.push(Payload::TcpConnection(self.connection(ev)));
+        }
         Ok(())
     }
 
@@ -645,6 +651,7 @@ mod tests {
             raddr: [0; 16],
             comm: [0; 16],
             pad2: 0,
+            cgroup_id: 0,
         }
     }
 

@@ -173,11 +173,14 @@ impl CgroupResolver {
 /// Why [`find_container`] found no single container.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum FindError {
-    #[error("container {0:?}: not a container id or prefix (hex digits, at most 64)")]
+    #[error(
+        "container {}: not a container id or prefix (hex digits, at most 64)",
+        crate::text::quote(.0)
+    )]
     Invalid(String),
     #[error("no cgroup2 mount: containers cannot be found by their cgroup")]
     NoCgroup2,
-    #[error("no container with id {0:?} under the cgroup2 mount")]
+    #[error("no container with id {} under the cgroup2 mount", crate::text::quote(.0))]
     NotFound(String),
     #[error("container id prefix {prefix:?} is ambiguous: {}", .ids.join(", "))]
     Ambiguous { prefix: String, ids: Vec<String> },

@@ -264,8 +264,26 @@ impl Manager {
         Ok((factory, duration))
     }
 
+    /// A `container` filter becomes the cgroup of that container.
+    fn resolve_container(&self, mut spec: Spec) -> Result<Spec, Error> {
+        let Some(container) = &spec.filter.container else {
+            return Ok(spec);
+        };
+        if spec.filter.cgroup.is_some() {
+            return Err(Error::InvalidArgument(
+                "give a cgroup or a container filter, not both".into(),
+            ));
+        }
+        let root = self.inner.caps.cgroup2_path.as_deref();
+        let cgroup = crate::containers::resolve::find_container(root, container)
+            .map_err(|e| Error::InvalidArgument(e.to_string()))?;
+        spec.filter.cgroup = Some(cgroup.display().to_string());
+        Ok(spec)
+    }
+
     /// Starts a collector and waits until it runs (or fails to).
     pub async fn start(&self, spec: Spec) -> Result<Started, Error> {
+        let spec = self.resolve_container(spec)?;
         let (factory, duration) = self.validate(&spec)?;
         let mut warnings = Vec::new();
         if spec.filter.is_whole_machine() {

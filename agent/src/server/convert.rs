@@ -58,11 +58,17 @@ impl TryFrom<pb::CollectorSpec> for Spec {
             config,
         } = spec;
         let kind = Kind::try_from(kind)?;
-        let pb::TargetFilter { pids, cgroup, comm } = filter.unwrap_or_default();
+        let pb::TargetFilter {
+            pids,
+            cgroup,
+            comm,
+            container,
+        } = filter.unwrap_or_default();
         let filter = TargetFilter {
             pids,
             cgroup: (!cgroup.is_empty()).then_some(cgroup),
             comm: (!comm.is_empty()).then_some(comm),
+            container: (!container.is_empty()).then_some(container),
         };
         if let Some(config) = &config {
             let given = Kind::of_config(config);
@@ -91,6 +97,7 @@ impl From<&Spec> for pb::CollectorSpec {
                 pids: spec.filter.pids.clone(),
                 cgroup: spec.filter.cgroup.clone().unwrap_or_default(),
                 comm: spec.filter.comm.clone().unwrap_or_default(),
+                container: spec.filter.container.clone().unwrap_or_default(),
             }),
             labels: spec.labels.clone().into_iter().collect(),
             config: spec.config.clone(),
@@ -209,6 +216,7 @@ mod tests {
                 pids: vec![42],
                 cgroup: String::new(),
                 comm: "worker".into(),
+                container: String::new(),
             }),
             labels: [("service".to_string(), "api".to_string())].into(),
             config: Some(pb::collector_spec::Config::SyscallStats(

@@ -137,6 +137,7 @@ fn any_spec() -> impl Strategy<Value = pb::CollectorSpec> {
             proptest::collection::vec(prop_oneof![Just(0u32), any::<u32>()], 0..100),
             any_string(),
             any_string(),
+            prop_oneof![Just(String::new()), "[0-9a-f]{1,70}", any_string()],
         )),
         proptest::collection::btree_map(any_string(), any_string(), 0..8),
         any_config(),
@@ -145,7 +146,12 @@ fn any_spec() -> impl Strategy<Value = pb::CollectorSpec> {
             |(kind, duration_ns, filter, labels, config)| pb::CollectorSpec {
                 kind,
                 duration_ns,
-                filter: filter.map(|(pids, cgroup, comm)| pb::TargetFilter { pids, cgroup, comm }),
+                filter: filter.map(|(pids, cgroup, comm, container)| pb::TargetFilter {
+                    pids,
+                    cgroup,
+                    comm,
+                    container,
+                }),
                 labels: labels.into_iter().collect(),
                 config,
             },

@@ -192,6 +192,14 @@ pub fn view(payload: &Payload) -> View<'_> {
     }
 }
 
+/// A container's short id (12 characters, as docker shows it), or `-`.
+pub fn short_container(c: Option<&pb::Container>) -> &str {
+    match c.map(|c| c.container_id.as_str()) {
+        Some(id) if !id.is_empty() => &id[..id.len().min(12)],
+        _ => "-",
+    }
+}
+
 /// What kinds gather over a whole run of records, to show at its end.
 #[derive(Default)]
 pub struct Gathered {

@@ -174,10 +174,7 @@ fn time_of_day(unix_nano: u64) -> String {
 }
 
 fn short_container(e: &ProcessEvent) -> &str {
-    match e.container.as_ref().map(|c| c.container_id.as_str()) {
-        Some(id) if !id.is_empty() => &id[..id.len().min(12)],
-        _ => "-",
-    }
+    super::short_container(e.container.as_ref())
 }
 
 /// One exec or exit, aligned under [`EVENT_HEADER`].

@@ -92,6 +92,11 @@ pub fn connection_line(c: &TcpConnection) -> String {
     } else {
         c.comm.clone()
     };
+    // A container, when the owner runs in one, after tcplife's columns.
+    let end = match super::short_container(c.container.as_ref()) {
+        "-" => end,
+        id => format!("{end} [{id}]"),
+    };
     format!(
         "{:<7} {:<15} {:<15} {:<5} {:<15} {:<5} {:>6.2} {:>6.2} {:>8.2} {}",
         c.pid,
@@ -304,6 +309,7 @@ mod tests {
             close_reason: "fin".into(),
             start_unix_nano: 0,
             end_unix_nano: 0,
+            ..Default::default()
         };
         let line = connection_line(&c);
         assert_eq!(

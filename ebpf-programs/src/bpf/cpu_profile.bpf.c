@@ -200,6 +200,7 @@ int coral_cpu_sample(struct bpf_perf_event_data *ctx)
 		struct coral_profile_value init = { .count = 1 };
 
 		bpf_get_current_comm(init.comm, sizeof(init.comm));
+		init.cgroup_id = bpf_get_current_cgroup_id();
 		err = bpf_map_update_elem(&counts, &key, &init, BPF_NOEXIST);
 		if (!err)
 			goto counted;

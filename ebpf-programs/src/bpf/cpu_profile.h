@@ -39,6 +39,8 @@ struct coral_profile_value {
 	__u64 count;
 	/* Name of the first thread sampled with this key. */
 	char comm[16];
+	/* Its cgroup v2 id. */
+	__u64 cgroup_id;
 };
 
 #endif

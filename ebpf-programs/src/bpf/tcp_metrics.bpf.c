@@ -317,6 +317,7 @@ static __always_inline void on_connect(struct sock *sk)
 		emit(old);
 	s.ev.start_ns = bpf_ktime_get_ns();
 	s.ev.pid = tgid;
+	s.ev.cgroup_id = bpf_get_current_cgroup_id();
 	bpf_get_current_comm(s.ev.comm, sizeof(s.ev.comm));
 	s.ev.flags = CORAL_TCP_ACTIVE | CORAL_TCP_OWNED;
 	s.state = CORAL_SOCK_TARGET;
@@ -364,6 +365,7 @@ static __always_inline int adopt(struct sock *sk, struct coral_tcp_sock *s)
 		return 0;
 	}
 	s->ev.pid = tgid;
+	s->ev.cgroup_id = bpf_get_current_cgroup_id();
 	bpf_get_current_comm(s->ev.comm, sizeof(s->ev.comm));
 	s->ev.flags |= CORAL_TCP_OWNED;
 	set_state(s, CORAL_SOCK_TARGET);

@@ -43,6 +43,7 @@ struct coral_tcp_event {
 	__u8 raddr[16];
 	char comm[16];
 	__u32 pad2;
+	__u64 cgroup_id; /* the owner's cgroup v2 id, when it acted on the socket */
 };
 
 /*

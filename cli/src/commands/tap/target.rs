@@ -45,6 +45,11 @@ pub struct Fields {
     #[arg(long)]
     pub comm: Option<String>,
 
+    /// Only tasks of this container: its id or a unique prefix (docker,
+    /// containerd, cri-o, podman), found by its cgroup; not with --cgroup.
+    #[arg(long, conflicts_with = "cgroup")]
+    pub container: Option<String>,
+
     /// Attach a label to every record, e.g. --label service=checkout. Repeatable.
     #[arg(long = "label", short = 'l', value_parser = parse_label)]
     pub labels: Vec<(String, String)>,
@@ -95,6 +100,7 @@ impl SpecArgs {
                 pids: f.pids.clone(),
                 cgroup: f.cgroup.clone().unwrap_or_default(),
                 comm: f.comm.clone().unwrap_or_default(),
+                container: f.container.clone().unwrap_or_default(),
             }),
             labels: f.labels.iter().cloned().collect(),
             config: Some(f.flags.config(f.kind, interval_ns)),

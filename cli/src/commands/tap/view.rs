@@ -45,7 +45,9 @@ pub fn target(info: &CollectorInfo) -> String {
         };
         parts.push(format!("pid {}{more}", pids.join(",")));
     }
-    if !f.cgroup.is_empty() {
+    if !f.container.is_empty() {
+        parts.push(format!("container {}", f.container));
+    } else if !f.cgroup.is_empty() {
         parts.push(format!("cgroup {}", f.cgroup));
     }
     if !f.comm.is_empty() {

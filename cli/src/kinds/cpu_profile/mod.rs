@@ -272,12 +272,14 @@ pub(crate) mod tests {
                     comm: "burn".into(),
                     frames: vec![main.clone(), f("alpha", "burn", false)],
                     count: 60,
+                    ..Default::default()
                 },
                 ProfileStack {
                     pid: 42,
                     comm: "burn".into(),
                     frames: vec![main.clone(), f("beta", "burn", false)],
                     count: 20,
+                    ..Default::default()
                 },
                 ProfileStack {
                     pid: 42,
@@ -288,6 +290,7 @@ pub(crate) mod tests {
                         f("vfs_read", "[kernel]", true),
                     ],
                     count: 20,
+                    ..Default::default()
                 },
             ],
         }
