@@ -130,6 +130,24 @@ kinds! {
     },
 }
 
+/// What the kernel side could not hand over (ring buffer or map full), as
+/// a payload counts it; `None` for payloads that do not count losses (one
+/// discrete event). Exhaustive: a new payload says whether it counts them.
+pub fn kernel_losses(payload: &Payload) -> Option<u64> {
+    match payload {
+        Payload::SyscallStats(s) => Some(s.dropped),
+        Payload::TcpStats(s) => Some(s.dropped_events),
+        Payload::HttpStats(s) => Some(s.dropped_events),
+        Payload::CpuProfile(p) => Some(p.lost_samples),
+        Payload::ProcessStats(s) => Some(s.dropped_events),
+        Payload::MemoryStats(s) => Some(s.dropped_events),
+        Payload::TcpConnection(_)
+        | Payload::HttpRequest(_)
+        | Payload::ProcessEvent(_)
+        | Payload::OomKill(_) => None,
+    }
+}
+
 impl Kind {
     /// The CLI's spelling, used in messages too.
     pub fn as_str(self) -> &'static str {

@@ -448,10 +448,20 @@ fn a_burst_past_the_ring_buffer_is_counted_and_nothing_stays_attached() {
         u64_of(&stats["droppedEvents"]),
         u64_of(&stats["droppedExecs"]) + u64_of(&stats["droppedExits"])
     );
-    // Said so to people too.
+    // Said so to people too, and in the collector's info (`tap get`).
     let out = agent.coral(&["tap", "events", &id]);
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("lost by the kernel"), "{text}");
+    let info = agent.get(&id);
+    assert_eq!(
+        u64_of(&info["kernelLost"]),
+        u64_of(&stats["droppedEvents"]),
+        "{info}"
+    );
+    let out = agent.coral(&["tap", "get", &id]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    let lost = format!("kernel losses  {}", u64_of(&stats["droppedEvents"]));
+    assert!(text.contains(&lost), "{text}");
 
     // The agent is fine, and the kernel holds nothing of the collector.
     assert!(agent.coral(&["caps"]).status.success());

@@ -48,6 +48,8 @@ pub struct Status {
     pub error: Option<String>,
     /// Loaded BPF program ids; emptied when the collector ends.
     pub program_ids: Vec<u32>,
+    /// What the kernel side lost, from the latest aggregate.
+    pub kernel_lost: u64,
 }
 
 /// One collector in the registry.
@@ -328,6 +330,7 @@ impl Manager {
                     ended: None,
                     error: None,
                     program_ids: Vec::new(),
+                    kernel_lost: 0,
                 }),
                 stop: Notify::new(),
                 deadline: watch::Sender::new(Instant::now() + duration),

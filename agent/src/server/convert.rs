@@ -123,6 +123,7 @@ impl From<&CollectorView> for pb::CollectorInfo {
             retained_bytes: v.log.retained_bytes,
             stream_subscribers: v.log.subscribers,
             bpf_program_ids: v.status.program_ids.clone(),
+            kernel_lost: v.status.kernel_lost,
         }
     }
 }

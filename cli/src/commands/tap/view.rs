@@ -116,6 +116,13 @@ pub fn describe(info: &CollectorInfo) -> String {
             info.last_seq, info.first_retained_seq, info.dropped_records
         ),
     );
+    row(
+        "kernel losses",
+        match info.kernel_lost {
+            0 => "none".into(),
+            n => format!("{n} (a kernel ring buffer or map was full)"),
+        },
+    );
     row("streams", info.stream_subscribers.to_string());
     if !info.bpf_program_ids.is_empty() {
         let ids: Vec<_> = info.bpf_program_ids.iter().map(u32::to_string).collect();
