@@ -484,6 +484,7 @@ impl MemoryCollector {
             time_unix_nano: self.clock.unix(ev.ts),
             pid: ev.tgid,
             comm: comm_string(&ev.comm),
+            container: container_of(&cgroup),
             cgroup,
             cgroup_id: ev.memcg_id,
             rss_bytes: b(ANON) + b(FILE) + b(SHMEM),
@@ -626,10 +627,12 @@ impl MemoryCollector {
             .map(|(&pid, p)| {
                 let (cgroup, limit) = limits.get(&p.memcg_id).cloned().unwrap_or_default();
                 let b = |i| self.process_bytes(&p.pages, i);
+                let cgroup = cgroup.unwrap_or_default();
                 MemoryProcess {
                     pid,
                     comm: p.comm.clone(),
-                    cgroup: cgroup.unwrap_or_default(),
+                    container: container_of(&cgroup),
+                    cgroup,
                     rss_bytes: b(ANON) + b(FILE) + b(SHMEM),
                     anon_bytes: b(ANON),
                     file_bytes: b(FILE),
@@ -690,6 +693,7 @@ fn cgroup_row(
     prediction: MemoryPrediction,
 ) -> MemoryCgroup {
     MemoryCgroup {
+        container: container_of(path),
         path: path.to_string(),
         mount: h.mount.display().to_string(),
         version: h.version.number(),
@@ -706,6 +710,15 @@ fn cgroup_row(
         oom_kills: u.oom_kills,
         prediction: Some(prediction),
     }
+}
+
+/// The container a memory cgroup path shows (v1 and v2 alike), if any.
+fn container_of(path: &str) -> Option<coral_proto::v1::Container> {
+    if path.is_empty() {
+        return None;
+    }
+    let cgroup = crate::containers::resolve::Cgroup::new(path.to_string());
+    cgroup.info.container.is_some().then(|| cgroup.to_proto())
 }
 
 impl Collector for MemoryCollector {
@@ -798,6 +811,25 @@ mod tests {
             }),
             ..Default::default()
         }
+    }
+
+    #[test]
+    fn memory_cgroup_paths_show_their_container_on_both_hierarchies() {
+        let id = "3f4e2c1d0b9a8f7e6d5c4b3a291807f6e5d4c3b2a1908f7e6d5c4b3a29180706";
+        // cgroupfs driver (v1 memory controller) and systemd driver (v2).
+        for path in [
+            format!("/docker/{id}"),
+            format!("/system.slice/docker-{id}.scope"),
+        ] {
+            let c = container_of(&path).unwrap();
+            assert_eq!(
+                (c.container_id.as_str(), c.runtime.as_str()),
+                (id, "docker")
+            );
+            assert_eq!(c.cgroup_path, path);
+        }
+        assert_eq!(container_of("/api.slice"), None);
+        assert_eq!(container_of(""), None);
     }
 
     #[test]

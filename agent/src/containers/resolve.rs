@@ -33,7 +33,9 @@ pub struct Cgroup {
 }
 
 impl Cgroup {
-    fn new(path: String) -> Self {
+    /// What `path` (relative to its hierarchy's mount, v1 or v2: runtimes
+    /// name their cgroups alike in both) shows.
+    pub fn new(path: String) -> Self {
         let info = parse_cgroup_path(&path);
         Self { path, info }
     }
