@@ -49,6 +49,47 @@ impl HostCapabilities {
     }
 }
 
+impl HostCapabilities {
+    /// `Err` naming `why` the kind needs kernel BTF, when there is none.
+    pub fn require_btf(&self, why: &str) -> Result<(), String> {
+        if self.btf {
+            Ok(())
+        } else {
+            Err(format!(
+                "the kernel has no BTF (/sys/kernel/btf/vmlinux): {why}"
+            ))
+        }
+    }
+
+    /// `Err` unless raw tracepoints (and tp_btf programs, which attach the
+    /// same way) can be attached.
+    pub fn require_raw_tracepoints(&self) -> Result<(), String> {
+        if self.raw_tracepoints {
+            Ok(())
+        } else {
+            Err("raw tracepoints cannot be attached on this kernel".into())
+        }
+    }
+
+    /// `Err` unless BPF ring buffers can be created.
+    pub fn require_ringbuf(&self) -> Result<(), String> {
+        if self.ringbuf {
+            Ok(())
+        } else {
+            Err("BPF ring buffers are not supported (kernel 5.8+ needed)".into())
+        }
+    }
+
+    /// `Err` off x86_64, for kinds that read `what` as x86_64 lays it out.
+    pub fn require_x86_64(&self, what: &str) -> Result<(), String> {
+        if self.arch == "x86_64" {
+            Ok(())
+        } else {
+            Err(format!("{what} are x86_64's; this node is {}", self.arch))
+        }
+    }
+}
+
 /// Mount table lookup: the first mount point of filesystem type `fstype`.
 fn mount_point(fstype: &str) -> Option<PathBuf> {
     let mounts = std::fs::read_to_string("/proc/self/mounts").ok()?;

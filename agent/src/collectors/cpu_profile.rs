@@ -93,10 +93,7 @@ impl CollectorFactory for CpuProfileFactory {
         if !caps.perf_events {
             return Err("perf_event programs cannot be attached on this kernel".into());
         }
-        if !caps.ringbuf {
-            return Err("BPF ring buffers are not supported (kernel 5.8+ needed)".into());
-        }
-        Ok(())
+        caps.require_ringbuf()
     }
 
     fn validate(&self, config: Option<&KindConfig>, limits: &Limits) -> Result<(), String> {

@@ -63,25 +63,10 @@ impl CollectorFactory for HttpLatencyFactory {
 
     fn availability(&self, caps: &HostCapabilities) -> Result<(), String> {
         caps.require_bpf()?;
-        if caps.arch != "x86_64" {
-            return Err(format!(
-                "syscall numbers and argument registers are x86_64's; this node is {}",
-                caps.arch
-            ));
-        }
-        if !caps.btf {
-            return Err(
-                "the kernel has no BTF (/sys/kernel/btf/vmlinux): the fd-table read needs it"
-                    .into(),
-            );
-        }
-        if !caps.raw_tracepoints {
-            return Err("raw tracepoints cannot be attached on this kernel".into());
-        }
-        if !caps.ringbuf {
-            return Err("BPF ring buffers are not supported (kernel 5.8+ needed)".into());
-        }
-        Ok(())
+        caps.require_x86_64("syscall numbers and argument registers")?;
+        caps.require_btf("the fd-table read needs it")?;
+        caps.require_raw_tracepoints()?;
+        caps.require_ringbuf()
     }
 
     fn validate(&self, spec_config: Option<&KindConfig>, limits: &Limits) -> Result<(), String> {

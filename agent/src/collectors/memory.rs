@@ -191,15 +191,8 @@ impl CollectorFactory for MemoryFactory {
 
     fn availability(&self, caps: &HostCapabilities) -> Result<(), String> {
         caps.require_bpf()?;
-        if !caps.btf {
-            return Err(
-                "no kernel BTF (/sys/kernel/btf/vmlinux): BTF tracepoints cannot be attached"
-                    .into(),
-            );
-        }
-        if !caps.ringbuf {
-            return Err("BPF ring buffers are not supported (kernel 5.8+ needed)".into());
-        }
+        caps.require_btf("BTF tracepoints cannot be attached")?;
+        caps.require_ringbuf()?;
         let missing = missing_tracepoints().as_ref().map_err(Clone::clone)?;
         if !missing.is_empty() {
             return Err(format!(

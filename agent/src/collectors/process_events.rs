@@ -104,20 +104,9 @@ impl CollectorFactory for ProcessEventsFactory {
 
     fn availability(&self, caps: &HostCapabilities) -> Result<(), String> {
         caps.require_bpf()?;
-        if !caps.btf {
-            return Err(
-                "the kernel has no BTF (/sys/kernel/btf/vmlinux): tp_btf programs and their CO-RE reads need it"
-                    .into(),
-            );
-        }
-        if !caps.raw_tracepoints {
-            // tp_btf programs attach through the same raw tracepoint link.
-            return Err("raw tracepoints cannot be attached on this kernel".into());
-        }
-        if !caps.ringbuf {
-            return Err("BPF ring buffers are not supported (kernel 5.8+ needed)".into());
-        }
-        Ok(())
+        caps.require_btf("tp_btf programs and their CO-RE reads need it")?;
+        caps.require_raw_tracepoints()?;
+        caps.require_ringbuf()
     }
 
     fn validate(&self, spec_config: Option<&KindConfig>, limits: &Limits) -> Result<(), String> {

@@ -58,20 +58,9 @@ impl CollectorFactory for SyscallStatsFactory {
 
     fn availability(&self, caps: &HostCapabilities) -> Result<(), String> {
         caps.require_bpf()?;
-        if caps.arch != "x86_64" {
-            return Err(format!(
-                "syscall numbers and names are x86_64's; this node is {}",
-                caps.arch
-            ));
-        }
-        if !caps.btf {
-            return Err(
-                "the kernel has no BTF (/sys/kernel/btf/vmlinux): task storage needs it".into(),
-            );
-        }
-        if !caps.raw_tracepoints {
-            return Err("raw tracepoints cannot be attached on this kernel".into());
-        }
+        caps.require_x86_64("syscall numbers and names")?;
+        caps.require_btf("task storage needs it")?;
+        caps.require_raw_tracepoints()?;
         if !caps.task_storage {
             return Err("BPF task storage maps are not supported (kernel 5.11+ needed)".into());
         }

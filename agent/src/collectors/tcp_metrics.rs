@@ -259,17 +259,9 @@ impl CollectorFactory for TcpMetricsFactory {
 
     fn availability(&self, caps: &HostCapabilities) -> Result<(), String> {
         caps.require_bpf()?;
-        if !caps.btf {
-            return Err(
-                "no kernel BTF (/sys/kernel/btf/vmlinux): CO-RE programs cannot load".into(),
-            );
-        }
-        if !caps.raw_tracepoints {
-            return Err("raw tracepoints cannot be attached on this kernel".into());
-        }
-        if !caps.ringbuf {
-            return Err("BPF ring buffers are not supported (kernel 5.8+ needed)".into());
-        }
+        caps.require_btf("its CO-RE programs cannot load")?;
+        caps.require_raw_tracepoints()?;
+        caps.require_ringbuf()?;
         plan(caps.tracefs_path.as_deref()).map(drop)
     }
 
