@@ -11,6 +11,7 @@ mod client;
 mod commands;
 mod kinds;
 mod render;
+mod text;
 
 use clap::Parser;
 use client::CliError;
