@@ -11,7 +11,9 @@ schema and every answer against its output schema, and runs one scenario:
 - ``getppid``: start_tap syscall-stats on a coral-workload making exactly N
   getppid calls, then tap_result;
 - ``diagnose-cpu``: diagnose ``cpu`` on a coral-burn process;
-- ``read-only``: what a read-only token can and cannot do.
+- ``read-only``: what a read-only token can and cannot do;
+- ``agent-restart``: the agent (started here, ``--agent-bin``) goes away
+  and comes back under a running ``coral mcp``.
 
 Prints one JSON object with what it saw; tests/tests/mcp.rs asserts on it.
 
@@ -25,6 +27,8 @@ import json
 import os
 import subprocess
 import sys
+import threading
+import time
 
 import jsonschema
 from mcp import Client, MCPError, StdioServerParameters
@@ -38,10 +42,11 @@ class Checked:
         self.tools = {t.name: t for t in tools}
         self.schema_errors = []
 
-    async def call(self, name, arguments=None):
+    async def call(self, name, arguments=None, check=True):
+        """Calls `name`; with `check`, its arguments must fit its schema."""
         arguments = arguments or {}
         tool = self.tools.get(name)
-        if tool is not None:
+        if tool is not None and check:
             try:
                 jsonschema.Draft202012Validator(tool.input_schema).validate(arguments)
             except jsonschema.ValidationError as e:
@@ -139,6 +144,16 @@ async def scenario_tools(c, args, report):
         "tap_result", {"id": "00000000-0000-0000-0000-000000000000"}
     )
     report["list"] = await c.call("list_taps")
+    # Arguments that do not fit the schema (as a careless model might send):
+    # the error quotes what was sent, but only so much of it.
+    huge = "x" * 100_000
+    report["unknown_field"] = await c.call(
+        "start_tap", {"kind": "syscall-stats", huge: 1}, check=False
+    )
+    report["wrong_type"] = await c.call(
+        "start_tap", {"kind": "syscall-stats", "target": {"pids": [huge]}}, check=False
+    )
+    report["unknown_kind"] = await c.call("start_tap", {"kind": huge}, check=False)
 
 
 async def scenario_getppid(c, args, report):
@@ -190,11 +205,54 @@ async def scenario_read_only(c, args, report):
     )
 
 
+class OwnAgent:
+    """A coral-agent this script starts and stops (``agent-restart``)."""
+
+    def __init__(self, binary, addr):
+        self.binary = binary
+        self.socket = addr.removeprefix("unix://")
+        self.proc = None
+
+    def start(self):
+        if os.path.exists(self.socket):
+            os.unlink(self.socket)
+        self.proc = subprocess.Popen(
+            [self.binary, "--listen", "unix://" + self.socket],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 20
+        while not os.path.exists(self.socket):
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError("coral-agent did not come up")
+            time.sleep(0.05)
+
+    def stop(self):
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(timeout=20)
+
+
+async def scenario_agent_restart(c, args, report):
+    report["before"] = await c.call("list_taps")
+    args.own_agent.stop()
+    report["away"] = await c.call("list_taps")
+    args.own_agent.start()
+    # The socket exists before the agent answers: retry for a while.
+    for _ in range(100):
+        report["back"] = await c.call("list_taps")
+        if not report["back"]["is_error"]:
+            break
+        await asyncio.sleep(0.1)
+
+
 SCENARIOS = {
     "tools": scenario_tools,
     "getppid": scenario_getppid,
     "diagnose-cpu": scenario_diagnose_cpu,
     "read-only": scenario_read_only,
+    "agent-restart": scenario_agent_restart,
 }
 
 
@@ -211,6 +269,11 @@ async def run(args):
     argv, env = server_command(args)
     report = {}
     http_server = None
+    args.own_agent = None
+    if args.scenario == "agent-restart":
+        args.own_agent = OwnAgent(args.agent_bin, args.agent)
+        args.own_agent.start()
+        await asyncio.sleep(0.5)
     if args.http:
         http_server = subprocess.Popen(
             argv + ["--http", "127.0.0.1:0"],
@@ -222,6 +285,12 @@ async def run(args):
         line = http_server.stderr.readline()
         # "coral mcp: serving MCP over streamable HTTP at http://127.0.0.1:PORT/mcp for ..."
         url = next(w for w in line.split() if w.startswith("http://"))
+        # Drained as it comes (audit lines), as a host's log would.
+        http_log = []
+        drain = threading.Thread(
+            target=lambda: http_log.extend(http_server.stderr), daemon=True
+        )
+        drain.start()
         report["http_url"] = url
         target = url
     else:
@@ -235,10 +304,13 @@ async def run(args):
             await SCENARIOS[args.scenario](c, args, report)
             report["call_schema_errors"] = c.schema_errors
     finally:
+        if args.own_agent is not None:
+            args.own_agent.stop()
         if http_server is not None:
             http_server.terminate()
             http_server.wait(timeout=10)
-            report["http_log"] = http_server.stderr.read()[-4000:]
+            drain.join(timeout=10)
+            report["http_log"] = "".join(http_log)
     print(json.dumps(report))
 
 
@@ -250,6 +322,7 @@ def main():
     p.add_argument("--scenario", choices=sorted(SCENARIOS), required=True)
     p.add_argument("--workload")
     p.add_argument("--burn")
+    p.add_argument("--agent-bin")
     p.add_argument("--n", type=int, default=1000)
     p.add_argument("--http", action="store_true")
     p.add_argument("--mcp-arg", action="append", default=[])

@@ -196,6 +196,16 @@ fn check_tools_scenario(r: &Value) {
     assert_tool_error(&r["bad_duration"], &["\"soon\" is not a duration"]);
     assert_tool_error(&r["unknown_tap"], &["NOT_FOUND", "no collector with id"]);
     assert_eq!(r["list"]["is_error"], false, "{r}");
+    // Arguments off the schema: a tool error that quotes 100 KB of input
+    // only in part.
+    for case in ["unknown_field", "wrong_type", "unknown_kind"] {
+        let answer = &r[case];
+        assert_tool_error(answer, &["(100", "bytes, cut)"]);
+        assert!(
+            answer["text"].as_str().unwrap().len() < 700,
+            "{case}: {answer}"
+        );
+    }
 }
 
 #[test]
@@ -226,6 +236,43 @@ fn mcp_over_streamable_http() {
         ),
         "{log}"
     );
+    // 100 KB arguments leave bounded audit lines (each value cut).
+    for line in log.lines() {
+        assert!(line.len() < 2000, "{} bytes: {line}", line.len());
+    }
+}
+
+#[test]
+fn mcp_outlives_an_agent_restart() {
+    let socket = socket_path();
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("python/mcp_client.py");
+    let out = Command::new("python3")
+        .arg(&script)
+        .arg("--coral")
+        .arg(bin("coral"))
+        .arg("--agent")
+        .arg(format!("unix://{}", socket.display()))
+        .arg("--agent-bin")
+        .arg(bin("coral-agent"))
+        .args(["--scenario", "agent-restart"])
+        .output()
+        .expect("running python3");
+    assert!(
+        out.status.success(),
+        "the MCP client failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(r["before"]["is_error"], false, "{r}");
+    // While it is away: a tool error naming the address, not a dead server.
+    assert_tool_error(
+        &r["away"],
+        &[&format!(
+            "cannot reach the agent at unix://{}",
+            socket.display()
+        )],
+    );
+    assert_eq!(r["back"]["is_error"], false, "{r}");
 }
 
 #[test]

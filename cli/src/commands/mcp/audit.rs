@@ -37,7 +37,16 @@ fn target(t: &JsonObject) -> String {
     if let Some(pids) = t.get("pids").and_then(Value::as_array)
         && !pids.is_empty()
     {
-        let shown: Vec<String> = pids.iter().take(PIDS).map(Value::to_string).collect();
+        // Numbers, as the schema says; anything else (a model's mistake)
+        // escaped and cut like every other value.
+        let shown: Vec<String> = pids
+            .iter()
+            .take(PIDS)
+            .map(|p| match p.as_u64() {
+                Some(n) => n.to_string(),
+                None => esc(&p.to_string(), 24),
+            })
+            .collect();
         let more = pids.len().saturating_sub(PIDS);
         parts.push(format!(
             "pid {}{}",
@@ -174,7 +183,8 @@ mod tests {
             "x\"\n2026 coral::mcp::audit tool=\"stop_tap\" outcome=ok{}",
             "y".repeat(100_000)
         );
-        let pids: Vec<u32> = (1..=1000).collect();
+        let mut pids: Vec<Value> = (1..=1000).map(|p| json!(p)).collect();
+        pids[1] = json!(forged);
         let args = obj(
             json!({"kind": forged, "id": forged, "target": {"pids": pids, "comm": forged, "cgroup": forged}}),
         );

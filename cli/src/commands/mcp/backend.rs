@@ -29,12 +29,27 @@ impl Backend {
         }
     }
 
+    /// A failed call as the CLI reports it, naming the address: the
+    /// CLI's conversion of a status cannot know it.
+    fn error(&self, status: tonic::Status) -> CliError {
+        match (self, CliError::from(status)) {
+            (Backend::Agent { addr, .. }, CliError::Unreachable { reason, .. }) => {
+                CliError::Unreachable {
+                    addr: addr.clone(),
+                    reason,
+                }
+            }
+            (Backend::Agent { .. }, other) => other,
+        }
+    }
+
     pub async fn capabilities(&self) -> Result<pb::Capabilities, CliError> {
         match self {
             Backend::Agent { client, .. } => Ok(client
                 .clone()
                 .get_capabilities(pb::GetCapabilitiesRequest {})
-                .await?
+                .await
+                .map_err(|s| self.error(s))?
                 .into_inner()),
         }
     }
@@ -47,7 +62,8 @@ impl Backend {
             Backend::Agent { client, .. } => Ok(client
                 .clone()
                 .start_collector(pb::StartCollectorRequest { spec: Some(spec) })
-                .await?
+                .await
+                .map_err(|s| self.error(s))?
                 .into_inner()),
         }
     }
@@ -57,7 +73,8 @@ impl Backend {
             Backend::Agent { client, .. } => Ok(client
                 .clone()
                 .stop_collector(pb::StopCollectorRequest { id: id.into() })
-                .await?
+                .await
+                .map_err(|s| self.error(s))?
                 .into_inner()),
         }
     }
@@ -67,7 +84,8 @@ impl Backend {
             Backend::Agent { client, .. } => Ok(client
                 .clone()
                 .get_collector(pb::GetCollectorRequest { id: id.into() })
-                .await?
+                .await
+                .map_err(|s| self.error(s))?
                 .into_inner()),
         }
     }
@@ -77,7 +95,8 @@ impl Backend {
             Backend::Agent { client, .. } => Ok(client
                 .clone()
                 .list_collectors(pb::ListCollectorsRequest {})
-                .await?
+                .await
+                .map_err(|s| self.error(s))?
                 .into_inner()
                 .collectors),
         }
@@ -97,7 +116,8 @@ impl Backend {
                     after_seq,
                     max,
                 })
-                .await?
+                .await
+                .map_err(|s| self.error(s))?
                 .into_inner()),
         }
     }

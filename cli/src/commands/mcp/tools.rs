@@ -969,6 +969,48 @@ pub fn capabilities_out(caps: &pb::Capabilities, running: usize) -> Capabilities
     }
 }
 
+/// How rmcp starts the tool error of arguments that do not deserialize;
+/// serde's message after it quotes what was sent (an unknown field's name,
+/// a value of the wrong type) in full.
+const ARGUMENT_ERROR: &str = "failed to deserialize parameters:";
+
+/// Bytes of an argument error passed on.
+const ARGUMENT_ERROR_BYTES: usize = 512;
+
+/// Every error text cut and escaped: argument errors (which quote the
+/// client's input) to [`ARGUMENT_ERROR_BYTES`], the rest (the agent's
+/// messages, already bounded by the agent) to [`MESSAGE_BYTES`].
+fn bound_errors(
+    response: Result<CallToolResponse, ErrorData>,
+) -> Result<CallToolResponse, ErrorData> {
+    let cut = |text: &str| {
+        let limit = if text.starts_with(ARGUMENT_ERROR) {
+            ARGUMENT_ERROR_BYTES
+        } else {
+            MESSAGE_BYTES
+        };
+        bounded(text, limit)
+    };
+    match response {
+        Ok(CallToolResponse::Complete(mut r)) if r.is_error == Some(true) => {
+            r.content = r
+                .content
+                .into_iter()
+                .map(|c| match c.as_text() {
+                    Some(t) => rmcp::model::ContentBlock::text(cut(&t.text)),
+                    None => c,
+                })
+                .collect();
+            Ok(r.into())
+        }
+        Err(mut e) => {
+            e.message = cut(&e.message).into();
+            Err(e)
+        }
+        other => other,
+    }
+}
+
 #[tool_handler(router = self.tool_router)]
 impl ServerHandler for CoralMcp {
     fn get_info(&self) -> ServerConfig {
@@ -1002,6 +1044,7 @@ impl ServerHandler for CoralMcp {
             let tcc = ToolCallContext::new(self, request, context);
             self.tool_router.call(tcc).await
         };
+        let response = bound_errors(response);
         audit::tool_call(&name, args.as_ref(), &response);
         response
     }
@@ -1082,6 +1125,22 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.len() < 500, "{}", err.len());
+    }
+
+    #[test]
+    fn argument_errors_are_cut() {
+        let long = format!("{ARGUMENT_ERROR} unknown field `{}`", "x".repeat(100_000));
+        let r = rmcp::model::CallToolResult::error(vec![rmcp::model::ContentBlock::text(long)]);
+        let Ok(CallToolResponse::Complete(r)) = bound_errors(Ok(r.into())) else {
+            panic!("not a complete result");
+        };
+        let text = &r.content[0].as_text().unwrap().text;
+        assert!(text.len() < ARGUMENT_ERROR_BYTES + 40, "{}", text.len());
+        assert!(text.ends_with("(100050 bytes, cut)"), "{text}");
+        let Err(e) = bound_errors(Err(ErrorData::invalid_params("y".repeat(10_000), None))) else {
+            panic!("not an error");
+        };
+        assert!(e.message.len() < MESSAGE_BYTES + 40);
     }
 
     fn unconnected() -> Backend {
