@@ -831,4 +831,130 @@ mod tests {
             ["syscall close failed 300 of 300 calls"]
         );
     }
+    fn route(
+        method: &str,
+        route: &str,
+        status: u32,
+        count: u64,
+        p99_ms: u64,
+    ) -> pb::HttpRouteStats {
+        pb::HttpRouteStats {
+            method: method.into(),
+            route: route.into(),
+            status,
+            count,
+            total_ns: count * p99_ms * 500_000,
+            p50_ns: p99_ms * 500_000,
+            p90_ns: p99_ms * 900_000,
+            p99_ns: p99_ms * 1_000_000,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn http_evidence_names_failing_and_slow_routes() {
+        let s = pb::HttpStats {
+            elapsed_ns: 2_000_000_000,
+            routes: vec![
+                route("GET", "/users/{id}", 200, 40, 3),
+                route("POST", "/orders", 503, 2, 50),
+            ],
+            dropped_events: 0,
+        };
+        let s = KindSummary::HttpLatency(super::super::summary::http(&s, 5));
+        assert_eq!(
+            evidence(Symptom::Errors, &s, &[]),
+            [
+                "2 of 42 HTTP requests answered 5xx",
+                "POST /orders answered 503 2 times"
+            ]
+        );
+        assert_eq!(
+            evidence(Symptom::Slow, &s, &[]),
+            [
+                "slow route POST /orders 503: p99 50.0ms over 2 requests (p50 25.0ms)",
+                "slow route GET /users/{id} 200: p99 3.0ms over 40 requests (p50 1.5ms)",
+                "2 of 42 requests answered 5xx"
+            ]
+        );
+    }
+
+    #[test]
+    fn tcp_evidence_names_the_peers() {
+        let s = pb::TcpStats {
+            elapsed_ns: 3_000_000_000,
+            remotes: vec![
+                pb::TcpRemoteStats {
+                    remote_addr: "10.0.0.7".into(),
+                    remote_port: 5432,
+                    opened: 12,
+                    closed: 10,
+                    retransmits: 3,
+                    resets_received: 1,
+                    rtt_us_log2: vec![0, 0, 0, 0, 0, 0, 0, 2, 30, 5],
+                    rtt_p50_us: 511,
+                    rtt_p99_us: 1023,
+                    ..Default::default()
+                },
+                pb::TcpRemoteStats {
+                    remote_addr: "fd00::2".into(),
+                    local_port: 8080,
+                    opened: 4,
+                    closed: 4,
+                    resets_sent: 2,
+                    ..Default::default()
+                },
+            ],
+            dropped_events: 0,
+        };
+        let s = KindSummary::TcpMetrics(super::super::summary::tcp(&s, 5));
+        assert_eq!(
+            evidence(Symptom::Network, &s, &[]),
+            [
+                "peer 10.0.0.7:5432: 3 retransmits over 12 connections (RTT p99 1.0ms)",
+                "peer [fd00::2] -> :8080: 2 resets sent, 0 received",
+                "peer 10.0.0.7:5432: 0 resets sent, 1 received",
+                "slowest peer by RTT: 10.0.0.7:5432 (p99 1.0ms)"
+            ]
+        );
+    }
+
+    #[test]
+    fn memory_evidence_names_what_grows_and_oom_kills() {
+        let growing = pb::MemoryPrediction {
+            state: pb::PredictionState::Growing as i32,
+            rate_bytes_per_sec: 18.0 * 1024.0 * 1024.0 / 60.0,
+            time_to_limit_ns: 443_000_000_000,
+            time_to_limit_low_ns: 410_000_000_000,
+            time_to_limit_high_ns: 485_000_000_000,
+            r2: 0.97,
+            confidence: 0.99,
+            horizon_ns: 3_600_000_000_000,
+            limit_source: "memory.max".into(),
+            ..Default::default()
+        };
+        let s = pb::MemoryStats {
+            elapsed_ns: 61_000_000_000,
+            cgroups: vec![pb::MemoryCgroup {
+                path: "/api.slice".into(),
+                current_bytes: 890 << 20,
+                limit_bytes: 1 << 30,
+                oom_kills: 1,
+                prediction: Some(growing),
+                ..Default::default()
+            }],
+            processes_tracked: 3,
+            ..Default::default()
+        };
+        let s = KindSummary::Memory(super::super::summary::memory_stats(&s, 5));
+        let oom = "OOM kill: pid 9 (java) in /api.slice".to_string();
+        assert_eq!(
+            evidence(Symptom::Memory, &s, &[oom.clone(), "exec pid 3".into()]),
+            [
+                "/api.slice uses 890 MiB of 1 GiB and grows +18 MiB/min: reaches memory.max in 7m23s (6m50s-8m05s), R2 0.97, 99% within 1h",
+                "1 OOM kills in the sampled cgroups",
+                oom.as_str()
+            ]
+        );
+    }
 }
