@@ -788,7 +788,6 @@ impl CoralMcp {
         annotations(
             read_only_hint = false,
             destructive_hint = false,
-            idempotent_hint = true,
             open_world_hint = false
         )
     )]
