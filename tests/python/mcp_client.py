@@ -42,8 +42,9 @@ class Checked:
         self.tools = {t.name: t for t in tools}
         self.schema_errors = []
 
-    async def call(self, name, arguments=None, check=True):
-        """Calls `name`; with `check`, its arguments must fit its schema."""
+    async def call(self, name, arguments=None, check=True, progress=None):
+        """Calls `name`; with `check`, its arguments must fit its schema;
+        progress notifications are appended to the `progress` list."""
         arguments = arguments or {}
         tool = self.tools.get(name)
         if tool is not None and check:
@@ -52,7 +53,13 @@ class Checked:
             except jsonschema.ValidationError as e:
                 self.schema_errors.append(f"{name} arguments {arguments}: {e.message}")
         try:
-            result = await self.client.call_tool(name, arguments)
+            callback = None
+            if progress is not None:
+
+                async def callback(done, total, message):
+                    progress.append({"progress": done, "total": total, "message": message})
+
+            result = await self.client.call_tool(name, arguments, progress_callback=callback)
         except MCPError as e:
             return {"is_error": True, "protocol_error": True, "text": e.message}
         text = "".join(c.text for c in result.content if getattr(c, "text", None))
@@ -184,9 +191,11 @@ async def scenario_getppid(c, args, report):
 async def scenario_diagnose_cpu(c, args, report):
     burner = Child([args.burn, "--seconds", "30"])
     try:
+        report["progress"] = []
         report["diagnose"] = await c.call(
             "diagnose",
             {"symptom": "cpu", "target": {"pids": [burner.pid]}, "duration": "3s"},
+            progress=report["progress"],
         )
         report["no_target"] = await c.call("diagnose", {"symptom": "cpu", "target": {}})
     finally:

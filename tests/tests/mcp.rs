@@ -436,4 +436,16 @@ fn diagnose_cpu_names_the_hot_function() {
     // Both collectors ran side by side for the duration asked.
     assert_eq!(s["duration"], "3.00s", "{s}");
     assert_tool_error(&r["no_target"], &["diagnose needs a target"]);
+    // While it ran, progress notifications (one a second): seconds of the
+    // duration.
+    let progress = r["progress"].as_array().unwrap();
+    assert!(!progress.is_empty(), "{progress:?}");
+    assert_eq!(progress[0]["total"], 3.0, "{progress:?}");
+    assert!(
+        progress[0]["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("collecting cpu-profile, syscall-stats"),
+        "{progress:?}"
+    );
 }

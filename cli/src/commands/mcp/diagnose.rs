@@ -9,7 +9,9 @@
 
 use super::backend::Backend;
 use super::summary::KindSummary;
-use super::tools::{self, ResultOut, Shape, Target, ToolError, agent_error};
+use super::tools::{
+    self, PROGRESS_EVERY, Progress, ResultOut, Shape, Target, ToolError, agent_error,
+};
 use crate::kinds::Kind;
 use crate::text::{MESSAGE_BYTES, bounded};
 use coral_proto::v1::{self as pb, collector_spec::Config};
@@ -570,7 +572,11 @@ fn target_words(t: &Target) -> String {
 }
 
 /// Runs `args` against `backend`.
-pub async fn run(backend: &Backend, args: Diagnose) -> Result<DiagnoseOut, ToolError> {
+pub async fn run(
+    backend: &Backend,
+    args: Diagnose,
+    progress: &Progress,
+) -> Result<DiagnoseOut, ToolError> {
     if args.target.is_empty() {
         return Err(
             "diagnose needs a target: target.pids, target.comm, target.cgroup or target.container"
@@ -672,12 +678,31 @@ pub async fn run(backend: &Backend, args: Diagnose) -> Result<DiagnoseOut, ToolE
         ));
     }
     // The collectors expire by themselves (in the agent, whatever happens
-    // to this call); wait for the last one, then for its final record.
+    // to this call); meanwhile, progress for the client.
+    let kinds: Vec<&str> = running.iter().map(|(k, _)| k.name()).collect();
+    let start = tokio::time::Instant::now();
+    let end = start + duration;
+    while tokio::time::Instant::now() + PROGRESS_EVERY < end {
+        tokio::time::sleep(PROGRESS_EVERY).await;
+        let done = start.elapsed().as_secs_f64();
+        progress
+            .report(
+                done,
+                duration.as_secs_f64(),
+                format!(
+                    "collecting {} ({done:.0}s of {})",
+                    kinds.join(", "),
+                    crate::render::duration(duration)
+                ),
+            )
+            .await;
+    }
+    // Then for each one's end and final record.
     let wait = duration + END_GRACE;
     let mut results = Vec::new();
     let mut findings = Vec::new();
     for (kind, info) in &running {
-        let info = tools::wait_end(backend, &info.id, wait)
+        let info = tools::wait_end(backend, &info.id, wait, None)
             .await
             .map_err(agent_error)?;
         let shape = Shape {

@@ -666,17 +666,67 @@ pub async fn result(
     })
 }
 
+/// Progress notifications for a call that waits (tap_result's wait,
+/// diagnose's run), when the client asked for them with a progress token:
+/// hosts show them, and some keep a long call alive on them.
+#[derive(Clone)]
+pub struct Progress {
+    peer: rmcp::Peer<RoleServer>,
+    token: Option<rmcp::model::ProgressToken>,
+}
+
+impl Progress {
+    pub fn of(context: &RequestContext<RoleServer>) -> Self {
+        Self {
+            peer: context.peer.clone(),
+            token: context.meta.get_progress_token(),
+        }
+    }
+
+    /// `done` of `total` seconds; a lost notification is not an error.
+    pub async fn report(&self, done: f64, total: f64, message: String) {
+        if let Some(token) = &self.token {
+            let param = rmcp::model::ProgressNotificationParam::new(token.clone(), done)
+                .with_total(total)
+                .with_message(message);
+            let _ = self.peer.notify_progress(param).await;
+        }
+    }
+}
+
+/// How often a waiting call reports progress.
+pub const PROGRESS_EVERY: Duration = Duration::from_secs(1);
+
 /// Polls until the tap has ended or `wait` has passed; its latest info.
 pub async fn wait_end(
     backend: &Backend,
     id: &str,
     wait: Duration,
+    progress: Option<&Progress>,
 ) -> Result<pb::CollectorInfo, CliError> {
-    let deadline = tokio::time::Instant::now() + wait;
+    let start = tokio::time::Instant::now();
+    let deadline = start + wait;
+    let mut next_report = start + PROGRESS_EVERY;
     loop {
         let info = backend.get(id).await?;
-        if is_terminal(&info) || tokio::time::Instant::now() >= deadline {
+        let now = tokio::time::Instant::now();
+        if is_terminal(&info) || now >= deadline {
             return Ok(info);
+        }
+        if let Some(p) = progress
+            && now >= next_report
+        {
+            next_report = now + PROGRESS_EVERY;
+            let waited = (now - start).as_secs_f64();
+            p.report(
+                waited,
+                wait.as_secs_f64(),
+                format!(
+                    "waiting for tap {} to end ({waited:.0}s)",
+                    bounded(&info.id, 64)
+                ),
+            )
+            .await;
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
@@ -840,6 +890,7 @@ impl CoralMcp {
     async fn tap_result(
         &self,
         Parameters(args): Parameters<TapResult>,
+        context: RequestContext<RoleServer>,
     ) -> Result<Json<ResultOut>, ToolError> {
         let wait = clamp(args.wait_seconds, 0, 0, WAIT_MAX_S, "wait_seconds")?;
         let top = clamp(args.top, TOP_DEFAULT, 1, TOP_MAX, "top")?;
@@ -854,6 +905,7 @@ impl CoralMcp {
             &self.backend,
             &args.id,
             Duration::from_secs(u64::from(wait)),
+            Some(&Progress::of(&context)),
         )
         .await
         .map_err(agent_error)?;
@@ -879,8 +931,10 @@ impl CoralMcp {
     async fn diagnose(
         &self,
         Parameters(args): Parameters<Diagnose>,
+        context: RequestContext<RoleServer>,
     ) -> Result<Json<DiagnoseOut>, ToolError> {
-        Ok(Json(diagnose::run(&self.backend, args).await?))
+        let progress = Progress::of(&context);
+        Ok(Json(diagnose::run(&self.backend, args, &progress).await?))
     }
 }
 
