@@ -118,9 +118,6 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         token: cli.token,
     };
     let client = client::connect(&cli.agent, &creds).await?;
-    if let Command::Mcp(args) = cli.command {
-        return mcp::run(client, &cli.agent, args).await;
-    }
     let ctx = Ctx {
         client,
         output: cli.output,
@@ -128,7 +125,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Caps(args) => caps::run(ctx, args).await,
         Command::Tap(cmd) => tap::run(ctx, *cmd).await,
-        Command::Mcp(_) => unreachable!("served above"),
+        Command::Mcp(args) => mcp::run(ctx.client, &cli.agent, args).await,
     }
 }
 
