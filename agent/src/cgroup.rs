@@ -1,7 +1,7 @@
 //! cgroup v2 paths, as clients give them in filters, resolved to what the
 //! kernel compares against. Plain filesystem work: no BPF needed.
 
-use crate::text::quote;
+use coral_proto::text::quote;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Component, Path, PathBuf};
 

@@ -2,7 +2,7 @@
 //! status codes.
 
 use crate::domain::{Kind, State};
-use crate::text::{Cleaned, MESSAGE_BYTES};
+use coral_proto::text::{Cleaned, MESSAGE_BYTES};
 use std::time::Duration;
 use tonic::{Code, Status};
 
@@ -22,7 +22,7 @@ pub enum Error {
     #[error("too many running collectors: the limit is {max} (stop one or wait for one to expire)")]
     TooManyCollectors { max: u32 },
     /// No collector with this id (never existed, or reaped after retention).
-    #[error("no collector with id {}", crate::text::quote(.0))]
+    #[error("no collector with id {}", coral_proto::text::quote(.0))]
     NotFound(String),
     /// The operation needs a running collector.
     #[error("collector {id} is {state:?}, not running")]

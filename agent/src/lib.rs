@@ -24,7 +24,6 @@ pub mod server;
 pub mod test_hooks;
 #[cfg(test)]
 mod testing;
-pub mod text;
 
 pub use config::Limits;
 pub use manager::Manager;

@@ -265,6 +265,14 @@ pub async fn connect(addr: &str, creds: &Credentials) -> Result<Client, CliError
     Ok(client)
 }
 
+/// A client that never connected (it would on its first call): for tests
+/// of what is built around one.
+#[cfg(test)]
+pub fn unconnected() -> Client {
+    let channel = Endpoint::from_static("http://127.0.0.1:9").connect_lazy();
+    EbpfServiceClient::with_interceptor(channel, BearerToken(None))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

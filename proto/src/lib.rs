@@ -7,6 +7,7 @@
 
 mod errors;
 mod kinds;
+pub mod text;
 
 pub use errors::error_chain;
 

@@ -29,7 +29,6 @@ use crate::capabilities::HostCapabilities;
 use crate::config::Limits;
 use crate::containers::resolve::{Cgroup, CgroupResolver};
 use crate::domain::{Kind, KindConfig, Payload};
-use crate::text::quote;
 use aya::maps::{HashMap, MapData, PerCpuArray, PerCpuHashMap, RingBuf};
 use aya::programs::TracePoint;
 use aya::programs::raw_trace_point::RawTracePointLink;
@@ -40,6 +39,7 @@ use coral_ebpf_programs::tcp_metrics::{
     RTT_BUCKETS, Remote, RemoteKey, SOCK_CLOSED, SOCK_TARGET, SOCK_TUPLE_MATCH, Sock, TcpEvent,
 };
 use coral_proto::error_chain;
+use coral_proto::text::quote;
 use coral_proto::v1::{TcpConnection, TcpMetricsConfig, TcpRemoteStats, TcpStats};
 use std::collections::BTreeSet;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};

@@ -177,12 +177,12 @@ impl CgroupResolver {
 pub enum FindError {
     #[error(
         "container {}: not a container id or prefix (hex digits, at most 64)",
-        crate::text::quote(.0)
+        coral_proto::text::quote(.0)
     )]
     Invalid(String),
     #[error("no cgroup2 mount: containers cannot be found by their cgroup")]
     NoCgroup2,
-    #[error("no container with id {} under the cgroup2 mount", crate::text::quote(.0))]
+    #[error("no container with id {} under the cgroup2 mount", coral_proto::text::quote(.0))]
     NotFound(String),
     #[error("container id prefix {prefix:?} is ambiguous: {}", .ids.join(", "))]
     Ambiguous { prefix: String, ids: Vec<String> },

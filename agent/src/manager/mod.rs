@@ -22,7 +22,7 @@ use crate::collectors::{CollectorFactory, StartContext};
 use crate::config::{Limits, MAX_LABEL_KEY_BYTES, MAX_LABEL_VALUE_BYTES, MAX_LABELS};
 use crate::domain::{Kind, Spec, State};
 use crate::error::Error;
-use crate::text::quote;
+use coral_proto::text::quote;
 use dashmap::DashMap;
 use event_log::{Budget, EventLog, LogStats, RetainedBytes};
 use std::collections::HashMap;

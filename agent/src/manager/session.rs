@@ -215,13 +215,13 @@ fn push(entry: &Entry, manager: &Weak<Inner>, batch: Vec<Payload>, last: bool) {
 }
 
 fn fail_start(entry: &Entry, manager: &Weak<Inner>, error: String) {
-    tracing::warn!(id = %entry.id, kind = %entry.spec.kind, error = %crate::text::Cleaned::log(&error),
+    tracing::warn!(id = %entry.id, kind = %entry.spec.kind, error = %coral_proto::text::Cleaned::log(&error),
         "collector failed to start");
     finish(entry, manager, State::Failed, Some(error));
 }
 
 pub(super) fn finish(entry: &Entry, manager: &Weak<Inner>, state: State, error: Option<String>) {
-    let shown = error.as_deref().map(crate::text::Cleaned::log);
+    let shown = error.as_deref().map(coral_proto::text::Cleaned::log);
     tracing::info!(id = %entry.id, ?state, error = ?shown, "collector ended");
     // Close the log before publishing the state, so a client that sees the
     // terminal state also sees the final record and the end of its stream.

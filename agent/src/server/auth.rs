@@ -10,7 +10,7 @@
 
 use crate::domain::Kind;
 use crate::error::Error;
-use crate::text::{Cleaned, QUOTE_BYTES};
+use coral_proto::text::{Cleaned, QUOTE_BYTES};
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::Path;

@@ -1,6 +1,7 @@
 //! The command tree. One module per command, each with its `Args` and `run`.
 
 mod caps;
+mod mcp;
 mod tap;
 
 use crate::client::{self, Client};
@@ -75,6 +76,8 @@ enum Command {
     /// Start, watch and manage collectors ("taps").
     #[command(subcommand)]
     Tap(Box<tap::Command>),
+    /// Serve the Model Context Protocol (stdio, or --http), so an AI assistant can see what this node can run, run collectors and read their results.
+    Mcp(mcp::Args),
 }
 
 /// Human durations: `500ms`, `60s`, `1m30s`, `2h`.
@@ -122,6 +125,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Caps(args) => caps::run(ctx, args).await,
         Command::Tap(cmd) => tap::run(ctx, *cmd).await,
+        Command::Mcp(args) => mcp::run(ctx.client, &cli.agent, args).await,
     }
 }
 

@@ -84,7 +84,8 @@ macro_rules! kinds {
         impl Kind {
             pub const ALL: &'static [Kind] = &[$(Kind::$kind),+];
 
-            fn about(self) -> &'static str {
+            /// One line on what the kind measures.
+            pub fn about(self) -> &'static str {
                 match self {
                     $(Kind::$kind => $module::ABOUT,)+
                 }

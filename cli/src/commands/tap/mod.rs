@@ -8,7 +8,7 @@ mod run;
 mod start;
 mod stop;
 mod target;
-mod view;
+pub(crate) mod view;
 
 use super::Ctx;
 use clap::Subcommand;

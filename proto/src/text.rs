@@ -1,11 +1,11 @@
-//! Client-controlled text on its way into an error message or a log line.
-//!
-//! Ids, cgroup paths, comms, prefixes, certificate subjects and the error
-//! texts that quote them come from clients. Two rules hold wherever they
-//! are shown: control characters (newline, NUL, terminal escapes) are
-//! escaped, so a client cannot forge a log line or paint a terminal; and
-//! the text is cut to a short prefix, marked as cut, so no reply trailer
-//! and no log line grows with the input.
+//! Text from outside on its way into an error message, a log line or a
+//! tool's output: the agent's clients' ids, cgroup paths, comms, prefixes
+//! and certificate subjects; for `coral mcp`, a model's tool arguments and
+//! an agent's error messages. Two rules hold wherever they are shown:
+//! control characters (newline, NUL, terminal escapes) are escaped, so no
+//! one can forge a log line or paint a terminal; and the text is cut to a
+//! short prefix, marked as cut, so no reply, output or log line grows with
+//! the input. Here because the agent and the CLI both need it.
 
 use std::fmt;
 
@@ -21,6 +21,33 @@ pub const MESSAGE_BYTES: usize = 4096;
 /// `s` for an error message: quoted, escaped, at most [`QUOTE_BYTES`].
 pub fn quote(s: &str) -> String {
     format!("\"{}\"", Cleaned::new(s, QUOTE_BYTES))
+}
+
+/// `s` cut to at most `limit` bytes (on a character boundary), marked when
+/// cut; control characters other than newline and tab are escaped. For
+/// multi-line messages (an agent's error) that a model reads.
+pub fn bounded(s: &str, limit: usize) -> String {
+    let (head, cut) = prefix(s, limit);
+    let mut out = String::with_capacity(head.len() + 32);
+    for c in head.chars() {
+        if (c.is_control() && c != '\n' && c != '\t') || c == '\u{7f}' {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    if cut {
+        out.push_str(&format!("…({} bytes, cut)", s.len()));
+    }
+    out
+}
+
+fn prefix(s: &str, limit: usize) -> (&str, bool) {
+    let mut end = s.len().min(limit);
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    (&s[..end], end < s.len())
 }
 
 /// `s` escaped and cut to `limit` bytes of input (`"…" (N bytes, cut)`
@@ -44,11 +71,8 @@ impl<'a> Cleaned<'a> {
 
 impl fmt::Display for Cleaned<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let mut end = self.text.len().min(self.limit);
-        while !self.text.is_char_boundary(end) {
-            end -= 1;
-        }
-        for c in self.text[..end].chars() {
+        let (head, cut) = prefix(self.text, self.limit);
+        for c in head.chars() {
             if c.is_control() || c == '\u{7f}' {
                 // \n, \t, \0, \u{1b}, ...: visible, never acted on.
                 write!(f, "{}", c.escape_default())?;
@@ -56,7 +80,7 @@ impl fmt::Display for Cleaned<'_> {
                 write!(f, "{c}")?;
             }
         }
-        if end < self.text.len() {
+        if cut {
             write!(f, "…({} bytes, cut)", self.text.len())?;
         }
         Ok(())
@@ -98,5 +122,6 @@ mod tests {
         // Never inside a character.
         let wide = "é".repeat(100);
         assert!(Cleaned::new(&wide, 3).to_string().starts_with('é'));
+        assert!(bounded(&wide, 3).starts_with("é…(200 bytes, cut)"));
     }
 }
