@@ -36,6 +36,7 @@ fn spec(duration: Option<Duration>) -> Spec {
             ..Default::default()
         },
         labels: Default::default(),
+        export: false,
         config: None,
     }
 }
