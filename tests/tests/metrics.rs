@@ -593,3 +593,51 @@ fn metrics_off_loopback_over_tls() {
     }
     drop(agent);
 }
+
+fn dashboard_exprs(v: &Value, out: &mut Vec<String>) {
+    match v {
+        Value::Object(map) => {
+            for (k, v) in map {
+                match (k.as_str(), v) {
+                    ("expr", Value::String(e)) => out.push(e.clone()),
+                    _ => dashboard_exprs(v, out),
+                }
+            }
+        }
+        Value::Array(items) => items.iter().for_each(|v| dashboard_exprs(v, out)),
+        _ => {}
+    }
+}
+
+/// Every expression of the Grafana dashboard is valid PromQL (promtool
+/// parses them as recording rules, with the dashboard variables filled in).
+/// That every metric they name is exported is checked in the agent crate.
+#[test]
+fn the_grafana_dashboard_is_valid_promql() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/grafana/coral.json");
+    let dashboard: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let mut exprs = Vec::new();
+    dashboard_exprs(&dashboard["panels"], &mut exprs);
+    assert!(!exprs.is_empty());
+    let mut rules = String::from("groups:\n  - name: coral-dashboard\n    rules:\n");
+    for (i, e) in exprs.iter().enumerate() {
+        let e = e.replace("$instance", ".*").replace("$collector", ".*");
+        rules.push_str(&format!(
+            "      - record: coral_dashboard_{i}\n        expr: {}\n",
+            serde_json::to_string(&e).unwrap()
+        ));
+    }
+    let dir = TempDir::new("dashboard");
+    let file = dir.file("rules.yml", &rules);
+    let out = Command::new("promtool")
+        .args(["check", "rules"])
+        .arg(&file)
+        .output()
+        .expect("running promtool (apt-get install prometheus)");
+    assert!(
+        out.status.success(),
+        "{}{}\n{rules}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

@@ -640,6 +640,82 @@ mod tests {
         assert_eq!(names, ["read", "write", OVERFLOW]);
     }
 
+    /// Every name a sample line of the exposition can start with.
+    fn exported_names() -> HashSet<String> {
+        let mut names = HashSet::new();
+        for desc in agent::ALL.iter().chain(results::ALL) {
+            let name = desc.prometheus_name();
+            if let Type::Histogram(_) = desc.ty {
+                for suffix in ["_bucket", "_sum", "_count"] {
+                    names.insert(format!("{name}{suffix}"));
+                }
+            }
+            names.insert(name);
+        }
+        names
+    }
+
+    fn repo_file(path: &str) -> String {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("..")
+            .join(path);
+        std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+    }
+
+    fn exprs(v: &serde_json::Value, out: &mut Vec<String>) {
+        match v {
+            serde_json::Value::Object(map) => {
+                for (k, v) in map {
+                    match (k.as_str(), v) {
+                        ("expr", serde_json::Value::String(e)) => out.push(e.clone()),
+                        _ => exprs(v, out),
+                    }
+                }
+            }
+            serde_json::Value::Array(items) => items.iter().for_each(|v| exprs(v, out)),
+            _ => {}
+        }
+    }
+
+    #[test]
+    fn the_grafana_dashboard_only_queries_exported_metrics() {
+        let dashboard: serde_json::Value =
+            serde_json::from_str(&repo_file("deploy/grafana/coral.json")).expect("valid JSON");
+        assert!(dashboard["title"].is_string() && dashboard["panels"].is_array());
+        let mut all = Vec::new();
+        exprs(&dashboard["panels"], &mut all);
+        assert!(all.len() > 20, "{} expressions", all.len());
+        let known = exported_names();
+        let ident = |c: char| c.is_ascii_alphanumeric() || c == '_' || c == ':';
+        for expr in &all {
+            // A metric is named right before its selector: `name{...}`.
+            let mut metrics = Vec::new();
+            for (i, _) in expr.match_indices('{') {
+                let before = &expr[..i];
+                let start = before.rfind(|c| !ident(c)).map_or(0, |j| j + 1);
+                if start < i {
+                    metrics.push(&expr[start..i]);
+                }
+            }
+            assert!(!metrics.is_empty(), "no metric in {expr}");
+            for m in metrics {
+                assert!(known.contains(m), "{m} (in {expr}) is not exported");
+            }
+        }
+    }
+
+    #[test]
+    fn the_metrics_doc_lists_every_metric() {
+        let doc = repo_file("docs/metrics.md");
+        for desc in agent::ALL.iter().chain(results::ALL) {
+            let name = desc.prometheus_name();
+            assert!(
+                doc.contains(&format!("`{name}`")),
+                "docs/metrics.md lacks {name}"
+            );
+        }
+    }
+
     #[test]
     fn histograms_merge_bucket_by_bucket() {
         let mut a = Value::Histogram {

@@ -1,0 +1,150 @@
+#!/usr/bin/env bash
+# What serving /metrics costs the agent (docs/benchmarks.md, "## metrics
+# export"): a private release agent with --metrics-listen runs 8 exported
+# collectors (every exportable kind; syscall-stats on the whole machine, so
+# its tables are full), and is measured side by side with and without a
+# scraper fetching /metrics every second. Rounds alternate (quiet, scraped,
+# quiet, scraped, ...) so drift on a shared machine hits both alike.
+#
+# Per round: the agent's CPU (utime + stime from /proc/PID/stat over the
+# round) as a share of one CPU; at the end of each scraped round its RSS,
+# the exposition's size, series count and scrape latency (p50 / max). The
+# report prints the medians side by side, the scrape's added CPU, and the
+# RSS after the first and the last scraped round: memory must stay bounded
+# however many scrapes happen. Targets: < 1% of a CPU added, RSS flat.
+#
+#   bench/metrics.sh            (ROUNDS=3 SECS=60 by default)
+#
+# Needs root (collectors load BPF programs) and curl. Knobs: ROUNDS, SECS
+# (seconds per round), BUILD=0 (use target/release as it is).
+set -euo pipefail
+
+ROUNDS=${ROUNDS:-3}
+SECS=${SECS:-60}
+BUILD=${BUILD:-1}
+
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$root"
+work=$(mktemp -d /tmp/coral-bench-metrics.XXXXXX)
+sock=$work/agent.sock
+
+die() {
+	echo "${0##*/}: $*" >&2
+	exit 1
+}
+
+[[ $(id -u) -eq 0 ]] || die "must run as root (loads BPF programs)"
+command -v curl >/dev/null || die "curl not found"
+
+agent_pid=
+idle_pid=
+cleanup() {
+	local rc=$?
+	trap - EXIT INT TERM
+	for pid in $idle_pid $agent_pid; do kill -TERM "$pid" 2>/dev/null || true; done
+	for pid in $idle_pid $agent_pid; do wait "$pid" 2>/dev/null || true; done
+	if [[ $rc -ne 0 ]]; then
+		echo "${0##*/}: failed (exit $rc); logs kept in $work" >&2
+	else
+		rm -rf "$work"
+	fi
+	exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+if [[ $BUILD != 0 ]]; then
+	echo "building (release)..." >&2
+	cargo build --release --quiet -p coral-agent -p coral-cli
+fi
+mkdir "$work/bin"
+for b in coral-agent coral; do
+	cp "target/release/$b" "$work/bin/" || die "target/release/$b missing (build first)"
+done
+coral=("$work/bin/coral" --agent "unix://$sock")
+
+port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+url=http://127.0.0.1:$port/metrics
+RUST_LOG=warn "$work/bin/coral-agent" --listen "unix://$sock" --metrics-listen "127.0.0.1:$port" \
+	--max-running 8 >"$work/agent.log" 2>&1 &
+agent_pid=$!
+for _ in $(seq 200); do
+	"${coral[@]}" caps >/dev/null 2>&1 && break
+	kill -0 "$agent_pid" 2>/dev/null || die "coral-agent exited: $(cat "$work/agent.log")"
+	sleep 0.1
+done
+
+sleep 100000 &
+idle_pid=$!
+duration=$((ROUNDS * SECS * 2 + 120))s
+start() {
+	"${coral[@]}" tap start --export --duration "$duration" "$@" >/dev/null ||
+		die "tap start $*: $(tail -3 "$work/agent.log")"
+}
+# Every exportable kind; syscall-stats on the whole machine (one row per
+# syscall anything makes: the biggest tables), the rest as they come.
+start --kind syscall-stats
+start --kind syscall-stats --no-latency
+start --kind syscall-stats --pid "$idle_pid"
+start --kind tcp-metrics
+start --kind http-latency
+start --kind process-events
+start --kind memory --pid "$idle_pid"
+start --kind memory --pid "$agent_pid"
+n=$("${coral[@]}" -o json tap list | grep -c COLLECTOR_STATE_RUNNING || true)
+((n == 8)) || die "$n collectors running, not 8: $("${coral[@]}" tap list)"
+# Let the first records come and the start-up allocations settle.
+sleep 5
+
+ticks=$(getconf CLK_TCK)
+cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$agent_pid/stat"; }
+rss_kib() { awk '/^VmRSS:/ { print $2 }' "/proc/$agent_pid/status"; }
+
+declare -a quiet_cpu scraped_cpu rss_after sizes series p50s maxs
+for ((r = 1; r <= ROUNDS; r++)); do
+	for mode in quiet scraped; do
+		t0=$(cpu_ticks)
+		s0=$(date +%s.%N)
+		if [[ $mode == quiet ]]; then
+			sleep "$SECS"
+		else
+			: >"$work/scrapes"
+			for ((i = 0; i < SECS; i++)); do
+				next=$(date +%s.%N)
+				curl -s -o "$work/last.txt" -w '%{size_download} %{time_total}\n' "$url" >>"$work/scrapes"
+				# One scrape a second, however long one takes.
+				sleep "$(awk -v n="$next" -v now="$(date +%s.%N)" 'BEGIN { d = 1 - (now - n); print (d > 0) ? d : 0 }')"
+			done
+		fi
+		t1=$(cpu_ticks)
+		s1=$(date +%s.%N)
+		pct=$(awk -v a="$t0" -v b="$t1" -v t="$ticks" -v s0="$s0" -v s1="$s1" 'BEGIN { printf "%.3f", 100 * (b - a) / t / (s1 - s0) }')
+		if [[ $mode == quiet ]]; then
+			quiet_cpu+=("$pct")
+		else
+			scraped_cpu+=("$pct")
+			rss_after+=("$(rss_kib)")
+			sizes+=("$(tail -1 "$work/scrapes" | cut -d' ' -f1)")
+			series+=("$(grep -vc '^#' "$work/last.txt")")
+			p50s+=("$(cut -d' ' -f2 "$work/scrapes" | sort -g | awk '{ v[NR] = $1 } END { printf "%.1f", 1000 * v[int((NR + 1) / 2)] }')")
+			maxs+=("$(cut -d' ' -f2 "$work/scrapes" | sort -g | tail -1 | awk '{ printf "%.1f", 1000 * $1 }')")
+		fi
+		printf 'round %d/%d  %-8s agent CPU %6s%% of one CPU  RSS %s KiB\n' "$r" "$ROUNDS" "$mode" "$pct" "$(rss_kib)" >&2
+	done
+done
+
+median() { printf '%s\n' "$@" | sort -g | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
+q=$(median "${quiet_cpu[@]}")
+s=$(median "${scraped_cpu[@]}")
+echo
+echo "/metrics every 1 s, 8 exported collectors, $ROUNDS x $SECS s per mode; kernel $(uname -r), $(nproc) CPUs," \
+	"$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//'), load $(cut -d' ' -f1-3 /proc/loadavg)"
+printf '%-26s %12s %12s %10s\n' "" "not scraped" "scraped" "ratio"
+printf '%-26s %11s%% %11s%% %10s\n' "agent CPU (median)" "$q" "$s" \
+	"$(awk -v q="$q" -v s="$s" 'BEGIN { if (q > 0) printf "%.2fx", s / q; else print "-" }')"
+printf '%-26s %12s\n' "added by scraping" "$(awk -v q="$q" -v s="$s" 'BEGIN { printf "%.3f%% of one CPU", s - q }')"
+printf '%-26s %12s KiB (first scraped round) -> %s KiB (last)\n' "agent RSS" "${rss_after[0]}" "${rss_after[-1]}"
+printf '%-26s %12s bytes, %s samples\n' "exposition" "${sizes[-1]}" "${series[-1]}"
+printf '%-26s %12s ms p50, %s ms max (last round)\n' "scrape latency" "${p50s[-1]}" "${maxs[-1]}"
+printf '%-26s %s\n' "per-round CPU" "quiet: ${quiet_cpu[*]}; scraped: ${scraped_cpu[*]}"
