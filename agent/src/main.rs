@@ -67,7 +67,7 @@ struct Args {
     max_connections: usize,
 
     /// Time a new connection gets to finish TLS and send the HTTP/2 preface, or be closed.
-    #[arg(long, default_value = "10s", value_parser = parse_preface_timeout)]
+    #[arg(long, default_value = "10s", value_parser = parse_positive_duration)]
     preface_timeout: Duration,
 
     /// Collectors that may run at once.
@@ -137,7 +137,7 @@ struct Args {
     otlp_endpoint: Option<String>,
 
     /// How often metrics are pushed to --otlp-endpoint.
-    #[arg(long, default_value = "15s", value_parser = parse_preface_timeout, requires = "otlp_endpoint")]
+    #[arg(long, default_value = "15s", value_parser = parse_positive_duration, requires = "otlp_endpoint")]
     otlp_interval: Duration,
 
     /// CA certificate (PEM) of an https --otlp-endpoint.
@@ -175,7 +175,7 @@ fn parse_max_connections(s: &str) -> Result<usize, String> {
     }
 }
 
-fn parse_preface_timeout(s: &str) -> Result<Duration, String> {
+fn parse_positive_duration(s: &str) -> Result<Duration, String> {
     match humantime::parse_duration(s).map_err(|e| e.to_string())? {
         Duration::ZERO => Err("must be more than 0".into()),
         d => Ok(d),

@@ -79,26 +79,39 @@ impl Unit {
 pub enum Bounds {
     /// Fixed upper bounds.
     Fixed(&'static [f64]),
-    /// `2^e * scale` for `e` in `min..=max`: where the kernel side keeps
-    /// log2 buckets (latencies in ns, RTTs in µs), every bound is a bucket
-    /// edge, so no count is moved between buckets.
-    Log2 { min: u32, max: u32, scale: f64 },
+    /// `2^e * scale` for `e` in `min, min + step, ..., max`: where the
+    /// kernel side keeps log2 buckets (latencies in ns, RTTs in µs), every
+    /// bound is a bucket edge, so no count is moved between buckets (a
+    /// `step` of 2 merges pairs of them: half the series, a factor of 4
+    /// between bounds).
+    Log2 {
+        min: u32,
+        max: u32,
+        step: u32,
+        scale: f64,
+    },
 }
 
 impl Bounds {
     pub fn upper_bounds(self) -> Vec<f64> {
         match self {
             Bounds::Fixed(b) => b.to_vec(),
-            Bounds::Log2 { min, max, scale } => {
-                (min..=max).map(|e| (1u64 << e) as f64 * scale).collect()
-            }
+            Bounds::Log2 {
+                min,
+                max,
+                step,
+                scale,
+            } => (min..=max)
+                .step_by(step.max(1) as usize)
+                .map(|e| (1u64 << e) as f64 * scale)
+                .collect(),
         }
     }
 
     pub fn len(self) -> usize {
         match self {
             Bounds::Fixed(b) => b.len(),
-            Bounds::Log2 { min, max, .. } => (max - min + 1) as usize,
+            Bounds::Log2 { min, max, step, .. } => ((max - min) / step.max(1) + 1) as usize,
         }
     }
 
@@ -111,21 +124,17 @@ impl Bounds {
     /// Only for [`Bounds::Log2`]; fixed bounds get everything in overflow.
     pub fn fold_log2(self, counts: &[u64]) -> Vec<u64> {
         let mut out = vec![0; self.len() + 1];
-        let Bounds::Log2 { min, max, .. } = self else {
+        let Bounds::Log2 { min, step, .. } = self else {
             out[self.len()] = counts.iter().sum();
             return out;
         };
+        let step = step.max(1);
         for (i, &n) in counts.iter().enumerate() {
-            // Every value of bucket i is below 2^(i+1).
+            // Every value of bucket i is below 2^(i+1): it goes under the
+            // first bound at or above that edge.
             let edge = i as u32 + 1;
-            let slot = if edge <= min {
-                0
-            } else if edge > max {
-                self.len()
-            } else {
-                (edge - min) as usize
-            };
-            out[slot] += n;
+            let slot = edge.saturating_sub(min).div_ceil(step) as usize;
+            out[slot.min(self.len())] += n;
         }
         out
     }
@@ -605,6 +614,7 @@ mod tests {
         let b = Bounds::Log2 {
             min: 2,
             max: 4,
+            step: 1,
             scale: 1.0,
         };
         assert_eq!(b.upper_bounds(), [4.0, 8.0, 16.0]);
@@ -612,6 +622,16 @@ mod tests {
         // [16,32) and above over every bound.
         assert_eq!(b.fold_log2(&[1, 2, 3, 4, 5, 6]), [3, 3, 4, 11]);
         assert_eq!(b.fold_log2(&[]), [0, 0, 0, 0]);
+        let wide = Bounds::Log2 {
+            min: 2,
+            max: 6,
+            step: 2,
+            scale: 1.0,
+        };
+        assert_eq!(wide.upper_bounds(), [4.0, 16.0, 64.0]);
+        // Under 4: [1,2), [2,4); under 16: [4,8), [8,16); under 64:
+        // [16,32), [32,64); then [64,128) over every bound.
+        assert_eq!(wide.fold_log2(&[1, 2, 3, 4, 5, 6, 7]), [3, 7, 11, 7]);
     }
 
     #[test]

@@ -22,6 +22,7 @@ use std::fmt;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 use tokio::sync::Semaphore;
 
@@ -139,11 +140,17 @@ impl prometheus_client::collector::Collector for Snapshot {
     }
 }
 
+/// The size of the last exposition: the next one is about as large, and
+/// allocating it at once spares the heap a chain of doublings (hundreds of
+/// KiB each with whole-machine collectors) that it would keep.
+static LAST_SIZE: AtomicUsize = AtomicUsize::new(0);
+
 /// The exposition: Prometheus text 0.0.4, or OpenMetrics 1.0 (`# EOF`).
 pub fn encode(families: Vec<Family>, openmetrics: bool) -> String {
     let mut registry = Registry::default();
     registry.register_collector(Box::new(Snapshot(families)));
-    let mut out = String::new();
+    let last = LAST_SIZE.load(Ordering::Relaxed);
+    let mut out = String::with_capacity(last + last / 8);
     let written = if openmetrics {
         prometheus_client::encoding::text::encode(&mut out, &registry)
     } else {
@@ -151,6 +158,7 @@ pub fn encode(families: Vec<Family>, openmetrics: bool) -> String {
     };
     // Writing into a String cannot fail.
     debug_assert!(written.is_ok());
+    LAST_SIZE.store(out.len(), Ordering::Relaxed);
     out
 }
 
