@@ -1,17 +1,19 @@
 #!/usr/bin/env bash
 # What serving /metrics costs the agent (docs/benchmarks.md, "## metrics
 # export"): a private release agent with --metrics-listen runs 8 exported
-# collectors (every exportable kind; two syscall-stats and tcp-metrics on the
-# whole machine, so their tables are full; the event-driven kinds on an idle
-# process, so their own work does not swing with what others run), and is
+# collectors (every exportable kind; two syscall-stats on the whole machine,
+# whose tables are the biggest there are; the event-driven kinds on an idle
+# process, so that their own work does not swing with what others run, and
+# a whole-machine tcp-metrics does not record the scrapes' own connections
+# into its log), and is
 # measured side by side with and without a scraper fetching /metrics every
 # second. Rounds alternate (quiet, scraped, quiet, scraped, ...) so drift on
 # a shared machine hits both alike. Event logs get small budgets
-# (--max-collector-bytes 1MiB, --max-retained-bytes 8MiB) so they are full
-# before the first round: RSS growth after that would be the exporter's.
+# (--max-collector-bytes 256KiB, --max-retained-bytes 2MiB) so they are full
+# before the first round: heap growth after that would be the exporter's.
 #
 # Per round: the agent's CPU (utime + stime from /proc/PID/stat over the
-# round) as a share of one CPU, and its RSS at the end. Then a burst: BURST
+# round) as a share of one CPU, and its RSS and heap (RssAnon) at the end. Then a burst: BURST
 # scrapes back to back, whose CPU divided by BURST is the cost of one scrape
 # (the direct measure; the rounds' difference is noisier on a shared
 # machine). The report prints the medians side by side, the difference of
@@ -74,7 +76,7 @@ coral=("$work/bin/coral" --agent "unix://$sock")
 port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 url=http://127.0.0.1:$port/metrics
 RUST_LOG=warn "$work/bin/coral-agent" --listen "unix://$sock" --metrics-listen "127.0.0.1:$port" \
-	--max-running 8 --max-collector-bytes 1MiB --max-retained-bytes 8MiB >"$work/agent.log" 2>&1 &
+	--max-running 8 --max-collector-bytes 256KiB --max-retained-bytes 2MiB >"$work/agent.log" 2>&1 &
 agent_pid=$!
 for _ in $(seq 200); do
 	"${coral[@]}" caps >/dev/null 2>&1 && break
@@ -94,7 +96,7 @@ start() {
 start --kind syscall-stats
 start --kind syscall-stats --no-latency
 start --kind syscall-stats --pid "$idle_pid"
-start --kind tcp-metrics
+start --kind tcp-metrics --pid "$idle_pid"
 start --kind http-latency --pid "$idle_pid"
 start --kind process-events --pid "$idle_pid"
 start --kind memory --pid "$idle_pid"
@@ -102,13 +104,14 @@ start --kind memory --pid "$agent_pid"
 n=$("${coral[@]}" -o json tap list | grep -c COLLECTOR_STATE_RUNNING || true)
 ((n == 8)) || die "$n collectors running, not 8: $("${coral[@]}" tap list)"
 # Fill the event logs to their budgets and let start-up allocations settle.
-sleep 20
+sleep 40
 
 ticks=$(getconf CLK_TCK)
 cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$agent_pid/stat"; }
 rss_kib() { awk '/^VmRSS:/ { print $2 }' "/proc/$agent_pid/status"; }
+heap_kib() { awk '/^RssAnon:/ { print $2 }' "/proc/$agent_pid/status"; }
 
-declare -a quiet_cpu scraped_cpu diffs rss_after sizes series p50s maxs
+declare -a quiet_cpu scraped_cpu diffs rss_after heap_after sizes series p50s maxs
 for ((r = 1; r <= ROUNDS; r++)); do
 	for mode in quiet scraped; do
 		t0=$(cpu_ticks)
@@ -128,6 +131,7 @@ for ((r = 1; r <= ROUNDS; r++)); do
 		s1=$(date +%s.%N)
 		pct=$(awk -v a="$t0" -v b="$t1" -v t="$ticks" -v s0="$s0" -v s1="$s1" 'BEGIN { printf "%.3f", 100 * (b - a) / t / (s1 - s0) }')
 		rss_after+=("$(rss_kib)")
+		heap_after+=("$(heap_kib)")
 		if [[ $mode == quiet ]]; then
 			quiet_cpu+=("$pct")
 		else
@@ -138,7 +142,7 @@ for ((r = 1; r <= ROUNDS; r++)); do
 			p50s+=("$(cut -d' ' -f2 "$work/scrapes" | sort -g | awk '{ v[NR] = $1 } END { printf "%.1f", 1000 * v[int((NR + 1) / 2)] }')")
 			maxs+=("$(cut -d' ' -f2 "$work/scrapes" | sort -g | tail -1 | awk '{ printf "%.1f", 1000 * $1 }')")
 		fi
-		printf 'round %d/%d  %-8s agent CPU %6s%% of one CPU  RSS %s KiB\n' "$r" "$ROUNDS" "$mode" "$pct" "$(rss_kib)" >&2
+		printf 'round %d/%d  %-8s agent CPU %6s%% of one CPU  RSS %s KiB  heap %s KiB\n' "$r" "$ROUNDS" "$mode" "$pct" "$(rss_kib)" "$(heap_kib)" >&2
 	done
 done
 
@@ -153,6 +157,7 @@ b1=$(date +%s.%N)
 per_scrape_ms=$(awk -v a="$t0" -v b="$t1" -v t="$ticks" -v n="$BURST" 'BEGIN { printf "%.2f", 1000 * (b - a) / t / n }')
 burst_secs=$(awk -v a="$b0" -v b="$b1" 'BEGIN { printf "%.1f", b - a }')
 rss_after+=("$(rss_kib)")
+heap_after+=("$(heap_kib)")
 
 median() { printf '%s\n' "$@" | sort -g | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
 q=$(median "${quiet_cpu[@]}")
@@ -167,6 +172,7 @@ printf '%-26s %11s%% %11s%% %10s\n' "agent CPU (median)" "$q" "$s" \
 printf '%-26s %s\n' "scraped - quiet, per pair" "median $d% of one CPU (${diffs[*]})"
 printf '%-26s %s\n' "one scrape (burst)" "$per_scrape_ms ms of agent CPU ($BURST in $burst_secs s): at 1/s $(awk -v m="$per_scrape_ms" 'BEGIN { printf "%.2f", m / 10 }')% of one CPU"
 printf '%-26s %s\n' "agent RSS" "${rss_after[0]} KiB after the first round -> ${rss_after[-1]} KiB after the burst ($((ROUNDS * SECS + BURST)) scrapes); per round: ${rss_after[*]}"
+printf '%-26s %s\n' "agent heap (RssAnon)" "${heap_after[0]} KiB -> ${heap_after[-1]} KiB; per round: ${heap_after[*]}"
 printf '%-26s %12s bytes, %s samples\n' "exposition" "${sizes[-1]}" "${series[-1]}"
 printf '%-26s %12s ms p50, %s ms max (last round)\n' "scrape latency" "${p50s[-1]}" "${maxs[-1]}"
 printf '%-26s %s\n' "per-round CPU" "quiet: ${quiet_cpu[*]}; scraped: ${scraped_cpu[*]}"
