@@ -19,17 +19,21 @@
 # machine). The report prints the medians side by side, the difference of
 # each pair of rounds, the cost per scrape, the RSS after the first and the
 # last round, the exposition's size and sample count, and scrape latency.
-# Targets: < 1% of a CPU at one scrape a second, RSS flat.
+# Targets: < 1% of a CPU at one scrape a second, RSS flat. With SOAK=N it
+# then goes on scraping once a second for N minutes, printing the heap and
+# the event logs' retained bytes every minute: the heap must level off.
 #
-#   bench/metrics.sh            (ROUNDS=5 SECS=30 BURST=200 by default)
+#   bench/metrics.sh            (ROUNDS=5 SECS=30 BURST=200 SOAK=0 by default)
 #
 # Needs root (collectors load BPF programs) and curl. Knobs: ROUNDS, SECS
-# (seconds per round), BURST, BUILD=0 (use target/release as it is).
+# (seconds per round), BURST, SOAK (minutes), BUILD=0 (use target/release
+# as it is).
 set -euo pipefail
 
 ROUNDS=${ROUNDS:-5}
 SECS=${SECS:-30}
 BURST=${BURST:-200}
+SOAK=${SOAK:-0}
 BUILD=${BUILD:-1}
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -86,7 +90,7 @@ done
 
 sleep 100000 &
 idle_pid=$!
-duration=$((ROUNDS * SECS * 2 + 120))s
+duration=$((ROUNDS * SECS * 2 + SOAK * 70 + 180))s
 start() {
 	"${coral[@]}" tap start --export --duration "$duration" "$@" >/dev/null 2>&1 ||
 		die "tap start $*: $(tail -3 "$work/agent.log")"
@@ -176,3 +180,17 @@ printf '%-26s %s\n' "agent heap (RssAnon)" "${heap_after[0]} KiB -> ${heap_after
 printf '%-26s %12s bytes, %s samples\n' "exposition" "${sizes[-1]}" "${series[-1]}"
 printf '%-26s %12s ms p50, %s ms max (last round)\n' "scrape latency" "${p50s[-1]}" "${maxs[-1]}"
 printf '%-26s %s\n' "per-round CPU" "quiet: ${quiet_cpu[*]}; scraped: ${scraped_cpu[*]}"
+
+if ((SOAK > 0)); then
+	echo
+	echo "soak: one scrape a second for $SOAK min"
+	retained() { curl -s "$url" | awk '/^coral_retained_bytes / { print $2 }'; }
+	printf 'min %3d  RSS %6s KiB  heap %6s KiB  logs retain %s bytes\n' 0 "$(rss_kib)" "$(heap_kib)" "$(retained)"
+	for ((m = 1; m <= SOAK; m++)); do
+		for ((i = 0; i < 60; i++)); do
+			curl -s -o /dev/null "$url"
+			sleep 1
+		done
+		printf 'min %3d  RSS %6s KiB  heap %6s KiB  logs retain %s bytes\n' "$m" "$(rss_kib)" "$(heap_kib)" "$(retained)"
+	done
+fi
