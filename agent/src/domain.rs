@@ -61,6 +61,8 @@ pub struct Spec {
     pub duration: Option<Duration>,
     pub filter: TargetFilter,
     pub labels: BTreeMap<String, String>,
+    /// Serve its results as metrics (`/metrics`, OTLP): see `crate::export`.
+    pub export: bool,
     /// `None`: defaults for the kind.
     pub config: Option<KindConfig>,
 }

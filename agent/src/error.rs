@@ -3,6 +3,7 @@
 
 use crate::domain::{Kind, State};
 use coral_proto::text::{Cleaned, MESSAGE_BYTES};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 use tonic::{Code, Status};
 
@@ -86,9 +87,29 @@ impl Error {
     }
 }
 
+/// Requests refused, by gRPC code (index: the code's number), since the
+/// process started: counted where errors become statuses, for the exporter.
+static REFUSALS: [AtomicU64; 17] = [const { AtomicU64::new(0) }; 17];
+
+/// Requests refused so far, per code (only codes seen at least once).
+pub fn refusals() -> Vec<(Code, u64)> {
+    (0..REFUSALS.len())
+        .map(|i| {
+            (
+                Code::from_i32(i as i32),
+                REFUSALS[i].load(Ordering::Relaxed),
+            )
+        })
+        .filter(|&(_, n)| n > 0)
+        .collect()
+}
+
 impl From<Error> for Status {
     fn from(err: Error) -> Self {
         let code = err.code();
+        if let Some(n) = REFUSALS.get(code as usize) {
+            n.fetch_add(1, Ordering::Relaxed);
+        }
         let message = err.to_string();
         tracing::debug!(error = %Cleaned::log(&message), ?code, "request refused");
         // Client input in messages is quoted short already; this bounds

@@ -9,6 +9,8 @@
 //! * [`containers`] reads container and pod ids out of cgroup paths.
 //! * [`server`] is the gRPC edge: conversions and the service.
 //! * [`error`] is the one place errors become gRPC status codes.
+//! * [`export`] serves the agent's health and exported collectors' results
+//!   as Prometheus `/metrics` and pushes them over OTLP.
 
 pub mod capabilities;
 pub mod cgroup;
@@ -17,6 +19,7 @@ pub mod config;
 pub mod containers;
 pub mod domain;
 pub mod error;
+pub mod export;
 pub mod kinds;
 pub mod manager;
 pub mod memory;

@@ -4,11 +4,15 @@
 
 use anyhow::Context;
 use clap::Parser;
+use coral_agent::export::otlp::{self, OtlpOptions};
+use coral_agent::export::prometheus::{self, MetricsListen};
+use coral_agent::export::{self, ExportOptions, Exporter};
 use coral_agent::server::auth::Tokens;
 use coral_agent::server::connections::{self, ConnectionLimits};
 use coral_agent::server::listen::{self, Listen, ServeOptions};
 use coral_agent::server::tls::TlsFiles;
 use coral_agent::{Limits, Manager, capabilities, kinds, test_hooks};
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 use tokio::signal::unix::{SignalKind, signal};
@@ -63,7 +67,7 @@ struct Args {
     max_connections: usize,
 
     /// Time a new connection gets to finish TLS and send the HTTP/2 preface, or be closed.
-    #[arg(long, default_value = "10s", value_parser = parse_preface_timeout)]
+    #[arg(long, default_value = "10s", value_parser = parse_positive_duration)]
     preface_timeout: Duration,
 
     /// Collectors that may run at once.
@@ -110,6 +114,35 @@ struct Args {
     /// whole-machine profile's final symbolization can take tens of seconds).
     #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
     stop_timeout: Duration,
+
+    /// Serve Prometheus /metrics on IP:PORT (off unless given). Plaintext on
+    /// loopback; elsewhere it needs --tls-cert/--tls-key and/or --token-file.
+    #[arg(long, env = "CORAL_METRICS_LISTEN", value_name = "ADDR")]
+    metrics_listen: Option<SocketAddr>,
+
+    /// Result series one exported collector may have; the rest are folded
+    /// into one {overflow} series per metric (and counted).
+    #[arg(long, default_value_t = export::DEFAULT_MAX_SERIES, value_name = "N")]
+    metrics_max_series: usize,
+
+    /// Turn on kernel BPF run-time statistics (BPF_ENABLE_STATS) and export
+    /// each collector's program run counts and run time. Costs every BPF
+    /// program on the machine two clock reads per run while the agent runs.
+    #[arg(long)]
+    bpf_stats: bool,
+
+    /// Push the same metrics over OTLP/gRPC to this collector
+    /// (http://host:4317 or https://host:4317).
+    #[arg(long, env = "CORAL_OTLP_ENDPOINT", value_name = "URL")]
+    otlp_endpoint: Option<String>,
+
+    /// How often metrics are pushed to --otlp-endpoint.
+    #[arg(long, default_value = "15s", value_parser = parse_positive_duration, requires = "otlp_endpoint")]
+    otlp_interval: Duration,
+
+    /// CA certificate (PEM) of an https --otlp-endpoint.
+    #[arg(long, value_name = "PEM", requires = "otlp_endpoint")]
+    otlp_ca_cert: Option<PathBuf>,
 }
 
 /// `4096`, `64KiB`, `64MiB`, `1GiB` (or KB/MB/GB, also powers of 1024).
@@ -142,7 +175,7 @@ fn parse_max_connections(s: &str) -> Result<usize, String> {
     }
 }
 
-fn parse_preface_timeout(s: &str) -> Result<Duration, String> {
+fn parse_positive_duration(s: &str) -> Result<Duration, String> {
     match humantime::parse_duration(s).map_err(|e| e.to_string())? {
         Duration::ZERO => Err("must be more than 0".into()),
         d => Ok(d),
@@ -213,6 +246,38 @@ async fn run() -> anyhow::Result<()> {
         "--default-duration must not exceed --max-duration"
     );
 
+    let tls = match (args.tls_cert, args.tls_key) {
+        (Some(cert), Some(key)) => Some(TlsFiles {
+            cert,
+            key,
+            client_ca: args.tls_client_ca,
+        }),
+        _ => None,
+    };
+    let tokens = match &args.token_file {
+        Some(path) => Some(Tokens::load(path)?),
+        None => None,
+    };
+    let metrics = args.metrics_listen.map(|addr| MetricsListen {
+        addr,
+        tls: tls.clone(),
+        tokens: tokens.clone(),
+    });
+    if let Some(metrics) = &metrics {
+        metrics.check()?;
+    }
+    // With a Unix socket for the API, the TLS files are the metrics
+    // endpoint's alone.
+    let grpc_tls = match (&args.listen, &metrics) {
+        (Listen::Unix(_), Some(_)) => None,
+        _ => tls,
+    };
+    let otlp = args.otlp_endpoint.map(|endpoint| OtlpOptions {
+        endpoint,
+        interval: args.otlp_interval,
+        ca_cert: args.otlp_ca_cert,
+    });
+    let otlp_channel = otlp.as_ref().map(otlp::channel).transpose()?;
     let options = ServeOptions {
         socket_mode: args.socket_mode,
         socket_gid: args
@@ -220,18 +285,8 @@ async fn run() -> anyhow::Result<()> {
             .as_deref()
             .map(resolve_group)
             .transpose()?,
-        tls: match (args.tls_cert, args.tls_key) {
-            (Some(cert), Some(key)) => Some(TlsFiles {
-                cert,
-                key,
-                client_ca: args.tls_client_ca,
-            }),
-            _ => None,
-        },
-        tokens: match &args.token_file {
-            Some(path) => Some(Tokens::load(path)?),
-            None => None,
-        },
+        tls: grpc_tls,
+        tokens,
         allow_plaintext: args.allow_plaintext,
         max_streams: args.max_streams,
         connections: ConnectionLimits {
@@ -266,6 +321,46 @@ async fn run() -> anyhow::Result<()> {
     })
     .await?;
 
+    // Held for the agent's life: the kernel keeps BPF statistics on while
+    // this fd is open, and turns them off when it closes (the agent exits).
+    let _bpf_stats = if args.bpf_stats {
+        let guard = export::bpf::enable_stats().map_err(|e| anyhow::anyhow!("--bpf-stats: {e}"))?;
+        tracing::warn!(
+            "kernel BPF statistics on (--bpf-stats): every BPF program on this machine now reads the clock twice per run"
+        );
+        Some(guard)
+    } else {
+        None
+    };
+    let exporter = Exporter::new(
+        manager.clone(),
+        ExportOptions {
+            max_series: args.metrics_max_series,
+            bpf_stats: args.bpf_stats,
+        },
+    );
+    let (stopping_tx, stopping) = tokio::sync::watch::channel(false);
+    if let Some(listen) = metrics {
+        let mut stop = stopping.clone();
+        let serving = prometheus::bind(exporter.clone(), listen, async move {
+            let _ = stop.wait_for(|s| *s).await;
+        })
+        .await?;
+        tokio::spawn(serving);
+    }
+    let pusher = match (otlp, otlp_channel) {
+        (Some(options), Some(channel)) => {
+            tracing::info!(endpoint = %options.endpoint, interval = ?options.interval, "pushing metrics over OTLP");
+            Some(tokio::spawn(otlp::run(
+                exporter.clone(),
+                options,
+                channel,
+                stopping.clone(),
+            )))
+        }
+        _ => None,
+    };
+
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
     let stopping = manager.clone();
@@ -284,8 +379,14 @@ async fn run() -> anyhow::Result<()> {
             );
         }
     };
-    listen::serve(manager, &args.listen, options, shutdown)
+    let served = listen::serve(manager, &args.listen, options, shutdown)
         .await
-        .with_context(|| format!("serving on {}", args.listen))?;
+        .with_context(|| format!("serving on {}", args.listen));
+    // Collectors have ended: one last push carries their final results.
+    let _ = stopping_tx.send(true);
+    if let Some(pusher) = pusher {
+        let _ = tokio::time::timeout(otlp::EXPORT_TIMEOUT, pusher).await;
+    }
+    served?;
     Ok(())
 }

@@ -206,6 +206,7 @@ mod tests {
                 duration: None,
                 filter: Default::default(),
                 labels: Default::default(),
+                export: false,
                 config: None,
             },
             agent_pid: 1,

@@ -136,6 +136,7 @@ fn syscall_spec(pid: u32, interval: Duration) -> pb::CollectorSpec {
             ..Default::default()
         }),
         labels: Default::default(),
+        export: false,
         config: Some(pb::collector_spec::Config::SyscallStats(
             pb::SyscallStatsConfig {
                 interval_ns: interval.as_nanos() as u64,
@@ -980,6 +981,7 @@ fn a_slow_stream_consumer_gets_gaps_and_memory_stays_bounded() {
                     ..Default::default()
                 }),
                 labels: Default::default(),
+                export: false,
                 config: None,
             }),
         }))

@@ -35,6 +35,9 @@ pub struct Record {
     pub time_unix_nano: u64,
     /// Taken after the programs were detached: the collector's result.
     pub last: bool,
+    /// A cumulative aggregate snapshot (not a discrete event): what the
+    /// exporter reads (`crate::export::results::is_aggregate`).
+    pub aggregate: bool,
     /// A `pb::Record` with only its payload set, encoded.
     encoded: Vec<u8>,
 }
@@ -103,6 +106,9 @@ struct Inner {
     dropped: u64,
     dropped_bytes: u64,
     closed: bool,
+    /// Gaps reported to stream clients, and the records they missed.
+    gaps: u64,
+    gap_records: u64,
 }
 
 /// The result of a cursor read.
@@ -122,6 +128,10 @@ pub struct LogStats {
     pub retained_bytes: u64,
     pub subscribers: u32,
     pub closed: bool,
+    /// Gaps reported to stream clients (too slow, or replaying from before
+    /// retention), and the records those gaps covered.
+    pub stream_gaps: u64,
+    pub stream_gap_records: u64,
 }
 
 pub fn unix_nanos(t: SystemTime) -> u64 {
@@ -139,6 +149,8 @@ impl EventLog {
                 dropped: 0,
                 dropped_bytes: 0,
                 closed: false,
+                gaps: 0,
+                gap_records: 0,
             }),
             budget: Budget {
                 max_records: budget.max_records.max(1),
@@ -157,6 +169,7 @@ impl EventLog {
 
     /// Appends a record and returns its seq. Ignored once closed.
     pub fn push(&self, payload: Payload, last: bool) -> Option<u64> {
+        let aggregate = crate::export::results::is_aggregate(&payload);
         let encoded = pb::Record {
             payload: Some(payload),
             ..Default::default()
@@ -171,6 +184,7 @@ impl EventLog {
             seq: inner.last_seq,
             time_unix_nano: unix_nanos(SystemTime::now()),
             last,
+            aggregate,
             encoded,
         });
         let size = record.size();
@@ -260,6 +274,21 @@ impl EventLog {
         Page { records, missed }
     }
 
+    /// The newest retained aggregate snapshot (events may follow it).
+    /// Aggregates come every interval and events between them, so the scan
+    /// from the newest record is short.
+    pub fn latest_aggregate(&self) -> Option<Arc<Record>> {
+        let inner = self.lock();
+        inner.records.iter().rev().find(|r| r.aggregate).cloned()
+    }
+
+    /// A stream client was told it missed `records` records.
+    pub fn note_gap(&self, records: u64) {
+        let mut inner = self.lock();
+        inner.gaps += 1;
+        inner.gap_records += records;
+    }
+
     /// The live feed: changes whenever a record is pushed or the log closes.
     pub fn watch(&self) -> watch::Receiver<Tip> {
         self.notify.subscribe()
@@ -275,6 +304,8 @@ impl EventLog {
             retained_bytes: inner.bytes,
             subscribers: self.notify.receiver_count() as u32,
             closed: inner.closed,
+            stream_gaps: inner.gaps,
+            stream_gap_records: inner.gap_records,
         }
     }
 }
@@ -339,6 +370,23 @@ mod tests {
         let page = log.read(u64::MAX, 100, u64::MAX);
         assert!(page.records.is_empty());
         assert_eq!(page.missed, 0);
+    }
+
+    #[test]
+    fn the_latest_aggregate_is_found_behind_events() {
+        let log = log(10);
+        assert!(log.latest_aggregate().is_none());
+        log.push(payload(1), false);
+        log.push(payload(2), false);
+        log.push(
+            Payload::HttpRequest(coral_proto::v1::HttpRequest::default()),
+            false,
+        );
+        let latest = log.latest_aggregate().unwrap();
+        assert_eq!((latest.seq, latest.payload()), (2, Some(payload(2))));
+        log.note_gap(5);
+        let stats = log.stats();
+        assert_eq!((stats.stream_gaps, stats.stream_gap_records), (1, 5));
     }
 
     #[test]

@@ -16,6 +16,7 @@
 
 pub mod event_log;
 mod session;
+pub mod stats;
 
 use crate::capabilities::HostCapabilities;
 use crate::collectors::{CollectorFactory, StartContext};
@@ -137,6 +138,8 @@ struct Inner {
     /// Held while dropping records for the agent-wide budget, so two
     /// collectors pushing at once do not both drop for the same excess.
     evicting: Mutex<()>,
+    /// Starts, failures and start latencies, for the exporter.
+    stats: stats::ManagerStats,
 }
 
 /// Per-kind availability for capabilities.
@@ -171,6 +174,7 @@ impl Manager {
             admission: Mutex::new(()),
             retained: Arc::default(),
             evicting: Mutex::new(()),
+            stats: Default::default(),
         });
         tokio::spawn(reap(Arc::downgrade(&inner)));
         Self { inner }
@@ -191,6 +195,11 @@ impl Manager {
     /// Availability of every kind the API knows.
     pub fn kinds(&self) -> &[KindStatus] {
         &self.inner.kinds
+    }
+
+    /// Starts, failures and start latencies per kind since the agent started.
+    pub fn stats(&self) -> &stats::ManagerStats {
+        &self.inner.stats
     }
 
     /// Bytes of records every collector retains together right now.
@@ -238,6 +247,12 @@ impl Manager {
             }
         }
         check_labels(spec)?;
+        if spec.export && !crate::export::results::exported(spec.kind) {
+            return Err(Error::InvalidArgument(format!(
+                "{} results are not exported as metrics (read them with GetEvents); start it without export",
+                spec.kind
+            )));
+        }
         let factory = self
             .inner
             .factories

@@ -87,6 +87,7 @@ pub(super) async fn run(
     ctx: StartContext,
     duration: Duration,
 ) {
+    let begun = Instant::now();
     let loaded = blocking(move || {
         let loaded = factory.start(&ctx);
         crate::memory::release_freed();
@@ -95,15 +96,19 @@ pub(super) async fn run(
     .await;
     let collector = match loaded {
         Ok(Ok(c)) => c,
-        Ok(Err(e)) => return fail_start(&entry, &manager, e.to_string()),
+        Ok(Err(e)) => return fail_start(&entry, &manager, begun, e.to_string()),
         Err(panic) => {
             return fail_start(
                 &entry,
                 &manager,
+                begun,
                 format!("collector panicked while starting: {panic}"),
             );
         }
     };
+    if let Some(inner) = manager.upgrade() {
+        inner.stats.started(entry.spec.kind, begun.elapsed());
+    }
 
     let started = Instant::now();
     entry.deadline.send_replace(started + duration);
@@ -214,7 +219,10 @@ fn push(entry: &Entry, manager: &Weak<Inner>, batch: Vec<Payload>, last: bool) {
     }
 }
 
-fn fail_start(entry: &Entry, manager: &Weak<Inner>, error: String) {
+fn fail_start(entry: &Entry, manager: &Weak<Inner>, begun: Instant, error: String) {
+    if let Some(inner) = manager.upgrade() {
+        inner.stats.start_failed(entry.spec.kind, begun.elapsed());
+    }
     tracing::warn!(id = %entry.id, kind = %entry.spec.kind, error = %coral_proto::text::Cleaned::log(&error),
         "collector failed to start");
     finish(entry, manager, State::Failed, Some(error));
@@ -226,6 +234,12 @@ pub(super) fn finish(entry: &Entry, manager: &Weak<Inner>, state: State, error: 
     // Close the log before publishing the state, so a client that sees the
     // terminal state also sees the final record and the end of its stream.
     entry.log.close();
+    if state == State::Failed
+        && entry.status().started.is_some()
+        && let Some(inner) = manager.upgrade()
+    {
+        inner.stats.run_failed(entry.spec.kind);
+    }
     entry.update(|s: &mut Status| {
         s.state = state;
         s.ended = Some(SystemTime::now());

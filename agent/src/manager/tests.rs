@@ -36,6 +36,7 @@ fn spec(duration: Option<Duration>) -> Spec {
             ..Default::default()
         },
         labels: Default::default(),
+        export: false,
         config: None,
     }
 }
@@ -475,4 +476,78 @@ async fn the_agent_wide_budget_drops_the_oldest_records_of_any_collector() {
     assert!(a.dropped > 0 && b.dropped > 0, "{a:?} {b:?}");
     // `a` started first, so its records were the oldest and went first.
     assert!(a.retained_bytes < b.retained_bytes, "{a:?} {b:?}");
+}
+
+#[tokio::test]
+async fn exported_collectors_are_gathered_and_their_series_go_when_reaped() {
+    use crate::export::{ExportOptions, Exporter, Value};
+    let m = manager(TestFactory::default());
+    let mut exported = spec(None);
+    exported.export = true;
+    exported.labels = [("team".to_string(), "core".to_string())].into();
+    let id = m.start(exported).await.unwrap().view.id;
+    let exporter = Exporter::new(m.clone(), ExportOptions::default());
+    tokio::time::sleep(Duration::from_millis(70)).await;
+
+    let families = exporter.gather();
+    let series = |name: &str| {
+        families
+            .iter()
+            .find(|f| f.desc.name == name)
+            .map(|f| f.series.clone())
+            .unwrap_or_default()
+    };
+    let of_id = |name: &str| {
+        series(name).into_iter().find(|s| {
+            s.labels
+                .iter()
+                .any(|(k, v)| k == "collector.id" && *v == id)
+        })
+    };
+    // The test collector reports itself attached as a kernel drop count.
+    let dropped = of_id("coral.collector.kernel.dropped").expect("a result series");
+    assert_eq!(dropped.value, Value::Int(1));
+    assert!(
+        dropped
+            .labels
+            .iter()
+            .any(|(k, v)| k == "label.team" && v == "core"),
+        "{dropped:?}"
+    );
+    assert!(matches!(of_id("coral.collector.records").unwrap().value, Value::Int(n) if n >= 1));
+    let starts = series("coral.collector.starts");
+    assert!(
+        starts.iter().any(|s| s.value == Value::Int(1)),
+        "{starts:?}"
+    );
+    let running = series("coral.collectors").into_iter().find(|s| {
+        s.labels.contains(&("state".into(), "running".into())) && s.value == Value::Int(1)
+    });
+    assert!(running.is_some());
+
+    m.stop(&id).await.unwrap();
+    // Retention is 200 ms here; the reaper runs as often.
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    assert!(m.entry(&id).is_err(), "reaped");
+    let after = exporter.gather();
+    for family in &after {
+        for s in &family.series {
+            assert!(
+                !s.labels.iter().any(|(_, v)| *v == id),
+                "{} still has a series of the reaped collector",
+                family.desc.name
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn cpu_profiles_are_not_exported() {
+    let m = manager(TestFactory::default());
+    let mut profile = spec(None);
+    profile.kind = Kind::CpuProfile;
+    profile.export = true;
+    let err = m.start(profile).await.unwrap_err();
+    assert!(matches!(err, Error::InvalidArgument(_)), "{err}");
+    assert!(err.to_string().contains("not exported"), "{err}");
 }

@@ -31,6 +31,7 @@ pub enum Access {
     Full,
 }
 
+#[derive(Clone)]
 struct Token {
     name: String,
     secret: Vec<u8>,
@@ -40,6 +41,7 @@ struct Token {
 /// The tokens of a token file: lines `name:token` (full access) or
 /// `name:token:read-only`; blank lines and `#` comments are skipped. The name
 /// is what audit lines record; the token itself is never logged.
+#[derive(Clone)]
 pub struct Tokens(Vec<Token>);
 
 impl fmt::Debug for Tokens {
@@ -141,6 +143,19 @@ impl Tokens {
 
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
+    }
+
+    /// Checks an HTTP `authorization` header (`Bearer <token>`): the name
+    /// of the token it carries, or why it is refused. Used by the metrics
+    /// endpoint, where every token, read-only ones too, may scrape.
+    pub fn check_bearer(&self, header: Option<&[u8]>) -> Result<&str, &'static str> {
+        let header = header.ok_or("a bearer token is required (authorization: Bearer <token>)")?;
+        let presented = header
+            .strip_prefix(b"Bearer ")
+            .ok_or("the authorization header must be `Bearer <token>`")?;
+        self.find(presented)
+            .map(|t| t.name.as_str())
+            .ok_or("the bearer token is not valid")
     }
 
     /// The token matching `presented`. Every token is compared, each in

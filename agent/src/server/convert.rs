@@ -55,6 +55,7 @@ impl TryFrom<pb::CollectorSpec> for Spec {
             duration_ns,
             filter,
             labels,
+            export,
             config,
         } = spec;
         let kind = Kind::try_from(kind)?;
@@ -83,6 +84,7 @@ impl TryFrom<pb::CollectorSpec> for Spec {
             duration: duration_ns.map(Duration::from_nanos),
             filter,
             labels: labels.into_iter().collect(),
+            export,
             config,
         })
     }
@@ -100,6 +102,7 @@ impl From<&Spec> for pb::CollectorSpec {
                 container: spec.filter.container.clone().unwrap_or_default(),
             }),
             labels: spec.labels.clone().into_iter().collect(),
+            export: spec.export,
             config: spec.config.clone(),
         }
     }
@@ -220,6 +223,7 @@ mod tests {
                 container: String::new(),
             }),
             labels: [("service".to_string(), "api".to_string())].into(),
+            export: true,
             config: Some(pb::collector_spec::Config::SyscallStats(
                 pb::SyscallStatsConfig {
                     interval_ns: 500_000_000,
@@ -238,6 +242,7 @@ mod tests {
         assert_eq!(spec.filter.pids, [42]);
         assert_eq!(spec.filter.cgroup, None);
         assert_eq!(spec.filter.comm.as_deref(), Some("worker"));
+        assert!(spec.export);
         assert_eq!(
             spec.config,
             Some(pb::collector_spec::Config::SyscallStats(

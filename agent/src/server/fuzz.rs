@@ -141,9 +141,10 @@ fn any_spec() -> impl Strategy<Value = pb::CollectorSpec> {
         )),
         proptest::collection::btree_map(any_string(), any_string(), 0..8),
         any_config(),
+        any::<bool>(),
     )
         .prop_map(
-            |(kind, duration_ns, filter, labels, config)| pb::CollectorSpec {
+            |(kind, duration_ns, filter, labels, config, export)| pb::CollectorSpec {
                 kind,
                 duration_ns,
                 filter: filter.map(|(pids, cgroup, comm, container)| pb::TargetFilter {
@@ -153,6 +154,7 @@ fn any_spec() -> impl Strategy<Value = pb::CollectorSpec> {
                     container,
                 }),
                 labels: labels.into_iter().collect(),
+                export,
                 config,
             },
         )

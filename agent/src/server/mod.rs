@@ -307,6 +307,7 @@ impl StreamState {
                     count: page.missed,
                 };
                 self.cursor += page.missed;
+                self.entry.log.note_gap(page.missed);
                 return Some((Self::event(Event::Gap(gap)), self));
             }
             if let Some(r) = page.records.first() {

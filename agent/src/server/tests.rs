@@ -80,6 +80,7 @@ fn spec(duration_ns: Option<u64>) -> pb::CollectorSpec {
             ..Default::default()
         }),
         labels: [("service".to_string(), "checkout".to_string())].into(),
+        export: false,
         config: None,
     }
 }

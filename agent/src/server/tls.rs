@@ -84,6 +84,12 @@ impl TlsFiles {
     /// authenticator with `UNAUTHENTICATED`, so it gets a gRPC status that
     /// names the problem instead of a bare TLS alert.
     pub fn server_config(&self) -> Result<Arc<ServerConfig>, TlsConfigError> {
+        self.server_config_for(b"h2")
+    }
+
+    /// The same configuration offering `alpn` (`http/1.1` for the metrics
+    /// endpoint) instead of h2.
+    pub fn server_config_for(&self, alpn: &[u8]) -> Result<Arc<ServerConfig>, TlsConfigError> {
         let chain = certs("TLS certificate", &self.cert)?;
         let key =
             PrivateKeyDer::from_pem_slice(&read("TLS key", &self.key)?).map_err(|source| {
@@ -106,7 +112,7 @@ impl TlsFiles {
             }
         };
         let mut config = builder.with_single_cert(chain, key)?;
-        config.alpn_protocols.push(b"h2".to_vec());
+        config.alpn_protocols.push(alpn.to_vec());
         Ok(Arc::new(config))
     }
 }

@@ -93,6 +93,7 @@ fn spec(kind: pb::CollectorKind, pid: u32) -> pb::CollectorSpec {
             ..Default::default()
         }),
         labels: Default::default(),
+        export: false,
         config: None,
     }
 }

@@ -1,7 +1,7 @@
 //! One audit line per tool call, on stderr (stdout is the MCP channel), as
 //! the agent audits its API calls: which tool, on what target, and how it
 //! ended. Every value that came from the client or the agent is escaped
-//! and cut (`crate::text`), so a line can neither be forged nor grow with
+//! and cut (`coral_proto::text`), so a line can neither be forged nor grow with
 //! the input.
 //!
 //! ```text

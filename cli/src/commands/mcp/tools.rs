@@ -519,6 +519,7 @@ pub fn spec(
         filter: Some(target.filter()),
         labels: [(STARTED_BY.0.to_string(), STARTED_BY.1.to_string())].into(),
         config: Some(config),
+        export: false,
     }
 }
 

@@ -54,6 +54,11 @@ pub struct Fields {
     #[arg(long = "label", short = 'l', value_parser = parse_label)]
     pub labels: Vec<(String, String)>,
 
+    /// Serve its results as metrics too: the agent's Prometheus /metrics
+    /// (--metrics-listen) and OTLP push (--otlp-endpoint); not cpu-profile.
+    #[arg(long)]
+    pub export: bool,
+
     /// Aggregate snapshot interval (default 1s; not for cpu-profile).
     #[arg(long, value_parser = parse_duration)]
     pub interval: Option<Duration>,
@@ -103,6 +108,7 @@ impl SpecArgs {
                 container: f.container.clone().unwrap_or_default(),
             }),
             labels: f.labels.iter().cloned().collect(),
+            export: f.export,
             config: Some(f.flags.config(f.kind, interval_ns)),
         }
     }
