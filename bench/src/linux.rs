@@ -1,13 +1,14 @@
 //! The Linux implementations of the `coral-bench` subcommands.
 
-use crate::{AttachArgs, LoopArgs, SpawnArgs};
+use crate::{AttachArgs, LoopArgs, LoopSyscall, SpawnArgs};
 use anyhow::{Context, bail, ensure};
 use aya::programs::Program;
 use aya::{Btf, Ebpf, EbpfLoader};
 use std::io::Write;
 use std::time::Instant;
 
-/// `loop`: `iters` raw getppid calls, `reps` times, pinned; prints the best.
+/// `loop`: `iters` raw getppid (or write) calls, `reps` times, pinned;
+/// prints the best.
 ///
 /// Time is the thread's CPU time (CLOCK_THREAD_CPUTIME_ID) unless `--wall`:
 /// BPF programs on the syscall hooks run in our thread, so they are counted,
@@ -22,14 +23,22 @@ pub fn run_loop(args: &LoopArgs) -> anyhow::Result<()> {
             .context("sched_getaffinity returned no CPU")?,
     };
     pin_to(cpu)?;
+    let devnull = std::fs::OpenOptions::new()
+        .write(true)
+        .open("/dev/null")
+        .context("opening /dev/null")?;
+    let calls = |iters: u64| match args.syscall {
+        LoopSyscall::Getppid => getppid_loop(iters),
+        LoopSyscall::Write => write_loop(std::os::fd::AsRawFd::as_raw_fd(&devnull), iters),
+    };
 
     // Warm up: fault in the code and let the CPU settle on its clock.
-    getppid_loop(args.iters / 10 + 1);
+    calls(args.iters / 10 + 1);
     let mut best = f64::INFINITY;
     let mut all = Vec::with_capacity(args.reps as usize);
     for _ in 0..args.reps {
         let (wall0, cpu0) = (Instant::now(), thread_cpu_ns()?);
-        getppid_loop(args.iters);
+        calls(args.iters);
         let (wall, cpu_ns) = (wall0.elapsed().as_nanos(), thread_cpu_ns()? - cpu0);
         let per_call = |ns: u128| ns as f64 / args.iters as f64;
         let (cpu_per, wall_per) = (per_call(cpu_ns), per_call(wall));
@@ -37,10 +46,11 @@ pub fn run_loop(args: &LoopArgs) -> anyhow::Result<()> {
         best = best.min(if args.wall { wall_per } else { cpu_per });
     }
     println!(
-        "{best:.1} ns/call ({} time, best of {} x {} getppid on cpu {cpu}; cpu/wall ns per run: {})",
+        "{best:.1} ns/call ({} time, best of {} x {} {:?} on cpu {cpu}; cpu/wall ns per run: {})",
         if args.wall { "wall" } else { "thread CPU" },
         args.reps,
         args.iters,
+        args.syscall,
         all.join(" ")
     );
     Ok(())
@@ -129,6 +139,19 @@ fn getppid_loop(iters: u64) {
         // SAFETY: getppid takes no arguments, touches no memory of ours and
         // cannot fail.
         let r = unsafe { libc::syscall(libc::SYS_getppid) };
+        std::hint::black_box(r);
+    }
+}
+
+/// 64-byte writes to `fd` (/dev/null): long enough that a program looking
+/// at written bytes gets past its length check.
+#[inline(never)]
+fn write_loop(fd: i32, iters: u64) {
+    let buf = [b'x'; 64];
+    for _ in 0..iters {
+        // SAFETY: write(2) reads 64 bytes from a live 64-byte buffer; fd is
+        // /dev/null, open for the whole loop.
+        let r = unsafe { libc::syscall(libc::SYS_write, fd, buf.as_ptr(), buf.len()) };
         std::hint::black_box(r);
     }
 }

@@ -2,7 +2,8 @@
 //! program rather than a shell line (see `bench/syscall-overhead.sh` and
 //! `docs/benchmarks.md`).
 //!
-//! - `loop`: a tight raw `getppid` loop pinned to one CPU, printing ns per call.
+//! - `loop`: a tight raw `getppid` (or `write`) loop pinned to one CPU,
+//!   printing ns per call.
 //! - `floor`: empty raw_tp `sys_enter` + `sys_exit` programs, attached until
 //!   SIGTERM/SIGINT: the least any syscall tracer built on these hooks costs.
 //! - `attach`: the same for any object file's raw_tp / tp_btf programs, to
@@ -26,8 +27,9 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 #[cfg_attr(not(target_os = "linux"), allow(dead_code))]
 enum Command {
-    /// Run raw getppid syscalls in a tight loop and print ns per call (thread
-    /// CPU time, the best of --reps runs) as the first field on stdout.
+    /// Run raw getppid (or write) syscalls in a tight loop and print ns per
+    /// call (thread CPU time, the best of --reps runs) as the first field on
+    /// stdout.
     Loop(LoopArgs),
     /// Attach empty raw_tp sys_enter/sys_exit programs, print "attached",
     /// stay attached until SIGTERM or SIGINT.
@@ -71,6 +73,17 @@ struct LoopArgs {
     /// out time spent preempted by other work on a busy machine).
     #[arg(long)]
     wall: bool,
+    /// The syscall made: `getppid` (no arguments, no work), or `write` (64
+    /// bytes to /dev/null: a syscall http-latency's program dispatches on).
+    #[arg(long, value_enum, default_value_t = LoopSyscall::Getppid)]
+    syscall: LoopSyscall,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+#[cfg_attr(not(target_os = "linux"), allow(dead_code))]
+enum LoopSyscall {
+    Getppid,
+    Write,
 }
 
 #[derive(Debug, clap::Args)]

@@ -1,0 +1,235 @@
+#!/usr/bin/env bash
+# Where http-latency's per-request cost goes (docs/benchmarks.md): nginx
+# serving a small file under wrk, as in bench/http-latency.sh, with variants
+# of the syscall program (bench/variants/http_latency_variants.bpf.c) that
+# each stop at one stage of the work, the program before issue 16 (built from
+# git) and the tree's program, all attached by `coral-bench attach` with the
+# nginx worker's pid (the filter globals filled as the agent fills them).
+# Rounds rotate the configurations; the table gives medians.
+#
+#   bash bench/http-variants.sh            (as root)
+#
+# Knobs: ROUNDS (default 5), DURATION (s, default 6), CONNS (default 32),
+# CONFIGS (a space-separated subset), BUILD=0 (use target/release as is),
+# BEFORE_REV (the commit whose program is "before"; default the merge-base
+# with main).
+#
+# Measured per run: nginx CPU per request (the worker's on-CPU time from
+# /proc/PID/task/*/schedstat, in ns, over wrk's request count) and wrk's
+# requests/s. "added" is a configuration's CPU/request minus none's.
+set -euo pipefail
+
+ROUNDS=${ROUNDS:-5}
+DURATION=${DURATION:-6}
+CONNS=${CONNS:-32}
+PORT=${PORT:-18982}
+BUILD=${BUILD:-1}
+
+# name | what (floor, before, coral, or clang -D knobs for the variants file)
+VARIANTS=(
+	"floor|floor"
+	"exit-hook|-DEMPTY_EXIT"
+	"v1-filter|-DSTAGE=1"
+	"v1-pending|-DSTAGE=2"
+	"v1-usermem|-DSTAGE=3"
+	"v1-state|-DSTAGE=4"
+	"before|before"
+	"v2-filter|-DV2 -DSTAGE=1"
+	"v2-usermem|-DV2 -DSTAGE=2"
+	"v2-state|-DV2 -DSTAGE=3"
+	"v2-clock|-DV2 -DSTAGE=4"
+	"v2-record|-DV2 -DSTAGE=5"
+	"coral|coral"
+)
+ALL_CONFIGS=(none)
+for v in "${VARIANTS[@]}"; do ALL_CONFIGS+=("${v%%|*}"); done
+read -r -a CONFIGS <<<"${CONFIGS:-${ALL_CONFIGS[*]}}"
+
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$root"
+work=$(mktemp -d /tmp/coral-http-variants.XXXXXX)
+# shellcheck source=bench/lib.sh
+source "$root/bench/lib.sh"
+
+[[ $(id -u) -eq 0 ]] || die "must run as root (loads BPF programs)"
+clang=${CORAL_CLANG:-clang-19}
+command -v "$clang" >/dev/null || die "$clang not found (set CORAL_CLANG)"
+for c in "${CONFIGS[@]}"; do
+	[[ " ${ALL_CONFIGS[*]} " == *" $c "* ]] || die "unknown configuration $c (known: ${ALL_CONFIGS[*]})"
+done
+
+tracer_pid=
+cleanup() {
+	local rc=$?
+	trap - EXIT INT TERM
+	[[ -n $tracer_pid ]] && { kill -INT "$tracer_pid" 2>/dev/null || true; wait "$tracer_pid" 2>/dev/null || true; }
+	[[ -f $work/nginx.pid ]] && kill -TERM "$(cat "$work/nginx.pid")" 2>/dev/null || true
+	if [[ $rc -ne 0 ]]; then
+		echo "${0##*/}: failed (exit $rc); logs kept in $work" >&2
+	else
+		rm -rf "$work"
+	fi
+	exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+.ci/install-deps
+if [[ $BUILD != 0 ]]; then
+	echo "building coral-bench (release)..." >&2
+	cargo build --release --quiet -p coral-bench
+fi
+cp target/release/coral-bench "$work/" || die "target/release/coral-bench missing (build first)"
+bench=$work/coral-bench
+
+arch=$(uname -m)
+case $arch in x86_64) tarch=x86 ;; aarch64) tarch=arm64 ;; *) tarch=$arch ;; esac
+bpf_cc() {
+	"$clang" -g -O2 -Wall -Werror -Wno-unused-function -Wno-unused-variable \
+		-Wno-unused-but-set-variable -target bpf "-D__TARGET_ARCH_$tarch" \
+		"-I/usr/include/$arch-linux-gnu" "$@"
+}
+BEFORE_REV=${BEFORE_REV:-$(git merge-base HEAD main)}
+mkdir -p "$work/before"
+for f in http_latency.bpf.c http_latency.h; do
+	git show "$BEFORE_REV:ebpf-programs/src/bpf/$f" >"$work/before/$f"
+done
+declare -A object progs
+for v in "${VARIANTS[@]}"; do
+	IFS='|' read -r name what <<<"$v"
+	case $what in
+	floor) ;;
+	before)
+		# Its own header first (the layouts changed since).
+		bpf_cc -I"$work/before" -Iebpf-programs/src/bpf -c "$work/before/http_latency.bpf.c" -o "$work/before.o"
+		object[$name]=$work/before.o
+		progs[$name]="--prog coral_http_enter=sys_enter --prog coral_http_exit=sys_exit"
+		;;
+	coral)
+		bpf_cc -Iebpf-programs/src/bpf -c ebpf-programs/src/bpf/http_latency.bpf.c -o "$work/coral.o"
+		object[$name]=$work/coral.o
+		progs[$name]="--prog coral_http_exit=sys_exit"
+		;;
+	*)
+		# shellcheck disable=SC2086 # several -D flags
+		bpf_cc -Iebpf-programs/src/bpf $what -c bench/variants/http_latency_variants.bpf.c -o "$work/$name.o"
+		object[$name]=$work/$name.o
+		progs[$name]=""
+		;;
+	esac
+done
+
+mkdir -p "$work/www"
+head -c 612 /dev/zero | tr '\0' 'x' >"$work/www/index.html"
+cat >"$work/nginx.conf" <<CONF
+worker_processes 1;
+pid $work/nginx.pid;
+error_log $work/error.log;
+events { worker_connections 1024; }
+http {
+  access_log off;
+  keepalive_requests 1000000;
+  client_body_temp_path $work/body; proxy_temp_path $work/proxy;
+  fastcgi_temp_path $work/fcgi; uwsgi_temp_path $work/uwsgi; scgi_temp_path $work/scgi;
+  server { listen 127.0.0.1:$PORT; root $work/www; }
+}
+CONF
+nginx -p "$work" -c "$work/nginx.conf"
+for _ in $(seq 50); do [[ -s $work/nginx.pid ]] && break; sleep 0.1; done
+master=$(cat "$work/nginx.pid")
+worker=$(pgrep -P "$master" | head -1)
+[[ -n $worker ]] || die "no nginx worker"
+
+cpu_ns() { # on-CPU ns of the worker's threads
+	cat /proc/"$worker"/task/*/schedstat | awk '{ s += $1 } END { printf "%.0f", s }'
+}
+
+expected_hooks() {
+	case $1 in
+	none) echo 0 ;;
+	floor | before | v1-*) echo 2 ;;
+	*) echo 1 ;;
+	esac
+}
+
+start_tracer() {
+	local cfg=$1 log=$work/$1.log
+	: >"$log"
+	case $cfg in
+	none) return ;;
+	floor) "$bench" floor >"$log" 2>&1 & ;;
+	*)
+		# shellcheck disable=SC2086 # --prog pairs
+		"$bench" attach "${object[$cfg]}" ${progs[$cfg]} --pid "$worker" >"$log" 2>&1 &
+		;;
+	esac
+	tracer_pid=$!
+	for _ in $(seq 150); do
+		grep -q '^attached' "$log" && return 0
+		kill -0 "$tracer_pid" 2>/dev/null || die "$cfg did not attach: $(cat "$log")"
+		sleep 0.1
+	done
+	die "$cfg not attached after 15s: $(cat "$log")"
+}
+
+stop_tracer() {
+	[[ -n $tracer_pid ]] || return 0
+	local pid=$tracer_pid
+	kill -0 "$pid" 2>/dev/null || die "$1 exited while measured: $(cat "$work/$1.log")"
+	tracer_pid=
+	kill -INT "$pid"
+	wait "$pid" 2>/dev/null || true
+}
+
+url="http://127.0.0.1:$PORT/index.html"
+wrk -t1 -c4 -d1s "$url" >/dev/null # warm up
+
+declare -A rps cpu_req flagged_n
+total_start=$SECONDS
+n=${#CONFIGS[@]}
+for ((round = 0; round < ROUNDS; round++)); do
+	for ((k = 0; k < n; k++)); do
+		cfg=${CONFIGS[(round + k) % n]}
+		start_tracer "$cfg"
+		mark=
+		wait_for_quiet "$cfg" || mark='*'
+		before=$(cpu_ns)
+		out=$(wrk -t2 -c"$CONNS" -d"${DURATION}s" "$url")
+		after=$(cpu_ns)
+		kill -0 "$worker" 2>/dev/null || die "the nginx worker $worker is gone: $(tail -3 "$work/error.log")"
+		quiet "$cfg" || mark='*'
+		stop_tracer "$cfg"
+		r=$(awk '/^Requests\/sec/ { print $2 }' <<<"$out")
+		reqs=$(awk '/requests in/ { print $1 }' <<<"$out")
+		c=$(awk -v d=$((after - before)) -v n="$reqs" 'BEGIN { printf "%.3f", d / n / 1000 }')
+		if [[ -n $mark ]]; then
+			flagged_n[$cfg]=$((${flagged_n[$cfg]:-0} + 1))
+		else
+			rps[$cfg]+="$r "
+			cpu_req[$cfg]+="$c "
+		fi
+		printf 'round %d/%d  %-11s %10s req/s  %7s µs CPU/req %s\n' $((round + 1)) "$ROUNDS" "$cfg" "$r" "$c" "$mark" >&2
+	done
+done
+
+c_none=$(median <<<"${cpu_req[none]:-}")
+r_none=$(median <<<"${rps[none]:-}")
+c_floor=
+[[ -n ${cpu_req[floor]:-} ]] && c_floor=$(median <<<"${cpu_req[floor]}")
+echo
+echo "nginx 1 worker, wrk -t2 -c$CONNS -d${DURATION}s, $ROUNDS rounds (medians of clean rounds); kernel $(uname -r), $(nproc) CPUs; $((SECONDS - total_start)) s"
+printf '%-11s %11s %6s %13s %14s %10s %11s %3s\n' config "req/s" ratio "CPU/req µs" "range" "added µs" "x floor add" n
+for cfg in "${CONFIGS[@]}"; do
+	[[ -n ${cpu_req[$cfg]:-} ]] || { printf '%-11s (no clean sample)\n' "$cfg"; continue; }
+	c=$(median <<<"${cpu_req[$cfg]}")
+	r=$(median <<<"${rps[$cfg]}")
+	range=$(minmax <<<"${cpu_req[$cfg]}")
+	awk -v cfg="$cfg" -v r="$r" -v rn="$r_none" -v c="$c" -v cn="$c_none" -v cf="${c_floor:-}" -v range="$range" -v n="$(wc -w <<<"${cpu_req[$cfg]}")" 'BEGIN {
+		x = (cf != "" && cf - cn > 0) ? sprintf("%.2f", (c - cn) / (cf - cn)) : "-"
+		printf "%-11s %11.0f %6.3f %13.3f %14s %10.3f %11s %3d\n", cfg, r, r / rn, c, range, c - cn, x, n }'
+done
+for cfg in "${CONFIGS[@]}"; do
+	[[ -n ${flagged_n[$cfg]:-} ]] && echo "($cfg: ${flagged_n[$cfg]} rounds left out: another syscall tracer was attached or BPF stats were on)"
+done
+true
