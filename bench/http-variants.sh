@@ -1,25 +1,36 @@
 #!/usr/bin/env bash
-# Where http-latency's per-request cost goes (docs/benchmarks.md): nginx
-# serving a small file under wrk, as in bench/http-latency.sh, with variants
-# of the syscall program (bench/variants/http_latency_variants.bpf.c) that
-# each stop at one stage of the work, the program before issue 16 (built from
-# git) and the tree's program, all attached by `coral-bench attach` with the
-# nginx worker's pid (the filter globals filled as the agent fills them).
+# Where http-latency's per-request cost goes (docs/benchmarks.md), with
+# variants of the syscall program (bench/variants/http_latency_variants.bpf.c)
+# that each stop at one stage of the work, the program before issue 16 (built
+# from git) and the tree's program, all attached by `coral-bench attach` with
+# the server's pid (the filter globals filled as the agent fills them).
 # Rounds rotate the configurations; the table gives medians.
 #
-#   bash bench/http-variants.sh            (as root)
+#   bash bench/http-variants.sh                 (as root; LOAD=loop)
+#   LOAD=nginx bash bench/http-variants.sh
 #
-# Knobs: ROUNDS (default 5), DURATION (s, default 6), CONNS (default 32),
+# LOAD=loop (default): `coral-bench http-loop`, one process making exactly
+#   the syscalls nginx makes per keep-alive request for a small file
+#   (recvfrom, openat, fstat, pread64, writev, close) on a Unix socket fed in
+#   batches by a client on the other CPU; its thread CPU time per request,
+#   the best of REPS runs of ITERS requests. No network stack, no wrk, no
+#   scheduling between them: the precise view.
+# LOAD=nginx: nginx serving a small file under wrk, as bench/http-latency.sh
+#   does; the worker's on-CPU time (/proc/PID/task/*/schedstat) over wrk's
+#   request count, DURATION s per run, and wrk's requests/s. The real view,
+#   noisier on a shared machine.
+#
+# Knobs: LOAD, ROUNDS (default 5), ITERS (loop, default 100000), REPS (loop,
+# default 5), DURATION (nginx, s, default 6), CONNS (nginx, default 32),
 # CONFIGS (a space-separated subset), BUILD=0 (use target/release as is),
 # BEFORE_REV (the commit whose program is "before"; default the merge-base
-# with main).
-#
-# Measured per run: nginx CPU per request (the worker's on-CPU time from
-# /proc/PID/task/*/schedstat, in ns, over wrk's request count) and wrk's
-# requests/s. "added" is a configuration's CPU/request minus none's.
+# with main). "added" is a configuration's cost per request minus none's.
 set -euo pipefail
 
+LOAD=${LOAD:-loop}
 ROUNDS=${ROUNDS:-5}
+ITERS=${ITERS:-100000}
+REPS=${REPS:-5}
 DURATION=${DURATION:-6}
 CONNS=${CONNS:-32}
 PORT=${PORT:-18982}
@@ -120,6 +131,8 @@ for v in "${VARIANTS[@]}"; do
 	esac
 done
 
+worker=
+if [[ $LOAD == nginx ]]; then
 mkdir -p "$work/www"
 head -c 612 /dev/zero | tr '\0' 'x' >"$work/www/index.html"
 cat >"$work/nginx.conf" <<CONF
@@ -140,6 +153,7 @@ for _ in $(seq 50); do [[ -s $work/nginx.pid ]] && break; sleep 0.1; done
 master=$(cat "$work/nginx.pid")
 worker=$(pgrep -P "$master" | head -1)
 [[ -n $worker ]] || die "no nginx worker"
+fi
 
 cpu_ns() { # on-CPU ns of the worker's threads
 	cat /proc/"$worker"/task/*/schedstat | awk '{ s += $1 } END { printf "%.0f", s }'
@@ -153,15 +167,15 @@ expected_hooks() {
 	esac
 }
 
-start_tracer() {
-	local cfg=$1 log=$work/$1.log
+start_tracer() { # config, pid to filter on
+	local cfg=$1 log=$work/$1.log target=$2
 	: >"$log"
 	case $cfg in
 	none) return ;;
 	floor) "$bench" floor >"$log" 2>&1 & ;;
 	*)
 		# shellcheck disable=SC2086 # --prog pairs
-		"$bench" attach "${object[$cfg]}" ${progs[$cfg]} --pid "$worker" >"$log" 2>&1 &
+		"$bench" attach "${object[$cfg]}" ${progs[$cfg]} --pid "$target" >"$log" 2>&1 &
 		;;
 	esac
 	tracer_pid=$!
@@ -183,16 +197,14 @@ stop_tracer() {
 }
 
 url="http://127.0.0.1:$PORT/index.html"
-wrk -t1 -c4 -d1s "$url" >/dev/null # warm up
+[[ $LOAD == nginx ]] && wrk -t1 -c4 -d1s "$url" >/dev/null # warm up
 
-declare -A rps cpu_req flagged_n
-total_start=$SECONDS
-n=${#CONFIGS[@]}
-for ((round = 0; round < ROUNDS; round++)); do
-	for ((k = 0; k < n; k++)); do
-		cfg=${CONFIGS[(round + k) % n]}
-		start_tracer "$cfg"
-		mark=
+# One measurement of configuration $1: sets r (requests/s, nginx only) and
+# c (µs of server CPU per request); mark is set when not clean.
+measure() {
+	local cfg=$1 before after out reqs ready pid res
+	if [[ $LOAD == nginx ]]; then
+		start_tracer "$cfg" "$worker"
 		wait_for_quiet "$cfg" || mark='*'
 		before=$(cpu_ns)
 		out=$(wrk -t2 -c"$CONNS" -d"${DURATION}s" "$url")
@@ -203,6 +215,30 @@ for ((round = 0; round < ROUNDS; round++)); do
 		r=$(awk '/^Requests\/sec/ { print $2 }' <<<"$out")
 		reqs=$(awk '/requests in/ { print $1 }' <<<"$out")
 		c=$(awk -v d=$((after - before)) -v n="$reqs" 'BEGIN { printf "%.3f", d / n / 1000 }')
+		return
+	fi
+	coproc LOOP { "$bench" http-loop --iters "$ITERS" --reps "$REPS" --wait; }
+	read -r ready pid <&"${LOOP[0]}"
+	[[ $ready == ready ]] || die "http-loop said $ready $pid"
+	start_tracer "$cfg" "$pid"
+	wait_for_quiet "$cfg" || mark='*'
+	echo go >&"${LOOP[1]}"
+	read -r res _ <&"${LOOP[0]}"
+	wait "$LOOP_PID" 2>/dev/null || true
+	quiet "$cfg" || mark='*'
+	stop_tracer "$cfg"
+	r=0
+	c=$(awk -v ns="$res" 'BEGIN { printf "%.3f", ns / 1000 }')
+}
+
+declare -A rps cpu_req flagged_n
+total_start=$SECONDS
+n=${#CONFIGS[@]}
+for ((round = 0; round < ROUNDS; round++)); do
+	for ((k = 0; k < n; k++)); do
+		cfg=${CONFIGS[(round + k) % n]}
+		mark=
+		measure "$cfg"
 		if [[ -n $mark ]]; then
 			flagged_n[$cfg]=$((${flagged_n[$cfg]:-0} + 1))
 		else
@@ -218,16 +254,21 @@ r_none=$(median <<<"${rps[none]:-}")
 c_floor=
 [[ -n ${cpu_req[floor]:-} ]] && c_floor=$(median <<<"${cpu_req[floor]}")
 echo
-echo "nginx 1 worker, wrk -t2 -c$CONNS -d${DURATION}s, $ROUNDS rounds (medians of clean rounds); kernel $(uname -r), $(nproc) CPUs; $((SECONDS - total_start)) s"
+if [[ $LOAD == nginx ]]; then
+	echo "nginx 1 worker, wrk -t2 -c$CONNS -d${DURATION}s, $ROUNDS rounds (medians of clean rounds); kernel $(uname -r), $(nproc) CPUs; $((SECONDS - total_start)) s"
+else
+	echo "http-loop: $ITERS requests x $REPS runs (fastest kept, server thread CPU time) x $ROUNDS rounds (medians of clean rounds); kernel $(uname -r), $(nproc) CPUs; $((SECONDS - total_start)) s"
+fi
 printf '%-11s %11s %6s %13s %14s %10s %11s %3s\n' config "req/s" ratio "CPU/req µs" "range" "added µs" "x floor add" n
 for cfg in "${CONFIGS[@]}"; do
 	[[ -n ${cpu_req[$cfg]:-} ]] || { printf '%-11s (no clean sample)\n' "$cfg"; continue; }
 	c=$(median <<<"${cpu_req[$cfg]}")
 	r=$(median <<<"${rps[$cfg]}")
 	range=$(minmax <<<"${cpu_req[$cfg]}")
-	awk -v cfg="$cfg" -v r="$r" -v rn="$r_none" -v c="$c" -v cn="$c_none" -v cf="${c_floor:-}" -v range="$range" -v n="$(wc -w <<<"${cpu_req[$cfg]}")" 'BEGIN {
+	awk -v cfg="$cfg" -v r="$r" -v rn="${r_none:-0}" -v c="$c" -v cn="$c_none" -v cf="${c_floor:-}" -v range="$range" -v n="$(wc -w <<<"${cpu_req[$cfg]}")" 'BEGIN {
 		x = (cf != "" && cf - cn > 0) ? sprintf("%.2f", (c - cn) / (cf - cn)) : "-"
-		printf "%-11s %11.0f %6.3f %13.3f %14s %10.3f %11s %3d\n", cfg, r, r / rn, c, range, c - cn, x, n }'
+		ratio = rn > 0 ? sprintf("%.3f", r / rn) : "-"
+		printf "%-11s %11.0f %6s %13.3f %14s %10.3f %11s %3d\n", cfg, r, ratio, c, range, c - cn, x, n }'
 done
 for cfg in "${CONFIGS[@]}"; do
 	[[ -n ${flagged_n[$cfg]:-} ]] && echo "($cfg: ${flagged_n[$cfg]} rounds left out: another syscall tracer was attached or BPF stats were on)"

@@ -10,6 +10,8 @@
 //!   measure variants of a collector's BPF program built outside the tree.
 //! - `spawn`: runs a program (`/bin/true`) over and over, one at a time,
 //!   printing the CPU ns (parent and children) per fork + exec + exit + wait.
+//! - `http-loop`: nginx's syscalls for one small static-file request, in a
+//!   loop fed by a forked client, printing the server's CPU ns per request.
 
 use clap::{Parser, Subcommand};
 
@@ -41,6 +43,31 @@ enum Command {
     /// and print CPU ns per run (ours and the children's, the best of
     /// --reps) as the first field.
     Spawn(SpawnArgs),
+    /// Serve HTTP "requests" in a tight loop with the syscalls nginx makes
+    /// for a small static file on a keep-alive connection (recvfrom, openat,
+    /// fstat, pread64, writev, close), a forked client feeding the socket
+    /// from another CPU; print the server thread's CPU ns per request (the
+    /// best of --reps) as the first field.
+    HttpLoop(HttpLoopArgs),
+}
+
+#[derive(Debug, clap::Args)]
+#[cfg_attr(not(target_os = "linux"), allow(dead_code))]
+struct HttpLoopArgs {
+    /// Requests per run.
+    #[arg(long, default_value_t = 200_000)]
+    iters: u64,
+    /// Runs; the fastest one is reported (noise only ever adds time).
+    #[arg(long, default_value_t = 5)]
+    reps: u32,
+    /// CPU of the server loop (default: the highest-numbered CPU we may run
+    /// on); the client runs on another one.
+    #[arg(long)]
+    cpu: Option<usize>,
+    /// Print "ready PID" and wait for a line on stdin before measuring (so a
+    /// tracer can be given the server's pid).
+    #[arg(long)]
+    wait: bool,
 }
 
 #[derive(Debug, clap::Args)]
@@ -118,6 +145,7 @@ fn main() -> anyhow::Result<()> {
         Command::Floor => linux::floor(),
         Command::Attach(args) => linux::attach(&args),
         Command::Spawn(args) => linux::spawn(&args),
+        Command::HttpLoop(args) => linux::http_loop(&args),
     }
 }
 

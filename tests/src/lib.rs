@@ -561,6 +561,74 @@ impl Drop for Cgroup {
     }
 }
 
+/// `<cgroup2>/coraltest.slice/docker-<id>.scope` for one test, removed on
+/// drop: a cgroup whose path says "docker container <id>", as docker's
+/// systemd cgroup driver names them, without docker.
+pub struct DockerScope {
+    pub slice: PathBuf,
+    pub scope: PathBuf,
+    root: PathBuf,
+    /// 64 hex digits, unique to this test process and scope.
+    pub id: String,
+}
+
+static NEXT_SCOPE: AtomicU32 = AtomicU32::new(0);
+
+impl DockerScope {
+    pub fn create() -> DockerScope {
+        let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap();
+        let root = mounts
+            .lines()
+            .find_map(|l| {
+                let f: Vec<_> = l.split_whitespace().collect();
+                (f.get(2) == Some(&"cgroup2")).then(|| PathBuf::from(f[1]))
+            })
+            .expect("no cgroup2 mount");
+        let n = u64::from(NEXT_SCOPE.fetch_add(1, Ordering::SeqCst));
+        let id = format!(
+            "{:016x}{:016x}",
+            0xc0a1_0000_0000_0000u64 | u64::from(std::process::id()),
+            0xc0a2_0000_0000_0000u64 | n
+        )
+        .repeat(2);
+        let slice = root.join("coraltest.slice");
+        let scope = slice.join(format!("docker-{id}.scope"));
+        std::fs::create_dir_all(&scope).expect("creating the docker scope cgroup");
+        DockerScope {
+            slice,
+            scope,
+            root,
+            id,
+        }
+    }
+
+    pub fn add(&self, pid: u32) {
+        std::fs::write(self.scope.join("cgroup.procs"), pid.to_string())
+            .expect("moving into the scope");
+    }
+
+    /// The scope's path relative to the cgroup2 mount, as records show it.
+    pub fn relative(&self) -> String {
+        format!(
+            "/{}",
+            self.scope.strip_prefix(&self.root).unwrap().display()
+        )
+    }
+}
+
+impl Drop for DockerScope {
+    fn drop(&mut self) {
+        if let Ok(procs) = std::fs::read_to_string(self.scope.join("cgroup.procs")) {
+            for pid in procs.lines() {
+                let _ = std::fs::write(self.root.join("cgroup.procs"), pid);
+            }
+        }
+        let _ = std::fs::remove_dir(&self.scope);
+        // Other tests may share the slice; the last one removes it.
+        let _ = std::fs::remove_dir(&self.slice);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     /// With `CORAL_REQUIRE_KERNEL_TESTS=1` (CI), a run that leaves the

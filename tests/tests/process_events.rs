@@ -7,7 +7,7 @@ use coral_e2e::*;
 use serde_json::Value;
 use std::collections::{BTreeMap, HashMap};
 use std::io::{BufRead, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -474,66 +474,6 @@ fn a_burst_past_the_ring_buffer_is_counted_and_nothing_stays_attached() {
     let (events, stats) = stop(&agent, &again);
     assert_eq!(of_type(&events, "EXEC").len(), 3, "{events:#?}");
     assert_eq!(u64_of(&stats["droppedEvents"]), 0, "{stats}");
-}
-
-/// `<cgroup2>/coraltest.slice/docker-<id>.scope` for one test, removed on drop.
-struct DockerScope {
-    slice: PathBuf,
-    scope: PathBuf,
-    root: PathBuf,
-    id: String,
-}
-
-impl DockerScope {
-    fn create() -> DockerScope {
-        let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap();
-        let root = mounts
-            .lines()
-            .find_map(|l| {
-                let f: Vec<_> = l.split_whitespace().collect();
-                (f.get(2) == Some(&"cgroup2")).then(|| PathBuf::from(f[1]))
-            })
-            .expect("no cgroup2 mount");
-        let id = format!(
-            "{:016x}",
-            0xc0a1_0000_0000_0000u64 | u64::from(std::process::id())
-        )
-        .repeat(4);
-        let slice = root.join("coraltest.slice");
-        let scope = slice.join(format!("docker-{id}.scope"));
-        std::fs::create_dir_all(&scope).expect("creating the docker scope cgroup");
-        DockerScope {
-            slice,
-            scope,
-            root,
-            id,
-        }
-    }
-
-    fn add(&self, pid: u32) {
-        std::fs::write(self.scope.join("cgroup.procs"), pid.to_string())
-            .expect("moving into the scope");
-    }
-
-    fn relative(&self) -> String {
-        format!(
-            "/{}",
-            self.scope.strip_prefix(&self.root).unwrap().display()
-        )
-    }
-}
-
-impl Drop for DockerScope {
-    fn drop(&mut self) {
-        if let Ok(procs) = std::fs::read_to_string(self.scope.join("cgroup.procs")) {
-            for pid in procs.lines() {
-                let _ = std::fs::write(self.root.join("cgroup.procs"), pid);
-            }
-        }
-        let _ = std::fs::remove_dir(&self.scope);
-        // Other tests may share the slice; the last one removes it.
-        let _ = std::fs::remove_dir(&self.slice);
-    }
 }
 
 fn path_str(p: &Path) -> &str {
