@@ -286,17 +286,23 @@ static __always_inline void on_read(void *map, void *key, __u32 tgid, __u64 src,
 	}
 }
 
-/* `len` bytes are (sockets: were) written from `src` on connection `key`. */
-static __always_inline void on_write(void *map, void *key, __u32 tgid, __u64 src, long len,
-				     __u32 flags, int fd)
+/*
+ * `len` bytes are (sockets: were) written from `buf` (described as `how`)
+ * on connection `key`. The buffer is only looked at when the connection's
+ * state asks for it.
+ */
+static __always_inline void on_write(void *map, void *key, __u32 tgid, __u64 buf, int how,
+				     long len, __u32 flags, int fd)
 {
 	struct coral_http_conn *c = bpf_map_lookup_elem(map, key);
 	struct coral_http_conn v;
+	__u64 src;
 	__u32 n;
 
 	if (c && c->phase == CORAL_HTTP_IN_REQUEST) {
 		char head[CORAL_HTTP_RESP_LEN];
 
+		src = first_buffer(buf, how);
 		if (len < 8 || !src || bpf_probe_read_user(head, sizeof(head), (void *)src))
 			return;
 		if (is_response(head)) {
@@ -308,7 +314,7 @@ static __always_inline void on_write(void *map, void *key, __u32 tgid, __u64 src
 	/* client_side from here on: a request written on an idle connection. */
 	if (!client_side || (c && c->phase == CORAL_HTTP_CLIENT_SENT))
 		return;
-	n = copy_prefix(v.req, src, len);
+	n = copy_prefix(v.req, first_buffer(buf, how), len);
 	if (!n || !is_method(v.req))
 		return;
 	if (!c && fd >= 0 && !fd_is_socket(fd))
@@ -326,7 +332,6 @@ int BPF_PROG(coral_http_exit, struct pt_regs *regs, long ret)
 {
 	struct coral_http_conn_key key;
 	long nr = regs->orig_ax;
-	__u64 buf;
 	int how = BUF_PLAIN, proven = 1, write = 0;
 
 	switch (nr) {
@@ -378,11 +383,11 @@ int BPF_PROG(coral_http_exit, struct pt_regs *regs, long ret)
 	if (!coral_target_matches(key.tgid))
 		return 0;
 	key.fd = regs->di;
-	buf = first_buffer(regs->si, how);
 	if (write)
-		on_write(&conns, &key, key.tgid, buf, ret, 0, proven ? -1 : (int)key.fd);
+		on_write(&conns, &key, key.tgid, regs->si, how, ret, 0, proven ? -1 : (int)key.fd);
 	else
-		on_read(&conns, &key, key.tgid, buf, ret, 0, proven ? -1 : (int)key.fd);
+		on_read(&conns, &key, key.tgid, first_buffer(regs->si, how), ret, 0,
+			proven ? -1 : (int)key.fd);
 	return 0;
 }
 
@@ -451,7 +456,7 @@ static __always_inline int ssl_write(void *ssl, void *buf, long len)
 
 	if (len <= 0 || !coral_target_matches(key.tgid))
 		return 0;
-	on_write(&tls_conns, &key, key.tgid, (__u64)buf, len, CORAL_HTTP_F_TLS, -1);
+	on_write(&tls_conns, &key, key.tgid, (__u64)buf, BUF_PLAIN, len, CORAL_HTTP_F_TLS, -1);
 	return 0;
 }
 
