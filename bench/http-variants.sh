@@ -24,7 +24,11 @@
 # default 5), DURATION (nginx, s, default 6), CONNS (nginx, default 32),
 # CONFIGS (a space-separated subset), BUILD=0 (use target/release as is),
 # BEFORE_REV (the commit whose program is "before"; default the merge-base
-# with main). "added" is a configuration's cost per request minus none's.
+# with main), WAIT_EACH (s to wait for the hooks to be free, default 300),
+# TRIES (measurements of a configuration per round, default 5), ALLOW_FLAGGED=1
+# (keep samples taken while another tracer was on the syscall hooks: on a
+# machine where one stays attached, every configuration pays it alike).
+# "added" is a configuration's cost per request minus none's.
 set -euo pipefail
 
 LOAD=${LOAD:-loop}
@@ -50,6 +54,8 @@ VARIANTS=(
 	"v2-state|-DV2 -DSTAGE=3"
 	"v2-clock|-DV2 -DSTAGE=4"
 	"v2-record|-DV2 -DSTAGE=5"
+	"v2-meta|-DV2 -DSTAGE=6"
+	"v2-tasktgid|-DV2 -DSTAGE=6 -DTASK_TGID"
 	"coral|coral"
 )
 ALL_CONFIGS=(none)
@@ -74,6 +80,7 @@ cleanup() {
 	local rc=$?
 	trap - EXIT INT TERM
 	[[ -n $tracer_pid ]] && { kill -INT "$tracer_pid" 2>/dev/null || true; wait "$tracer_pid" 2>/dev/null || true; }
+	[[ -n ${LOOP_PID:-} ]] && kill -TERM "$LOOP_PID" 2>/dev/null || true
 	[[ -f $work/nginx.pid ]] && kill -TERM "$(cat "$work/nginx.pid")" 2>/dev/null || true
 	if [[ $rc -ne 0 ]]; then
 		echo "${0##*/}: failed (exit $rc); logs kept in $work" >&2
@@ -199,13 +206,24 @@ stop_tracer() {
 url="http://127.0.0.1:$PORT/index.html"
 [[ $LOAD == nginx ]] && wrk -t1 -c4 -d1s "$url" >/dev/null # warm up
 
+# Up to WAIT_EACH s (default 300) for no other tracer on the syscall hooks
+# (and BPF stats off): on a shared machine other people's collectors come
+# and go, and one on sys_enter/sys_exit adds microseconds per request.
+wait_quiet_long() {
+	local tries=0
+	while ! quiet "$1"; do
+		((tries++ >= ${WAIT_EACH:-300} * 2)) && return 1
+		sleep 0.5
+	done
+}
+
 # One measurement of configuration $1: sets r (requests/s, nginx only) and
 # c (µs of server CPU per request); mark is set when not clean.
-measure() {
+measure_once() {
 	local cfg=$1 before after out reqs ready pid res
 	if [[ $LOAD == nginx ]]; then
 		start_tracer "$cfg" "$worker"
-		wait_for_quiet "$cfg" || mark='*'
+		wait_quiet_long "$cfg" || mark='*'
 		before=$(cpu_ns)
 		out=$(wrk -t2 -c"$CONNS" -d"${DURATION}s" "$url")
 		after=$(cpu_ns)
@@ -217,11 +235,11 @@ measure() {
 		c=$(awk -v d=$((after - before)) -v n="$reqs" 'BEGIN { printf "%.3f", d / n / 1000 }')
 		return
 	fi
-	coproc LOOP { "$bench" http-loop --iters "$ITERS" --reps "$REPS" --wait; }
+	coproc LOOP { exec "$bench" http-loop --iters "$ITERS" --reps "$REPS" --wait; }
 	read -r ready pid <&"${LOOP[0]}"
 	[[ $ready == ready ]] || die "http-loop said $ready $pid"
 	start_tracer "$cfg" "$pid"
-	wait_for_quiet "$cfg" || mark='*'
+	wait_quiet_long "$cfg" || mark='*'
 	echo go >&"${LOOP[1]}"
 	read -r res _ <&"${LOOP[0]}"
 	wait "$LOOP_PID" 2>/dev/null || true
@@ -229,6 +247,18 @@ measure() {
 	stop_tracer "$cfg"
 	r=0
 	c=$(awk -v ns="$res" 'BEGIN { printf "%.3f", ns / 1000 }')
+}
+
+# A measurement taken while another tracer was on (before or after it) is
+# taken again, up to TRIES times (default 5); the last one is kept, flagged.
+measure() {
+	local try
+	for ((try = 1; try <= ${TRIES:-5}; try++)); do
+		mark=
+		measure_once "$1"
+		[[ -z $mark ]] && return
+		echo "($1: another syscall tracer came during the measurement; again)" >&2
+	done
 }
 
 declare -A rps cpu_req flagged_n
@@ -241,7 +271,8 @@ for ((round = 0; round < ROUNDS; round++)); do
 		measure "$cfg"
 		if [[ -n $mark ]]; then
 			flagged_n[$cfg]=$((${flagged_n[$cfg]:-0} + 1))
-		else
+		fi
+		if [[ -z $mark || ${ALLOW_FLAGGED:-0} == 1 ]]; then
 			rps[$cfg]+="$r "
 			cpu_req[$cfg]+="$c "
 		fi
@@ -271,6 +302,12 @@ for cfg in "${CONFIGS[@]}"; do
 		printf "%-11s %11.0f %6s %13.3f %14s %10.3f %11s %3d\n", cfg, r, ratio, c, range, c - cn, x, n }'
 done
 for cfg in "${CONFIGS[@]}"; do
-	[[ -n ${flagged_n[$cfg]:-} ]] && echo "($cfg: ${flagged_n[$cfg]} rounds left out: another syscall tracer was attached or BPF stats were on)"
+	if [[ -n ${flagged_n[$cfg]:-} ]]; then
+		if [[ ${ALLOW_FLAGGED:-0} == 1 ]]; then
+			echo "($cfg: ${flagged_n[$cfg]} rounds measured while another syscall tracer was attached or BPF stats were on, kept: ALLOW_FLAGGED=1)"
+		else
+			echo "($cfg: ${flagged_n[$cfg]} rounds left out: another syscall tracer was attached or BPF stats were on)"
+		fi
+	fi
 done
 true

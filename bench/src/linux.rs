@@ -191,8 +191,13 @@ pub fn http_loop(args: &HttpLoopArgs) -> anyhow::Result<()> {
         return Err(std::io::Error::last_os_error()).context("fork");
     }
     if child == 0 {
-        // SAFETY: closing the server's end in the child.
-        unsafe { libc::close(server) };
+        // SAFETY: closing the server's end in the child; PR_SET_PDEATHSIG
+        // takes a signal number: the client dies with the server, however
+        // the server ends.
+        unsafe {
+            libc::close(server);
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+        }
         let _ = pin_to(client_cpu);
         http_client(client);
     }

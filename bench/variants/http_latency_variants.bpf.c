@@ -33,7 +33,14 @@
  *        clock, no record
  *   4  + the two clock reads
  *   5  + the ring-buffer record, without comm and cgroup id
- *   (6 is the real program: + bpf_get_current_comm and the cgroup id)
+ *   6  + bpf_get_current_comm and the cgroup id
+ *   (the real program adds to 6: a close looks at a bitmap of fd numbers
+ *    that ever had state before the filter and the hash lookup, and a
+ *    write's buffer is read only when its connection waits for a response)
+ * and, with V2, piece knobs:
+ *   CLOSE_BITS   the real program's close bitmap, on any stage
+ *   TASK_TGID    the tgid from bpf_get_current_task_btf()->tgid instead of
+ *                bpf_get_current_pid_tgid()
  */
 #include "common.h"
 
@@ -434,17 +441,58 @@ static __always_inline void emit(struct var_conn *c, __u32 tgid, const char *res
 		return;
 	e->start_ns = c->start_ns;
 	e->end_ns = now();
-	e->cgroup_id = 0;
 	e->tgid = tgid;
 	e->flags = 0;
 	e->req_len = c->len;
 	e->pad = 0;
+#if STAGE >= 6
+	e->cgroup_id = bpf_get_current_cgroup_id();
+	bpf_get_current_comm(e->comm, sizeof(e->comm));
+#else
+	e->cgroup_id = 0;
 	__builtin_memset(e->comm, 0, sizeof(e->comm));
+#endif
 	__builtin_memcpy(e->req, c->req, REQ_LEN);
 	__builtin_memcpy(e->resp, resp, RESP_LEN);
 	bpf_ringbuf_submit(e, BPF_RB_NO_WAKEUP);
 #else
 	keep(now() - c->start_ns);
+#endif
+}
+
+#ifdef CLOSE_BITS
+/* One bit per fd number that ever had HTTP state (any process). */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1024);
+	__type(key, __u32);
+	__type(value, __u64);
+} fd_bits SEC(".maps");
+
+static __always_inline void fd_bit_set(__u32 fd)
+{
+	__u32 k = fd / 64;
+	__u64 *w = bpf_map_lookup_elem(&fd_bits, &k);
+
+	if (w && !(*w & (1ULL << (fd % 64))))
+		__sync_fetch_and_or(w, 1ULL << (fd % 64));
+}
+
+static __always_inline int fd_bit(__u32 fd)
+{
+	__u32 k = fd / 64;
+	__u64 *w = bpf_map_lookup_elem(&fd_bits, &k);
+
+	return !w || (*w & (1ULL << (fd % 64)));
+}
+#endif
+
+static __always_inline __u32 current_tgid(void)
+{
+#ifdef TASK_TGID
+	return bpf_get_current_task_btf()->tgid;
+#else
+	return bpf_get_current_pid_tgid() >> 32;
 #endif
 }
 
@@ -475,6 +523,9 @@ static __always_inline void on_read(struct var_key *key, __u64 src, long len, in
 	v.phase = IN_REQUEST;
 	v.start_ns = now();
 	bpf_map_update_elem(&conns, key, &v, BPF_ANY);
+#ifdef CLOSE_BITS
+	fd_bit_set(key->fd);
+#endif
 #else
 	keep(is_method(v.req));
 #endif
@@ -541,7 +592,11 @@ int BPF_PROG(var_exit, struct pt_regs *regs, long ret)
 	case NR_close:
 		if (ret)
 			return 0;
-		key.tgid = bpf_get_current_pid_tgid() >> 32;
+#ifdef CLOSE_BITS
+		if (!fd_bit(regs->di))
+			return 0;
+#endif
+		key.tgid = current_tgid();
 		if (!coral_target_matches(key.tgid))
 			return 0;
 #if STAGE >= 3
@@ -555,7 +610,7 @@ int BPF_PROG(var_exit, struct pt_regs *regs, long ret)
 	}
 	if (ret < 8)
 		return 0;
-	key.tgid = bpf_get_current_pid_tgid() >> 32;
+	key.tgid = current_tgid();
 	if (!coral_target_matches(key.tgid))
 		return 0;
 #if STAGE >= 2

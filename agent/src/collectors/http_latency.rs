@@ -638,6 +638,44 @@ mod tests {
     }
 
     #[test]
+    fn tls_follows_the_filter_the_mode_and_the_node() {
+        use crate::domain::TargetFilter;
+        let none = TargetFilter::default();
+        let pid = TargetFilter {
+            pids: vec![42],
+            ..Default::default()
+        };
+        let cgroup = TargetFilter {
+            cgroup: Some("/a".into()),
+            ..Default::default()
+        };
+        let plan = |mode, f: &TargetFilter, uprobes| tls_plan(mode, f, uprobes).ok();
+        let per = |announce| Some(TlsPlan::PerProcess { announce });
+        assert_eq!(plan(HttpTls::Auto, &pid, true), per(false));
+        assert_eq!(plan(HttpTls::Auto, &cgroup, true), per(true));
+        // Never for the whole machine by default, never an error.
+        assert_eq!(plan(HttpTls::Auto, &none, true), Some(TlsPlan::Off));
+        assert_eq!(plan(HttpTls::Auto, &pid, false), Some(TlsPlan::Off));
+        assert_eq!(plan(HttpTls::On, &none, true), Some(TlsPlan::Everywhere));
+        assert_eq!(plan(HttpTls::On, &pid, true), per(false));
+        assert_eq!(plan(HttpTls::Off, &pid, true), Some(TlsPlan::Off));
+        let err = tls_plan(HttpTls::On, &pid, false).unwrap_err().to_string();
+        assert!(err.contains("uprobes cannot be attached"), "{err}");
+    }
+
+    #[test]
+    fn unknown_tls_modes_are_refused() {
+        let config = KindConfig::HttpLatency(HttpLatencyConfig {
+            tls: 7,
+            ..Default::default()
+        });
+        assert_eq!(
+            HttpLatencyFactory.validate(Some(&config), &Limits::default()),
+            Err("unknown tls mode 7".into())
+        );
+    }
+
+    #[test]
     fn quantiles_are_within_one_percent() {
         let mut agg = RouteAgg::new();
         for ms in 50..=59 {

@@ -25,7 +25,8 @@
  *   2. then the filter; then one bounded copy of the first bytes read or
  *      written (at most 128, the only user-memory read on the hot path);
  *   3. only bytes that look like HTTP cost a map lookup, keyed by (tgid, fd);
- *      keep-alive requests update their state in place;
+ *      keep-alive requests update their state in place; a close costs one
+ *      only when the fd number ever had state (fd_bits);
  *   4. one ring-buffer record per request, written without a wake-up.
  * recvfrom/recvmsg/sendto/sendmsg only succeed on sockets; for read, readv,
  * write and writev on an fd with no state the fd table says whether it is a
@@ -79,6 +80,21 @@ struct {
 	__type(key, struct coral_http_conn_key);
 	__type(value, struct coral_http_conn);
 } conns SEC(".maps");
+
+/*
+ * One bit per fd number that ever had connection state, in any process: a
+ * close of an fd whose bit is clear (a file, for a server that opens one per
+ * request) returns after one inlined array lookup, before the filter and the
+ * hash lookup. Bits are never cleared (another process may still hold state
+ * under the same number), so a set bit only means "look".
+ */
+#define FD_BITS_WORDS 1024
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, FD_BITS_WORDS);
+	__type(key, __u32);
+	__type(value, __u64);
+} fd_bits SEC(".maps");
 
 /* TLS connections; the agent sizes it to 1 entry when TLS is off. */
 struct {
@@ -161,6 +177,24 @@ static __always_inline int is_response(const char *p)
 {
 	return p[0] == 'H' && p[1] == 'T' && p[2] == 'T' && p[3] == 'P' && p[4] == '/' &&
 	       p[5] == '1' && p[6] == '.';
+}
+
+static __always_inline void fd_bit_set(__u32 fd)
+{
+	__u32 k = fd / 64;
+	__u64 *w = bpf_map_lookup_elem(&fd_bits, &k);
+
+	if (w && !(*w & (1ULL << (fd % 64))))
+		__sync_fetch_and_or(w, 1ULL << (fd % 64));
+}
+
+/* False only when no process ever had state under this fd number. */
+static __always_inline int fd_bit(__u32 fd)
+{
+	__u32 k = fd / 64;
+	__u64 *w = bpf_map_lookup_elem(&fd_bits, &k);
+
+	return !w || (*w & (1ULL << (fd % 64)));
 }
 
 /* True when fd of the current task is a socket (walks the fd table). */
@@ -252,6 +286,8 @@ static __always_inline void start(void *map, void *key, struct coral_http_conn *
 	v->phase = phase;
 	v->start_ns = bpf_ktime_get_ns();
 	bpf_map_update_elem(map, key, v, BPF_ANY);
+	if (map == (void *)&conns)
+		fd_bit_set(((struct coral_http_conn_key *)key)->fd);
 }
 
 /*
@@ -364,7 +400,7 @@ int BPF_PROG(coral_http_exit, struct pt_regs *regs, long ret)
 		write = 1;
 		break;
 	case NR_close:
-		if (ret)
+		if (ret || !fd_bit(regs->di))
 			return 0;
 		key.tgid = bpf_get_current_pid_tgid() >> 32;
 		if (!coral_target_matches(key.tgid))
