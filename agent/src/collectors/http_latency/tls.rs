@@ -249,6 +249,12 @@ pub enum TlsError {
     TooMany,
 }
 
+/// A file by (device, inode), as `/proc/PID/maps` names it.
+type FileKey = ((u32, u32), u64);
+
+/// What one libssl file gave: its offsets, or why it cannot be probed.
+type LibOffsets = Result<Arc<SslOffsets>, String>;
+
 struct Traced {
     start: Option<u64>,
     /// Dropping them detaches the uprobes.
@@ -265,7 +271,7 @@ struct Pending {
 /// library for every process).
 pub struct TlsTracker {
     filter: ProcFilter,
-    libs: HashMap<((u32, u32), u64), Result<Arc<SslOffsets>, String>>,
+    libs: HashMap<FileKey, LibOffsets>,
     traced: HashMap<u32, Traced>,
     pending: HashMap<u32, Pending>,
     /// Whole-machine links (no filter, TLS on).
