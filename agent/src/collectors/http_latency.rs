@@ -664,6 +664,18 @@ mod tests {
     }
 
     #[test]
+    fn capabilities_say_when_https_is_not_seen() {
+        let mut caps = HostCapabilities {
+            uprobes: true,
+            ..Default::default()
+        };
+        assert_eq!(HttpLatencyFactory.notes(&caps), None);
+        caps.uprobes = false;
+        let note = HttpLatencyFactory.notes(&caps).unwrap();
+        assert!(note.starts_with("HTTPS is not seen"), "{note}");
+    }
+
+    #[test]
     fn unknown_tls_modes_are_refused() {
         let config = KindConfig::HttpLatency(HttpLatencyConfig {
             tls: 7,
