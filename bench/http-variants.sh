@@ -24,11 +24,15 @@
 # default 5), DURATION (nginx, s, default 6), CONNS (nginx, default 32),
 # CONFIGS (a space-separated subset), BUILD=0 (use target/release as is),
 # BEFORE_REV (the commit whose program is "before"; default the merge-base
-# with main), WAIT_EACH (s to wait for the hooks to be free, default 300),
-# TRIES (measurements of a configuration per round, default 5), ALLOW_FLAGGED=1
-# (keep samples taken while another tracer was on the syscall hooks: on a
-# machine where one stays attached, every configuration pays it alike).
-# "added" is a configuration's cost per request minus none's.
+# with main), WAIT_EACH (s to wait for the syscall hooks to be free of other
+# people's tracers before a measurement, default 30), TRIES (a measurement
+# during which other tracers came or went is taken again, default 5 times).
+#
+# Every sample records the other tracers' programs on sys_enter/sys_exit
+# during it (the "background"); the table is made of the samples of one
+# background, the one under which the most configurations were measured
+# (normally none at all), so every row paid the same. "added" is a
+# configuration's cost per request minus none's.
 set -euo pipefail
 
 LOAD=${LOAD:-loop}
@@ -206,79 +210,103 @@ stop_tracer() {
 url="http://127.0.0.1:$PORT/index.html"
 [[ $LOAD == nginx ]] && wrk -t1 -c4 -d1s "$url" >/dev/null # warm up
 
-# Up to WAIT_EACH s (default 300) for no other tracer on the syscall hooks
-# (and BPF stats off): on a shared machine other people's collectors come
-# and go, and one on sys_enter/sys_exit adds microseconds per request.
-wait_quiet_long() {
+# Other people's programs on the syscall hooks right now ("" when none), as
+# pid:prog_id pairs: on a shared machine collectors come and go, and one on
+# sys_enter/sys_exit adds microseconds per request to every configuration.
+background() {
+	bpftool perf list 2>/dev/null |
+		awk -v me="${tracer_pid:-none}" '($NF == "sys_enter" || $NF == "sys_exit") && $2 != me { print $2 ":" $6 }' |
+		sort | tr '\n' ' '
+}
+
+# Up to WAIT_EACH s (default 30) for the hooks to be free of other tracers;
+# after that, measure with what is there (each sample records it).
+wait_free() {
 	local tries=0
-	while ! quiet "$1"; do
-		((tries++ >= ${WAIT_EACH:-300} * 2)) && return 1
+	while [[ -n $(background) ]] || bpf_stats_on; do
+		((tries++ >= ${WAIT_EACH:-30} * 2)) && return
 		sleep 0.5
 	done
 }
 
-# One measurement of configuration $1: sets r (requests/s, nginx only) and
-# c (µs of server CPU per request); mark is set when not clean.
+# One measurement of configuration $1: sets r (requests/s, nginx only), c
+# (µs of server CPU per request) and bg (the background it ran on); stable
+# is empty when the background changed during the measurement.
 measure_once() {
-	local cfg=$1 before after out reqs ready pid res
+	local cfg=$1 before after out reqs ready pid res bg_after
 	if [[ $LOAD == nginx ]]; then
 		start_tracer "$cfg" "$worker"
-		wait_quiet_long "$cfg" || mark='*'
+		wait_free
+		bg=$(background)
 		before=$(cpu_ns)
 		out=$(wrk -t2 -c"$CONNS" -d"${DURATION}s" "$url")
 		after=$(cpu_ns)
 		kill -0 "$worker" 2>/dev/null || die "the nginx worker $worker is gone: $(tail -3 "$work/error.log")"
-		quiet "$cfg" || mark='*'
+		bg_after=$(background)
 		stop_tracer "$cfg"
 		r=$(awk '/^Requests\/sec/ { print $2 }' <<<"$out")
 		reqs=$(awk '/requests in/ { print $1 }' <<<"$out")
 		c=$(awk -v d=$((after - before)) -v n="$reqs" 'BEGIN { printf "%.3f", d / n / 1000 }')
-		return
+	else
+		coproc LOOP { exec "$bench" http-loop --iters "$ITERS" --reps "$REPS" --wait; }
+		read -r ready pid <&"${LOOP[0]}"
+		[[ $ready == ready ]] || die "http-loop said $ready $pid"
+		start_tracer "$cfg" "$pid"
+		wait_free
+		bg=$(background)
+		echo go >&"${LOOP[1]}"
+		read -r res _ <&"${LOOP[0]}"
+		wait "$LOOP_PID" 2>/dev/null || true
+		bg_after=$(background)
+		stop_tracer "$cfg"
+		r=0
+		c=$(awk -v ns="$res" 'BEGIN { printf "%.3f", ns / 1000 }')
 	fi
-	coproc LOOP { exec "$bench" http-loop --iters "$ITERS" --reps "$REPS" --wait; }
-	read -r ready pid <&"${LOOP[0]}"
-	[[ $ready == ready ]] || die "http-loop said $ready $pid"
-	start_tracer "$cfg" "$pid"
-	wait_quiet_long "$cfg" || mark='*'
-	echo go >&"${LOOP[1]}"
-	read -r res _ <&"${LOOP[0]}"
-	wait "$LOOP_PID" 2>/dev/null || true
-	quiet "$cfg" || mark='*'
-	stop_tracer "$cfg"
-	r=0
-	c=$(awk -v ns="$res" 'BEGIN { printf "%.3f", ns / 1000 }')
+	stable=1
+	[[ $bg == "$bg_after" ]] && ! bpf_stats_on || stable=
 }
 
-# A measurement taken while another tracer was on (before or after it) is
-# taken again, up to TRIES times (default 5); the last one is kept, flagged.
+# A measurement during which the background changed is taken again, up to
+# TRIES times (default 5), then dropped.
 measure() {
 	local try
 	for ((try = 1; try <= ${TRIES:-5}; try++)); do
-		mark=
 		measure_once "$1"
-		[[ -z $mark ]] && return
-		echo "($1: another syscall tracer came during the measurement; again)" >&2
+		[[ -n $stable ]] && return
+		echo "($1: other tracers came or went during the measurement; again)" >&2
 	done
 }
 
-declare -A rps cpu_req flagged_n
+samples=$work/samples # lines: cfg<TAB>background<TAB>req/s<TAB>µs per request
+: >"$samples"
 total_start=$SECONDS
 n=${#CONFIGS[@]}
 for ((round = 0; round < ROUNDS; round++)); do
 	for ((k = 0; k < n; k++)); do
 		cfg=${CONFIGS[(round + k) % n]}
-		mark=
 		measure "$cfg"
-		if [[ -n $mark ]]; then
-			flagged_n[$cfg]=$((${flagged_n[$cfg]:-0} + 1))
-		fi
-		if [[ -z $mark || ${ALLOW_FLAGGED:-0} == 1 ]]; then
-			rps[$cfg]+="$r "
-			cpu_req[$cfg]+="$c "
-		fi
-		printf 'round %d/%d  %-11s %10s req/s  %7s µs CPU/req %s\n' $((round + 1)) "$ROUNDS" "$cfg" "$r" "$c" "$mark" >&2
+		[[ -n $stable ]] && printf '%s\t%s\t%s\t%s\n' "$cfg" "${bg:-}" "$r" "$c" >>"$samples"
+		note=
+		[[ -n ${bg:-} ]] && note="(other tracers: $(wc -w <<<"$bg") programs)"
+		[[ -n $stable ]] || note="(dropped: other tracers came or went)"
+		printf 'round %d/%d  %-12s %10s req/s  %7s µs CPU/req  %s\n' $((round + 1)) "$ROUNDS" "$cfg" "$r" "$c" "$note" >&2
 	done
 done
+
+# The background to report: the one under which the most configurations
+# have at least 3 samples (then the most samples). Every configuration of
+# the table ran under exactly that background.
+chosen=$(awk -F'\t' '{ n[$2 SUBSEP $1]++; t[$2]++ } END {
+	for (k in n) { split(k, p, SUBSEP); if (n[k] >= 3) full[p[1]]++ }
+	best = ""; bf = -1; bt = -1
+	for (b in t) { f = full[b] + 0; if (f > bf || (f == bf && t[b] > bt)) { best = b; bf = f; bt = t[b] } }
+	print best }' "$samples")
+declare -A rps cpu_req
+while IFS=$'\t' read -r cfg bg r c; do
+	[[ $bg == "$chosen" ]] || continue
+	rps[$cfg]+="$r "
+	cpu_req[$cfg]+="$c "
+done <"$samples"
 
 c_none=$(median <<<"${cpu_req[none]:-}")
 r_none=$(median <<<"${rps[none]:-}")
@@ -286,28 +314,26 @@ c_floor=
 [[ -n ${cpu_req[floor]:-} ]] && c_floor=$(median <<<"${cpu_req[floor]}")
 echo
 if [[ $LOAD == nginx ]]; then
-	echo "nginx 1 worker, wrk -t2 -c$CONNS -d${DURATION}s, $ROUNDS rounds (medians of clean rounds); kernel $(uname -r), $(nproc) CPUs; $((SECONDS - total_start)) s"
+	echo "nginx 1 worker, wrk -t2 -c$CONNS -d${DURATION}s, $ROUNDS rounds (medians); kernel $(uname -r), $(nproc) CPUs; $((SECONDS - total_start)) s"
 else
-	echo "http-loop: $ITERS requests x $REPS runs (fastest kept, server thread CPU time) x $ROUNDS rounds (medians of clean rounds); kernel $(uname -r), $(nproc) CPUs; $((SECONDS - total_start)) s"
+	echo "http-loop: $ITERS requests x $REPS runs (fastest kept, server thread CPU time) x $ROUNDS rounds (medians); kernel $(uname -r), $(nproc) CPUs; $((SECONDS - total_start)) s"
 fi
-printf '%-11s %11s %6s %13s %14s %10s %11s %3s\n' config "req/s" ratio "CPU/req µs" "range" "added µs" "x floor add" n
+if [[ -z $chosen ]]; then
+	echo "background: no other tracer on the syscall hooks"
+else
+	echo "background: $(wc -w <<<"$chosen") programs of other tracers on sys_enter/sys_exit throughout these samples (the machine had no quiet window): every configuration pays them alike"
+fi
+printf '%-12s %11s %6s %13s %14s %10s %11s %3s\n' config "req/s" ratio "CPU/req µs" "range" "added µs" "x floor add" n
 for cfg in "${CONFIGS[@]}"; do
-	[[ -n ${cpu_req[$cfg]:-} ]] || { printf '%-11s (no clean sample)\n' "$cfg"; continue; }
+	[[ -n ${cpu_req[$cfg]:-} ]] || { printf '%-12s (no sample under this background)\n' "$cfg"; continue; }
 	c=$(median <<<"${cpu_req[$cfg]}")
 	r=$(median <<<"${rps[$cfg]}")
 	range=$(minmax <<<"${cpu_req[$cfg]}")
 	awk -v cfg="$cfg" -v r="$r" -v rn="${r_none:-0}" -v c="$c" -v cn="$c_none" -v cf="${c_floor:-}" -v range="$range" -v n="$(wc -w <<<"${cpu_req[$cfg]}")" 'BEGIN {
 		x = (cf != "" && cf - cn > 0) ? sprintf("%.2f", (c - cn) / (cf - cn)) : "-"
 		ratio = rn > 0 ? sprintf("%.3f", r / rn) : "-"
-		printf "%-11s %11.0f %6s %13.3f %14s %10.3f %11s %3d\n", cfg, r, ratio, c, range, c - cn, x, n }'
+		printf "%-12s %11.0f %6s %13.3f %14s %10.3f %11s %3d\n", cfg, r, ratio, c, range, c - cn, x, n }'
 done
-for cfg in "${CONFIGS[@]}"; do
-	if [[ -n ${flagged_n[$cfg]:-} ]]; then
-		if [[ ${ALLOW_FLAGGED:-0} == 1 ]]; then
-			echo "($cfg: ${flagged_n[$cfg]} rounds measured while another syscall tracer was attached or BPF stats were on, kept: ALLOW_FLAGGED=1)"
-		else
-			echo "($cfg: ${flagged_n[$cfg]} rounds left out: another syscall tracer was attached or BPF stats were on)"
-		fi
-	fi
-done
+others=$(awk -F'\t' -v b="$chosen" '$2 != b' "$samples" | wc -l)
+((others > 0)) && echo "($others samples taken under another background are not in the table)"
 true
