@@ -62,6 +62,10 @@ const PROBES: [(&str, &str, bool); 7] = [
 pub const MAX_PROCESSES: usize = 512;
 /// Processes waiting to be looked at again, at most.
 const MAX_PENDING: usize = 4096;
+/// Announced processes looked at per tick, at most: a cgroup that forks
+/// thousands of processes a second costs the agent a bounded number of
+/// `/proc/PID/maps` reads (the rest are drained and skipped).
+const MAX_ANNOUNCED_PER_TICK: usize = 256;
 /// How often exited processes are looked for.
 const SWEEP_EVERY: Duration = Duration::from_secs(1);
 /// A process without libssl is looked at again after 100 ms, then twice as
@@ -361,7 +365,15 @@ impl TlsTracker {
                 }
             }
         }
-        for pid in announced {
+        announced.sort_unstable();
+        announced.dedup();
+        if announced.len() > MAX_ANNOUNCED_PER_TICK {
+            tracing::debug!(
+                skipped = announced.len() - MAX_ANNOUNCED_PER_TICK,
+                "http-latency: too many new processes in one tick for TLS uprobes"
+            );
+        }
+        for pid in announced.into_iter().take(MAX_ANNOUNCED_PER_TICK) {
             if !self.traced.contains_key(&pid) {
                 self.recheck(bpf, pid);
             }
