@@ -1,20 +1,23 @@
 #!/usr/bin/env bash
-# http-latency overhead: nginx (Debian) serving a small file under wrk, side
-# by side in one run:
-#   none      no tracing
-#   floor     empty raw_tp sys_enter + sys_exit programs (coral-bench floor):
-#             the hooks Coral uses, with no work in them
-#   tp-hooks  bpftrace with empty actions on the 14 per-syscall tracepoints
-#             (syscalls:sys_{enter,exit}_*) a per-syscall design would use:
-#             why Coral does not
-#   coral     Coral http-latency filtered on the nginx worker's pid
+# http-latency overhead: nginx (Debian) serving a small file under wrk, over
+# plaintext HTTP and over HTTPS, side by side in one run:
+#   none       no tracing (plaintext)
+#   floor      empty raw_tp sys_enter + sys_exit programs (coral-bench floor):
+#              what any tracer on the generic syscall hooks pays before work
+#   tp-hooks   bpftrace with empty actions on the 14 per-syscall tracepoints
+#              (syscalls:sys_{enter,exit}_*) a per-syscall design would use
+#   coral      Coral http-latency filtered on the nginx worker's pid
+#   tls-none   no tracing, HTTPS (nginx ssl, keep-alive)
+#   tls-coral  Coral http-latency on the worker's pid, HTTPS (OpenSSL uprobes)
 # Rounds rotate the configurations so drift on a shared machine hits all alike.
 #
 #   bash bench/http-latency.sh            (as root; ROUNDS=5 DURATION=10 by default)
 #
-# Prints requests/s and mean latency (wrk's), the throughput ratio, and the
-# nginx CPU time per request (utime+stime of the workers from /proc, so the
-# added cost per request is measured, not inferred).
+# Prints requests/s (wrk's), the throughput ratios, and the nginx CPU time per
+# request: the worker's on-CPU ns (/proc/PID/task/*/schedstat) over wrk's
+# request count, so the added cost per request is measured, not inferred.
+# Each Coral run must have counted at least the requests wrk completed (it
+# fails otherwise: a tracer that saw nothing would look cheap).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -22,12 +25,17 @@ ROUNDS=${ROUNDS:-5}
 DURATION=${DURATION:-10}
 CONNS=${CONNS:-32}
 PORT=${PORT:-18980}
+TLS_PORT=${TLS_PORT:-18981}
+BUILD=${BUILD:-1}
+read -r -a configs <<<"${CONFIGS:-none floor tp-hooks coral tls-none tls-coral}"
 
 .ci/install-deps
-cargo build --release -q -p coral-agent -p coral-cli -p coral-bench
-agent=target/release/coral-agent
-coral=target/release/coral
+[[ $BUILD == 0 ]] || cargo build --release -q -p coral-agent -p coral-cli -p coral-bench
 work=$(mktemp -d /tmp/coral-http-bench.XXXXXX)
+# Copies: a concurrent build cannot swap them mid-run.
+cp target/release/coral-agent target/release/coral target/release/coral-bench "$work/"
+agent=$work/coral-agent
+coral=$work/coral
 sock="unix://$work/agent.sock"
 
 cleanup() {
@@ -40,6 +48,8 @@ trap cleanup EXIT
 
 mkdir -p "$work/www"
 head -c 612 /dev/zero | tr '\0' 'x' >"$work/www/index.html"
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 1 \
+	-subj /CN=127.0.0.1 -keyout "$work/key.pem" -out "$work/cert.pem" 2>/dev/null
 cat >"$work/nginx.conf" <<CONF
 worker_processes 1;
 pid $work/nginx.pid;
@@ -51,6 +61,11 @@ http {
   client_body_temp_path $work/body; proxy_temp_path $work/proxy;
   fastcgi_temp_path $work/fcgi; uwsgi_temp_path $work/uwsgi; scgi_temp_path $work/scgi;
   server { listen 127.0.0.1:$PORT; root $work/www; }
+  server {
+    listen 127.0.0.1:$TLS_PORT ssl;
+    ssl_certificate $work/cert.pem; ssl_certificate_key $work/key.pem;
+    root $work/www;
+  }
 }
 CONF
 nginx -p "$work" -c "$work/nginx.conf"
@@ -63,22 +78,32 @@ workers=$(pgrep -P "$master" | tr '\n' ' ')
 agent_pid=$!
 for _ in $(seq 100); do "$coral" --agent "$sock" caps >/dev/null 2>&1 && break; sleep 0.1; done
 
-cpu_ticks() { # utime+stime of the workers, in clock ticks
-	local total=0 pid
-	for pid in $workers; do
-		total=$((total + $(awk '{ print $14 + $15 }' "/proc/$pid/stat")))
-	done
-	echo "$total"
+cpu_ns() { # on-CPU ns of the workers' threads (mawk: %.0f, not %d, past 2^31)
+	local pid
+	for pid in $workers; do cat /proc/"$pid"/task/*/schedstat; done | awk '{ s += $1 } END { printf "%.0f", s }'
 }
 
-url="http://127.0.0.1:$PORT/index.html"
-wrk -t1 -c4 -d1s "$url" >/dev/null # warm up
+counted() { # requests in the final HttpStats that `coral -o json tap stop` printed
+	python3 -c 'import json, sys
+n = 0
+for line in sys.stdin:
+    rec = json.loads(line).get("record", {})
+    if "httpStats" in rec:
+        n = sum(int(r.get("count", 0)) for r in rec["httpStats"].get("routes", []))
+print(n)'
+}
+
+plain="http://127.0.0.1:$PORT/index.html"
+secure="https://127.0.0.1:$TLS_PORT/index.html"
+wrk -t1 -c4 -d1s "$plain" >/dev/null # warm up
+wrk -t1 -c4 -d1s "$secure" >/dev/null
 
 declare -A rps lat cpu_us
 run() { # $1: config name
-	local id="" before after out bt=""
+	local id="" before after out bt="" url=$plain
+	[[ $1 == tls-* ]] && url=$secure
 	if [[ $1 == floor ]]; then
-		target/release/coral-bench floor >"$work/floor.log" 2>&1 &
+		"$work/coral-bench" floor >"$work/floor.log" 2>&1 &
 		bt=$!
 		for _ in $(seq 100); do grep -q attached "$work/floor.log" && break; sleep 0.1; done
 	fi
@@ -94,51 +119,66 @@ run() { # $1: config name
 		for _ in $(seq 100); do grep -q Attaching "$work/bpftrace.log" && break; sleep 0.1; done
 		sleep 0.5
 	fi
-	if [[ $1 == coral ]]; then
+	if [[ $1 == coral || $1 == tls-coral ]]; then
 		local args=()
 		for pid in $workers; do args+=(--pid "$pid"); done
 		id=$("$coral" --agent "$sock" tap start --kind http-latency "${args[@]}" --duration 10m 2>/dev/null)
 	fi
-	before=$(cpu_ticks)
+	before=$(cpu_ns)
 	out=$(wrk -t2 -c"$CONNS" -d"${DURATION}s" --latency "$url")
-	after=$(cpu_ticks)
-	[[ -n $id ]] && "$coral" --agent "$sock" tap stop "$id" >/dev/null
+	after=$(cpu_ns)
+	local r l n seen
+	n=$(awk '/requests in/ { print $1 }' <<<"$out")
+	if [[ -n $id ]]; then
+		seen=$("$coral" --agent "$sock" -o json tap stop "$id" | counted)
+		if ((seen < n)); then
+			echo "$1: Coral counted $seen requests, wrk completed $n" >&2
+			exit 1
+		fi
+	fi
 	if [[ -n $bt ]]; then kill -INT "$bt" 2>/dev/null; wait "$bt" 2>/dev/null || true; fi
-	local r l n
 	r=$(awk '/^Requests\/sec/ { print $2 }' <<<"$out")
 	l=$(awk '$1 == "Latency" && NF >= 4 { print $2; exit }' <<<"$out")
-	n=$(awk '/requests in/ { print $1 }' <<<"$out")
 	rps[$1]+="$r "
 	lat[$1]+="$l "
-	# CPU µs per request: ticks are 1/CLK_TCK s.
-	cpu_us[$1]+="$(awk -v t=$((after - before)) -v n="$n" -v hz="$(getconf CLK_TCK)" 'BEGIN { printf "%.2f", t / hz * 1e6 / n }') "
+	cpu_us[$1]+="$(awk -v d=$((after - before)) -v n="$n" 'BEGIN { printf "%.3f", d / n / 1000 }') "
 	local c=${cpu_us[$1]% }
-	printf 'round %d  %-6s %10s req/s  %8s avg  %s µs CPU/req\n' "$round" "$1" "$r" "$l" "${c##* }" >&2
+	printf 'round %d  %-9s %10s req/s  %8s avg  %s µs CPU/req%s\n' "$round" "$1" "$r" "$l" "${c##* }" \
+		"${seen:+  (coral counted $seen, wrk $n)}" >&2
 }
 
-configs=(none floor tp-hooks coral)
+n=${#configs[@]}
 for ((round = 1; round <= ROUNDS; round++)); do
-	for k in 0 1 2 3; do run "${configs[(round + k) % 4]}"; done
+	for ((k = 0; k < n; k++)); do run "${configs[(round + k) % n]}"; done
 done
 
 median() { tr ' ' '\n' | sed '/^$/d' | sort -g | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
-r_none=$(median <<<"${rps[none]}")
-r_coral=$(median <<<"${rps[coral]}")
-r_floor=$(median <<<"${rps[floor]}")
-c_floor=$(median <<<"${cpu_us[floor]}")
-r_tp=$(median <<<"${rps[tp-hooks]}")
-c_tp=$(median <<<"${cpu_us[tp-hooks]}")
-c_none=$(median <<<"${cpu_us[none]}")
-c_coral=$(median <<<"${cpu_us[coral]}")
+declare -A R C
+for cfg in "${configs[@]}"; do
+	R[$cfg]=$(median <<<"${rps[$cfg]}")
+	C[$cfg]=$(median <<<"${cpu_us[$cfg]}")
+done
+row() { # label config base
+	printf '%-30s %11.0f %10.3f µs %10.3f µs %8.3f\n' "$1" "${R[$2]}" "${C[$2]}" \
+		"$(awk -v a="${C[$2]}" -v b="${C[$3]}" 'BEGIN { print a - b }')" \
+		"$(awk -v a="${R[$2]}" -v b="${R[$3]}" 'BEGIN { print a / b }')"
+}
 echo
 echo "nginx 1 worker, wrk -t2 -c$CONNS -d${DURATION}s, $ROUNDS rounds (medians); kernel $(uname -r), $(nproc) CPUs"
-printf '%-28s %12s %12s %10s\n' config "req/s" "nginx CPU/req" "req/s ratio"
-printf '%-28s %12s %10s µs %10s\n' "no tracing" "$r_none" "$c_none" "1.000"
-printf '%-28s %12s %10s µs %10s\n' "floor (empty raw_tp pair)" "$r_floor" "$c_floor" \
-	"$(awk -v a="$r_floor" -v b="$r_none" 'BEGIN { printf "%.3f", a / b }')"
-printf '%-28s %12s %10s µs %10s\n' "syscalls:* tps (bpftrace)" "$r_tp" "$c_tp" \
-	"$(awk -v a="$r_tp" -v b="$r_none" 'BEGIN { printf "%.3f", a / b }')"
-printf '%-28s %12s %10s µs %10s\n' "coral http-latency --pid" "$r_coral" "$c_coral" \
-	"$(awk -v a="$r_coral" -v b="$r_none" 'BEGIN { printf "%.3f", a / b }')"
-awk -v a="$r_coral" -v b="$r_none" -v ca="$c_coral" -v cb="$c_none" 'BEGIN {
-	printf "throughput loss: %.1f%% (target: under 5%%); added nginx CPU per request: %.2f µs\n", (1 - a / b) * 100, ca - cb }'
+printf '%-30s %11s %13s %13s %8s\n' config "req/s" "CPU/req" "added" "ratio"
+has() { [[ -n ${R[$1]:-} ]]; }
+has none && row "http: no tracing" none none
+has floor && has none && row "http: floor (empty raw_tp pair)" floor none
+has tp-hooks && has none && row "http: syscalls:* tps (bpftrace)" tp-hooks none
+has coral && has none && row "http: coral http-latency --pid" coral none
+has tls-none && row "https: no tracing" tls-none tls-none
+has tls-coral && has tls-none && row "https: coral http-latency --pid" tls-coral tls-none
+if has coral && has floor && has none; then
+	awk -v cc="${C[coral]}" -v cf="${C[floor]}" -v cn="${C[none]}" -v rc="${R[coral]}" -v rf="${R[floor]}" 'BEGIN {
+		printf "http: coral adds %.3f µs of nginx CPU per request, the floor %.3f µs: %.2fx the floor (target: at most 1.5x);\n", cc - cn, cf - cn, (cc - cn) / (cf - cn)
+		printf "      coral keeps %.3f of the floor'"'"'s throughput (target: at least 0.95)\n", rc / rf }'
+fi
+if has tls-coral && has tls-none; then
+	awk -v cc="${C[tls-coral]}" -v cn="${C[tls-none]}" -v rc="${R[tls-coral]}" -v rn="${R[tls-none]}" 'BEGIN {
+		printf "https: coral adds %.3f µs of nginx CPU per request (%.1f%%) and keeps %.3f of untraced throughput\n", cc - cn, (cc - cn) / cn * 100, rc / rn }'
+fi

@@ -2,7 +2,8 @@
 # syscall-variants.sh; not run by itself).
 #
 # A script sets ITERS, REPS, ROUNDS, CPU, CONFIGS (array), `bench` (path of
-# coral-bench) and defines start_tracer CFG / stop_tracer CFG /
+# coral-bench), optionally LOOP_SYSCALL (getppid or write), and defines
+# start_tracer CFG / stop_tracer CFG /
 # expected_hooks CFG, then calls run_rounds and print_report.
 
 die() {
@@ -92,6 +93,7 @@ declare -A samples flagged
 run_rounds() {
 	local loop_args=(loop --iters "$ITERS" --reps "$REPS")
 	[[ -n ${CPU:-} ]] && loop_args+=(--cpu "$CPU")
+	[[ -n ${LOOP_SYSCALL:-} ]] && loop_args+=(--syscall "$LOOP_SYSCALL")
 	local n=${#CONFIGS[@]} round k cfg mark out ns
 	for ((round = 0; round < ROUNDS; round++)); do
 		for ((k = 0; k < n; k++)); do
@@ -144,7 +146,7 @@ print_report() {
 		floor_added=$(awk -v a="${med[floor]}" -v b="$base" 'BEGIN { print a - b }')
 
 	echo
-	echo "getppid loop: $ITERS calls x $REPS runs (fastest kept, thread CPU time) x $ROUNDS rounds (median of clean rounds);" \
+	echo "${LOOP_SYSCALL:-getppid} loop: $ITERS calls x $REPS runs (fastest kept, thread CPU time) x $ROUNDS rounds (median of clean rounds);" \
 		"kernel $(uname -r), $(nproc) CPUs, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//'); $1 s"
 	printf "%-${width}s %9s %13s %3s %10s %13s\n" config ns/call "range" n "added ns" "x floor add"
 	for cfg in "${CONFIGS[@]}"; do

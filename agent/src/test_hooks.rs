@@ -113,6 +113,10 @@ impl CollectorFactory for Faulty {
         self.inner.availability(caps)
     }
 
+    fn notes(&self, caps: &HostCapabilities) -> Option<String> {
+        self.inner.notes(caps)
+    }
+
     fn validate(&self, config: Option<&KindConfig>, limits: &Limits) -> Result<(), String> {
         self.inner.validate(config, limits)
     }
@@ -211,6 +215,7 @@ mod tests {
             },
             agent_pid: 1,
             cgroup2_root: None,
+            uprobes: false,
         }
     }
 

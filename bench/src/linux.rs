@@ -1,13 +1,14 @@
 //! The Linux implementations of the `coral-bench` subcommands.
 
-use crate::{AttachArgs, LoopArgs, SpawnArgs};
+use crate::{AttachArgs, HttpLoopArgs, LoopArgs, LoopSyscall, SpawnArgs};
 use anyhow::{Context, bail, ensure};
 use aya::programs::Program;
 use aya::{Btf, Ebpf, EbpfLoader};
 use std::io::Write;
 use std::time::Instant;
 
-/// `loop`: `iters` raw getppid calls, `reps` times, pinned; prints the best.
+/// `loop`: `iters` raw getppid (or write) calls, `reps` times, pinned;
+/// prints the best.
 ///
 /// Time is the thread's CPU time (CLOCK_THREAD_CPUTIME_ID) unless `--wall`:
 /// BPF programs on the syscall hooks run in our thread, so they are counted,
@@ -22,14 +23,22 @@ pub fn run_loop(args: &LoopArgs) -> anyhow::Result<()> {
             .context("sched_getaffinity returned no CPU")?,
     };
     pin_to(cpu)?;
+    let devnull = std::fs::OpenOptions::new()
+        .write(true)
+        .open("/dev/null")
+        .context("opening /dev/null")?;
+    let calls = |iters: u64| match args.syscall {
+        LoopSyscall::Getppid => getppid_loop(iters),
+        LoopSyscall::Write => write_loop(std::os::fd::AsRawFd::as_raw_fd(&devnull), iters),
+    };
 
     // Warm up: fault in the code and let the CPU settle on its clock.
-    getppid_loop(args.iters / 10 + 1);
+    calls(args.iters / 10 + 1);
     let mut best = f64::INFINITY;
     let mut all = Vec::with_capacity(args.reps as usize);
     for _ in 0..args.reps {
         let (wall0, cpu0) = (Instant::now(), thread_cpu_ns()?);
-        getppid_loop(args.iters);
+        calls(args.iters);
         let (wall, cpu_ns) = (wall0.elapsed().as_nanos(), thread_cpu_ns()? - cpu0);
         let per_call = |ns: u128| ns as f64 / args.iters as f64;
         let (cpu_per, wall_per) = (per_call(cpu_ns), per_call(wall));
@@ -37,10 +46,11 @@ pub fn run_loop(args: &LoopArgs) -> anyhow::Result<()> {
         best = best.min(if args.wall { wall_per } else { cpu_per });
     }
     println!(
-        "{best:.1} ns/call ({} time, best of {} x {} getppid on cpu {cpu}; cpu/wall ns per run: {})",
+        "{best:.1} ns/call ({} time, best of {} x {} {:?} on cpu {cpu}; cpu/wall ns per run: {})",
         if args.wall { "wall" } else { "thread CPU" },
         args.reps,
         args.iters,
+        args.syscall,
         all.join(" ")
     );
     Ok(())
@@ -133,6 +143,221 @@ fn getppid_loop(iters: u64) {
     }
 }
 
+/// The request `http-loop` serves: wrk's, byte for byte.
+const HTTP_REQUEST: &[u8] = b"GET /index.html HTTP/1.1\r\nHost: 127.0.0.1:18980\r\n\r\n";
+/// nginx's headers for a 612-byte file.
+const HTTP_HEADER: &[u8] = b"HTTP/1.1 200 OK\r\nServer: nginx/1.22.1\r\n\
+Date: Mon, 01 Dec 2026 21:00:00 GMT\r\nContent-Type: text/html\r\nContent-Length: 612\r\n\
+Last-Modified: Mon, 01 Dec 2026 21:00:00 GMT\r\nConnection: keep-alive\r\n\
+ETag: \"692e0000-264\"\r\nAccept-Ranges: bytes\r\n\r\n";
+const HTTP_BODY_LEN: usize = 612;
+/// Requests the client writes at once (then it reads their responses).
+const HTTP_BATCH: usize = 32;
+
+/// `http-loop`: see the command's help.
+pub fn http_loop(args: &HttpLoopArgs) -> anyhow::Result<()> {
+    use std::ffi::CString;
+    use std::io::BufRead;
+
+    ensure!(args.iters > 0, "--iters must be positive");
+    ensure!(args.reps > 0, "--reps must be positive");
+    let cpus = allowed_cpus()?;
+    let server_cpu = match args.cpu {
+        Some(cpu) => cpu,
+        None => *cpus.last().context("sched_getaffinity returned no CPU")?,
+    };
+    let client_cpu = cpus
+        .iter()
+        .copied()
+        .find(|&c| c != server_cpu)
+        .unwrap_or(server_cpu);
+    let dir = std::env::temp_dir().join(format!("coral-http-loop-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).context("creating the file's directory")?;
+    let file = dir.join("index.html");
+    std::fs::write(&file, [b'x'; HTTP_BODY_LEN]).context("writing the file")?;
+    let path = CString::new(file.to_str().context("temp dir path")?)?;
+
+    let mut fds = [0i32; 2];
+    // SAFETY: socketpair writes two fds into the 2-element array we pass.
+    let rc = unsafe { libc::socketpair(libc::AF_UNIX, libc::SOCK_STREAM, 0, fds.as_mut_ptr()) };
+    if rc != 0 {
+        return Err(std::io::Error::last_os_error()).context("socketpair");
+    }
+    let (server, client) = (fds[0], fds[1]);
+    // SAFETY: fork in a single-threaded process; the child only makes
+    // syscalls on fds it inherited and then _exits.
+    let child = unsafe { libc::fork() };
+    if child < 0 {
+        return Err(std::io::Error::last_os_error()).context("fork");
+    }
+    if child == 0 {
+        // SAFETY: closing the server's end in the child; PR_SET_PDEATHSIG
+        // takes a signal number: the client dies with the server, however
+        // the server ends.
+        unsafe {
+            libc::close(server);
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+        }
+        let _ = pin_to(client_cpu);
+        http_client(client);
+    }
+    // SAFETY: closing the client's end in the parent.
+    unsafe { libc::close(client) };
+    pin_to(server_cpu)?;
+    if args.wait {
+        println!("ready {}", std::process::id());
+        std::io::stdout().flush()?;
+        let mut line = String::new();
+        std::io::stdin().lock().read_line(&mut line)?;
+    }
+
+    let mut buf = [0u8; 1024];
+    let mut body = [0u8; HTTP_BODY_LEN];
+    let mut serve = |n: u64| -> anyhow::Result<()> {
+        for _ in 0..n {
+            http_one(server, &path, &mut buf, &mut body)?;
+        }
+        Ok(())
+    };
+    serve(args.iters / 10 + 1)?;
+    let mut best = f64::INFINITY;
+    let mut all = Vec::with_capacity(args.reps as usize);
+    for _ in 0..args.reps {
+        let cpu0 = thread_cpu_ns()?;
+        serve(args.iters)?;
+        let per = (thread_cpu_ns()? - cpu0) as f64 / args.iters as f64;
+        all.push(format!("{per:.0}"));
+        best = best.min(per);
+    }
+    // SAFETY: kill and waitpid on our own child.
+    unsafe {
+        libc::kill(child, libc::SIGKILL);
+        libc::waitpid(child, std::ptr::null_mut(), 0);
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    println!(
+        "{best:.1} ns/req (server thread CPU time, best of {} x {} requests on cpu {server_cpu}, client on cpu {client_cpu}; ns per run: {})",
+        args.reps,
+        args.iters,
+        all.join(" ")
+    );
+    Ok(())
+}
+
+/// One request as nginx serves it: recv the request, open, fstat and read
+/// the file, writev headers + body, close the file.
+fn http_one(
+    sock: i32,
+    path: &std::ffi::CStr,
+    buf: &mut [u8; 1024],
+    body: &mut [u8; HTTP_BODY_LEN],
+) -> anyhow::Result<()> {
+    let mut got = 0;
+    while got < HTTP_REQUEST.len() {
+        // SAFETY: recvfrom writes at most len - got bytes into buf[got..].
+        let n = unsafe {
+            libc::recvfrom(
+                sock,
+                buf[got..].as_mut_ptr().cast(),
+                HTTP_REQUEST.len() - got,
+                0,
+                std::ptr::null_mut(),
+                std::ptr::null_mut(),
+            )
+        };
+        ensure!(n > 0, "recvfrom: {}", std::io::Error::last_os_error());
+        got += n as usize;
+    }
+    // SAFETY: a NUL-terminated path; the fd is closed below.
+    let fd = unsafe { libc::open(path.as_ptr(), libc::O_RDONLY | libc::O_NONBLOCK) };
+    ensure!(fd >= 0, "open: {}", std::io::Error::last_os_error());
+    // SAFETY: fstat fills the stat buffer we own.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: as above, on the fd just opened.
+    unsafe { libc::fstat(fd, &mut st) };
+    // SAFETY: pread writes at most body.len() bytes into body.
+    unsafe { libc::pread(fd, body.as_mut_ptr().cast(), body.len(), 0) };
+    let iov = [
+        libc::iovec {
+            iov_base: HTTP_HEADER.as_ptr() as *mut _,
+            iov_len: HTTP_HEADER.len(),
+        },
+        libc::iovec {
+            iov_base: body.as_mut_ptr().cast(),
+            iov_len: body.len(),
+        },
+    ];
+    // SAFETY: writev reads the two live buffers the iovecs describe.
+    let n = unsafe { libc::writev(sock, iov.as_ptr(), 2) };
+    ensure!(
+        n as usize == HTTP_HEADER.len() + HTTP_BODY_LEN,
+        "writev: {n}"
+    );
+    // SAFETY: closing the fd opened above.
+    unsafe { libc::close(fd) };
+    Ok(())
+}
+
+/// The client: writes HTTP_BATCH requests at once, waits (sleeping, not in
+/// read) until all their responses are there, reads them, again, until the
+/// server goes away; then exits. A client blocked in read would be woken
+/// by every response: a context switch or an IPI per request, which on a VM
+/// costs more than the request and varies more than what is measured.
+fn http_client(sock: i32) -> ! {
+    let batch: Vec<u8> = HTTP_REQUEST.repeat(HTTP_BATCH);
+    let want = HTTP_BATCH * (HTTP_HEADER.len() + HTTP_BODY_LEN);
+    let mut buf = vec![0u8; want];
+    let nap = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 200_000,
+    };
+    loop {
+        // SAFETY: write reads the live batch buffer.
+        let n = unsafe { libc::write(sock, batch.as_ptr().cast(), batch.len()) };
+        if n != batch.len() as isize {
+            break;
+        }
+        loop {
+            let mut avail: libc::c_int = 0;
+            // SAFETY: FIONREAD writes one int.
+            if unsafe { libc::ioctl(sock, libc::FIONREAD, &mut avail) } != 0 {
+                // SAFETY: _exit never returns; nothing to flush in the child.
+                unsafe { libc::_exit(0) };
+            }
+            if avail as usize >= want {
+                break;
+            }
+            // SAFETY: nanosleep reads the live timespec.
+            unsafe { libc::nanosleep(&nap, std::ptr::null_mut()) };
+        }
+        let mut got = 0;
+        while got < want {
+            // SAFETY: read writes at most want - got bytes into buf[got..].
+            let n = unsafe { libc::read(sock, buf[got..].as_mut_ptr().cast(), want - got) };
+            if n <= 0 {
+                // SAFETY: _exit never returns; nothing to flush in the child.
+                unsafe { libc::_exit(0) };
+            }
+            got += n as usize;
+        }
+    }
+    // SAFETY: as above.
+    unsafe { libc::_exit(0) }
+}
+
+/// 64-byte writes to `fd` (/dev/null): long enough that a program looking
+/// at written bytes gets past its length check.
+#[inline(never)]
+fn write_loop(fd: i32, iters: u64) {
+    let buf = [b'x'; 64];
+    for _ in 0..iters {
+        // SAFETY: write(2) reads 64 bytes from a live 64-byte buffer; fd is
+        // /dev/null, open for the whole loop.
+        let r = unsafe { libc::syscall(libc::SYS_write, fd, buf.as_ptr(), buf.len()) };
+        std::hint::black_box(r);
+    }
+}
+
 /// The CPUs this thread may run on, ascending.
 fn allowed_cpus() -> anyhow::Result<Vec<usize>> {
     // SAFETY: cpu_set_t is a plain bit array; all zeroes is the empty set.
@@ -207,6 +432,55 @@ fn hold(bpf: Ebpf, set: &libc::sigset_t) -> anyhow::Result<()> {
     eprintln!("signal {sig}: detaching");
     drop(bpf);
     Ok(())
+}
+
+/// Takes every ring buffer out of `bpf` and drains them on a thread every
+/// 5 ms, as the agent does every 100 ms: a ring nobody reads fills up, and
+/// from then on a program measures the cost of failed reservations.
+/// Dropping the returned guard stops the thread.
+fn drain_rings(bpf: &mut Ebpf) -> anyhow::Result<Option<RingDrainer>> {
+    use aya::maps::RingBuf;
+    let names: Vec<String> = bpf
+        .maps()
+        .filter(|(_, m)| matches!(m, aya::maps::Map::RingBuf(_)))
+        .map(|(name, _)| name.to_string())
+        .collect();
+    if names.is_empty() {
+        return Ok(None);
+    }
+    let mut rings = Vec::new();
+    for name in &names {
+        let map = bpf.take_map(name).context("ring buffer vanished")?;
+        rings.push(RingBuf::try_from(map).with_context(|| format!("ring buffer {name}"))?);
+    }
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flag = stop.clone();
+    let thread = std::thread::spawn(move || {
+        while !flag.load(std::sync::atomic::Ordering::Relaxed) {
+            for ring in &mut rings {
+                while ring.next().is_some() {}
+            }
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+    });
+    Ok(Some(RingDrainer {
+        stop,
+        thread: Some(thread),
+    }))
+}
+
+struct RingDrainer {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for RingDrainer {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
 }
 
 /// Loads program `name` and attaches it to tracepoint `hook`: as a raw
@@ -329,5 +603,8 @@ pub fn attach(args: &AttachArgs) -> anyhow::Result<()> {
         load_attach(&mut bpf, name, hook)?;
         eprintln!("{name} attached to {hook}");
     }
-    hold(bpf, &set)
+    let drainer = drain_rings(&mut bpf)?;
+    hold(bpf, &set)?;
+    drop(drainer);
+    Ok(())
 }

@@ -2,13 +2,16 @@
 //! program rather than a shell line (see `bench/syscall-overhead.sh` and
 //! `docs/benchmarks.md`).
 //!
-//! - `loop`: a tight raw `getppid` loop pinned to one CPU, printing ns per call.
+//! - `loop`: a tight raw `getppid` (or `write`) loop pinned to one CPU,
+//!   printing ns per call.
 //! - `floor`: empty raw_tp `sys_enter` + `sys_exit` programs, attached until
 //!   SIGTERM/SIGINT: the least any syscall tracer built on these hooks costs.
 //! - `attach`: the same for any object file's raw_tp / tp_btf programs, to
 //!   measure variants of a collector's BPF program built outside the tree.
 //! - `spawn`: runs a program (`/bin/true`) over and over, one at a time,
 //!   printing the CPU ns (parent and children) per fork + exec + exit + wait.
+//! - `http-loop`: nginx's syscalls for one small static-file request, in a
+//!   loop fed by a forked client, printing the server's CPU ns per request.
 
 use clap::{Parser, Subcommand};
 
@@ -26,8 +29,9 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 #[cfg_attr(not(target_os = "linux"), allow(dead_code))]
 enum Command {
-    /// Run raw getppid syscalls in a tight loop and print ns per call (thread
-    /// CPU time, the best of --reps runs) as the first field on stdout.
+    /// Run raw getppid (or write) syscalls in a tight loop and print ns per
+    /// call (thread CPU time, the best of --reps runs) as the first field on
+    /// stdout.
     Loop(LoopArgs),
     /// Attach empty raw_tp sys_enter/sys_exit programs, print "attached",
     /// stay attached until SIGTERM or SIGINT.
@@ -39,6 +43,31 @@ enum Command {
     /// and print CPU ns per run (ours and the children's, the best of
     /// --reps) as the first field.
     Spawn(SpawnArgs),
+    /// Serve HTTP "requests" in a tight loop with the syscalls nginx makes
+    /// for a small static file on a keep-alive connection (recvfrom, openat,
+    /// fstat, pread64, writev, close), a forked client feeding the socket
+    /// from another CPU; print the server thread's CPU ns per request (the
+    /// best of --reps) as the first field.
+    HttpLoop(HttpLoopArgs),
+}
+
+#[derive(Debug, clap::Args)]
+#[cfg_attr(not(target_os = "linux"), allow(dead_code))]
+struct HttpLoopArgs {
+    /// Requests per run.
+    #[arg(long, default_value_t = 200_000)]
+    iters: u64,
+    /// Runs; the fastest one is reported (noise only ever adds time).
+    #[arg(long, default_value_t = 5)]
+    reps: u32,
+    /// CPU of the server loop (default: the highest-numbered CPU we may run
+    /// on); the client runs on another one.
+    #[arg(long)]
+    cpu: Option<usize>,
+    /// Print "ready PID" and wait for a line on stdin before measuring (so a
+    /// tracer can be given the server's pid).
+    #[arg(long)]
+    wait: bool,
 }
 
 #[derive(Debug, clap::Args)]
@@ -71,6 +100,17 @@ struct LoopArgs {
     /// out time spent preempted by other work on a busy machine).
     #[arg(long)]
     wall: bool,
+    /// The syscall made: `getppid` (no arguments, no work), or `write` (64
+    /// bytes to /dev/null: a syscall http-latency's program dispatches on).
+    #[arg(long, value_enum, default_value_t = LoopSyscall::Getppid)]
+    syscall: LoopSyscall,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+#[cfg_attr(not(target_os = "linux"), allow(dead_code))]
+enum LoopSyscall {
+    Getppid,
+    Write,
 }
 
 #[derive(Debug, clap::Args)]
@@ -105,6 +145,7 @@ fn main() -> anyhow::Result<()> {
         Command::Floor => linux::floor(),
         Command::Attach(args) => linux::attach(&args),
         Command::Spawn(args) => linux::spawn(&args),
+        Command::HttpLoop(args) => linux::http_loop(&args),
     }
 }
 

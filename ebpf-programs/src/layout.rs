@@ -78,7 +78,10 @@ fn mirrors() -> Vec<Mirror> {
             busy, retransmits, resets_sent, resets_received, opened, closed, pad,
         }),
         mirror!("coral_tcp_sock" => tcp::Sock { ev, key, reported, state, probes, pad }),
-        mirror!("coral_http_event" => http::HttpEvent { start_ns, end_ns, tgid, client, comm, req, resp }),
+        mirror!("coral_http_event" => http::HttpEvent {
+            start_ns, end_ns, cgroup_id, tgid, flags, req_len, pad, comm, req, resp,
+        }),
+        mirror!("coral_http_proc_event" => http::ProcEvent { tgid, pad }),
         mirror!("coral_profile_key" => cp::ProfileKey { tgid, user_stack_id, kernel_stack_id, flags }),
         mirror!("coral_stack" => cp::OverflowStack { ips }),
         mirror!("coral_profile_value" => cp::ProfileValue { count, comm, cgroup_id }),
@@ -86,7 +89,12 @@ fn mirrors() -> Vec<Mirror> {
 }
 
 /// Structs the headers share only inside the kernel (no Rust side reads them).
-const KERNEL_ONLY: &[&str] = &["coral_sys_start", "coral_http_conn_key", "coral_http_conn"];
+const KERNEL_ONLY: &[&str] = &[
+    "coral_sys_start",
+    "coral_http_conn_key",
+    "coral_http_tls_key",
+    "coral_http_conn",
+];
 
 /// The size of a member's type, through typedefs and qualifiers.
 fn type_size(btf: &Btf, ty: Type) -> usize {

@@ -17,7 +17,7 @@
 //! records: a cumulative snapshot every [`INTERVAL`] and the complete profile
 //! at the end.
 
-mod maps;
+pub(crate) mod maps;
 mod symbolize;
 
 use super::bpf::{program_error, read_err, take_map};

@@ -1,29 +1,41 @@
 //! http-latency: one event per HTTP/1.x request and aggregates per
-//! (method, route, status), for servers in any language.
+//! (method, route, status), for servers in any language, plaintext or
+//! HTTPS through OpenSSL.
 //!
-//! Kernel side: `src/bpf/http_latency.bpf.c` on the raw tracepoints
-//! `sys_enter`/`sys_exit`, dispatching on the syscall number to the read and
-//! write families, accept, connect and close (no kprobes, no uprobes into TLS
-//! libraries, no tracefs). It needs a ring buffer, BTF (CO-RE read of the fd
-//! table), x86_64 syscall numbers, and CAP_BPF + CAP_PERFMON. Every request is sent
-//! to the agent, which parses method, path and status from the raw bytes,
-//! normalises routes and keeps exact-enough quantiles (HDR histograms, 1%).
+//! Kernel side: `src/bpf/http_latency.bpf.c`. Plaintext comes from ONE
+//! program on `tp_btf/sys_exit`, dispatching on the syscall number to the
+//! read and write families and close (nothing on `sys_enter`: see the
+//! program's header for why). HTTPS comes from uprobes on `SSL_read`,
+//! `SSL_read_ex`, `SSL_write`, `SSL_write_ex` and `SSL_free` in the libssl
+//! each target process maps, attached per process by [`tls`]; with a cgroup
+//! or comm filter, `tp_btf/sched_process_exec` and `sched_process_fork`
+//! announce new processes to attach to. No kprobes, no tracefs. It needs BTF
+//! (tp_btf), a ring buffer, x86_64 syscall numbers, CAP_BPF + CAP_PERFMON,
+//! and uprobes for HTTPS. Every request is sent to the agent, which parses
+//! method, path and status from the raw bytes, normalises routes, keeps
+//! exact-enough quantiles (HDR histograms, 1%) and resolves the cgroup id to
+//! a container.
+
+mod tls;
 
 use super::bpf::{self, KtimeClock, read_err, take_map};
 use super::filter::FilterGlobals;
 use super::{Collector, CollectorError, CollectorFactory, StartContext, check_interval};
 use crate::capabilities::HostCapabilities;
 use crate::config::Limits;
+use crate::containers::resolve::{Cgroup, CgroupResolver};
 use crate::domain::{Kind, KindConfig, Payload};
 use aya::maps::{MapData, PerCpuArray, RingBuf};
-use aya::programs::raw_trace_point::RawTracePointLink;
-use aya::{Ebpf, EbpfLoader};
-use coral_ebpf_programs::http_latency::{HttpEvent, OBJECT};
+use aya::programs::BtfTracePoint;
+use aya::programs::links::FdLink;
+use aya::{Btf, Ebpf, EbpfLoader};
+use coral_ebpf_programs::http_latency::{FLAG_CLIENT, FLAG_TLS, HttpEvent, OBJECT};
 use coral_proto::error_chain;
-use coral_proto::v1::{HttpLatencyConfig, HttpRequest, HttpRouteStats, HttpStats};
+use coral_proto::v1::{HttpLatencyConfig, HttpRequest, HttpRouteStats, HttpStats, HttpTls};
 use hdrhistogram::Histogram;
 use std::collections::HashMap;
 use std::time::Duration;
+use tls::{ProcFilter, TlsTracker};
 
 pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(1);
 pub const DEFAULT_MAX_ROUTES: u32 = 256;
@@ -33,12 +45,23 @@ const DRAIN_EVERY: Duration = Duration::from_millis(100);
 /// The route requests beyond `max_routes` are counted under.
 pub const OVERFLOW_ROUTE: &str = "{overflow}";
 const LOG2_BUCKETS: usize = 40;
+/// TLS connections followed at once (the `tls_conns` LRU map).
+const TLS_CONNECTIONS: u32 = 16_384;
+/// Threads inside SSL_read at once (the `ssl_reads` LRU map).
+const TLS_READS: u32 = 4096;
+/// The process-announcement ring buffer, when it is used.
+const PROCS_RING: u32 = 64 << 10;
+/// The smallest ring buffer (one page), for the unused one.
+const MIN_RING: u32 = 4096;
 
-/// (program, raw tracepoint): both dispatch on the syscall number.
-const PROGRAMS: [(&str, &str); 2] = [
-    ("coral_http_enter", "sys_enter"),
-    ("coral_http_exit", "sys_exit"),
-];
+/// (program, tp_btf tracepoint).
+const EXIT_PROGRAM: (&str, &str) = ("coral_http_exit", "sys_exit");
+const EXEC_PROGRAM: (&str, &str) = ("coral_http_exec", "sched_process_exec");
+const FORK_PROGRAM: (&str, &str) = ("coral_http_fork", "sched_process_fork");
+
+/// Why HTTPS is not seen on a node without uprobes (capabilities' note).
+const NO_UPROBES: &str = "HTTPS is not seen: uprobes cannot be attached on this node \
+     (the agent's uprobe probe failed), so only plaintext HTTP on sockets is traced";
 
 pub struct HttpLatencyFactory;
 
@@ -49,6 +72,86 @@ fn config(spec_config: Option<&KindConfig>) -> HttpLatencyConfig {
     }
 }
 
+/// What one collector does about TLS.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum TlsPlan {
+    Off,
+    /// Uprobes in each matching process; `announce`: new processes of a
+    /// cgroup or comm filter are announced by the kernel.
+    PerProcess {
+        announce: bool,
+    },
+    /// No filter and TLS on: every libssl mapped at start, for everyone.
+    Everywhere,
+}
+
+fn tls_plan(
+    mode: HttpTls,
+    filter: &crate::domain::TargetFilter,
+    uprobes: bool,
+) -> Result<TlsPlan, CollectorError> {
+    let per_process = TlsPlan::PerProcess {
+        announce: filter.cgroup.is_some() || filter.comm.is_some(),
+    };
+    Ok(match mode {
+        HttpTls::Off => TlsPlan::Off,
+        HttpTls::Auto if filter.is_whole_machine() || !uprobes => TlsPlan::Off,
+        HttpTls::Auto => per_process,
+        HttpTls::On if !uprobes => {
+            return Err(CollectorError::Attach {
+                program: "coral_ssl_read",
+                hook: "uprobe/SSL_read",
+                reason: "tls is on but uprobes cannot be attached on this node \
+                         (the agent's uprobe probe failed)"
+                    .into(),
+            });
+        }
+        HttpTls::On if filter.is_whole_machine() => TlsPlan::Everywhere,
+        HttpTls::On => per_process,
+    })
+}
+
+/// The cgroup filter as a path relative to the cgroup2 mount (`/a/b`).
+fn relative_cgroup(ctx: &StartContext) -> Result<Option<String>, CollectorError> {
+    let Some(path) = &ctx.spec.filter.cgroup else {
+        return Ok(None);
+    };
+    let root = ctx.cgroup2_root.as_deref().ok_or_else(|| {
+        CollectorError::Filter("cgroup filter given but no cgroup2 mount found".into())
+    })?;
+    let given = std::path::Path::new(path);
+    let full = if given.starts_with(root) {
+        given.to_path_buf()
+    } else {
+        root.join(given.strip_prefix("/").unwrap_or(given))
+    };
+    let canonical = full
+        .canonicalize()
+        .map_err(|e| CollectorError::Filter(format!("cgroup {path}: {e}")))?;
+    let rel = canonical.strip_prefix(root).unwrap_or(&canonical);
+    Ok(Some(format!("/{}", rel.display())))
+}
+
+/// Loads and attaches one tp_btf program (program, tracepoint).
+fn attach_btf(
+    bpf: &mut Ebpf,
+    (name, tracepoint): (&'static str, &'static str),
+    btf: &Btf,
+    ids: &mut Vec<u32>,
+) -> Result<FdLink, CollectorError> {
+    let hook = match tracepoint {
+        "sys_exit" => "tp_btf/sys_exit",
+        "sched_process_exec" => "tp_btf/sched_process_exec",
+        _ => "tp_btf/sched_process_fork",
+    };
+    bpf::attach(bpf, name, hook, ids, |p: &mut BtfTracePoint| {
+        p.load(tracepoint, btf)?;
+        let id = p.attach()?;
+        p.take_link(id)
+    })
+    .map(FdLink::from)
+}
+
 impl CollectorFactory for HttpLatencyFactory {
     fn kind(&self) -> Kind {
         Kind::HttpLatency
@@ -56,8 +159,9 @@ impl CollectorFactory for HttpLatencyFactory {
 
     fn hooks(&self) -> &'static [&'static str] {
         &[
-            "raw_tracepoint/sys_enter (read, readv, recvfrom, recvmsg, write, writev, sendto, sendmsg, accept, accept4, connect, close)",
-            "raw_tracepoint/sys_exit",
+            "tp_btf/sys_exit (read, readv, recvfrom, recvmsg, write, writev, sendto, sendmsg, close)",
+            "uprobe/SSL_read, SSL_read_ex (and their returns), SSL_write, SSL_write_ex, SSL_free in each target process's libssl (HTTPS)",
+            "tp_btf/sched_process_exec, sched_process_fork (HTTPS with a cgroup or comm filter: new processes)",
         ]
     }
 
@@ -69,11 +173,18 @@ impl CollectorFactory for HttpLatencyFactory {
         caps.require_ringbuf()
     }
 
+    fn notes(&self, caps: &HostCapabilities) -> Option<String> {
+        (!caps.uprobes).then(|| NO_UPROBES.to_string())
+    }
+
     fn validate(&self, spec_config: Option<&KindConfig>, limits: &Limits) -> Result<(), String> {
         let c = config(spec_config);
         check_interval(c.interval_ns, limits)?;
         if c.max_routes > MAX_MAX_ROUTES {
             return Err(format!("max_routes must be at most {MAX_MAX_ROUTES}"));
+        }
+        if HttpTls::try_from(c.tls).is_err() {
+            return Err(format!("unknown tls mode {}", c.tls));
         }
         Ok(())
     }
@@ -82,23 +193,71 @@ impl CollectorFactory for HttpLatencyFactory {
         let config = config(ctx.spec.config.as_ref());
         let globals = FilterGlobals::resolve(ctx)?;
         let client_side = u8::from(config.client_side);
+        let plan = tls_plan(config.tls(), &ctx.spec.filter, ctx.uprobes)?;
+        let tls_on = plan != TlsPlan::Off;
+        let announce = plan == TlsPlan::PerProcess { announce: true };
 
         let mut loader = EbpfLoader::new();
         globals.apply(&mut loader);
-        loader.override_global("client_side", &client_side, true);
+        loader
+            .override_global("client_side", &client_side, true)
+            .map_max_entries("tls_conns", if tls_on { TLS_CONNECTIONS } else { 1 })
+            .map_max_entries("ssl_reads", if tls_on { TLS_READS } else { 1 })
+            .map_max_entries("procs", if announce { PROCS_RING } else { MIN_RING });
         let mut bpf = loader
             .load(OBJECT)
             .map_err(|e| CollectorError::Load(error_chain(&e)))?;
+        // The loader parsed the kernel's BTF too, but keeps it private.
+        let btf = Btf::from_sys_fs().map_err(|e| CollectorError::Load(error_chain(&e)))?;
 
         let mut program_ids = Vec::new();
-        let links = bpf::attach_raw_tracepoints(&mut bpf, &PROGRAMS, &mut program_ids)?;
+        let mut links = vec![attach_btf(&mut bpf, EXIT_PROGRAM, &btf, &mut program_ids)?];
         let events = take_map(&mut bpf, "events")?;
         let drops = take_map(&mut bpf, "drops")?;
+
+        let tls = match plan {
+            TlsPlan::Off => None,
+            plan => {
+                // Announcements first: a process started between the scan
+                // and the attach would be missed.
+                let announced = if announce {
+                    links.push(attach_btf(&mut bpf, EXEC_PROGRAM, &btf, &mut program_ids)?);
+                    links.push(attach_btf(&mut bpf, FORK_PROGRAM, &btf, &mut program_ids)?);
+                    Some(take_map(&mut bpf, "procs")?)
+                } else {
+                    None
+                };
+                let filter = ProcFilter {
+                    pids: ctx.spec.filter.pids.clone(),
+                    cgroup: relative_cgroup(ctx)?,
+                    comm: ctx.spec.filter.comm.clone(),
+                    ignore: ctx.agent_pid,
+                };
+                let mut tracker = TlsTracker::new(&mut bpf, filter, announced, &mut program_ids)
+                    .map_err(|e| tls_error(&e))?;
+                let strict = config.tls() == HttpTls::On;
+                if plan == TlsPlan::Everywhere {
+                    let libs = tracker
+                        .attach_everywhere(&mut bpf)
+                        .map_err(|e| tls_error(&e))?;
+                    tracing::info!(libraries = libs, "http-latency: TLS for every process");
+                } else {
+                    for e in tracker.attach_matching(&mut bpf) {
+                        if strict {
+                            return Err(tls_error(&e));
+                        }
+                        tracing::warn!(error = %e, "http-latency: a process gets no TLS uprobes");
+                    }
+                }
+                Some(tracker)
+            }
+        };
 
         Ok(Box::new(HttpLatencyCollector {
             events,
             drops,
             links,
+            tls,
             program_ids,
             interval: match config.interval_ns {
                 0 => DEFAULT_INTERVAL,
@@ -109,9 +268,18 @@ impl CollectorFactory for HttpLatencyFactory {
                 0 => DEFAULT_MAX_ROUTES,
                 n => n,
             }),
+            cgroups: CgroupResolver::new(ctx.cgroup2_root.clone()),
             clock: KtimeClock::now(),
-            _bpf: bpf,
+            bpf,
         }))
+    }
+}
+
+fn tls_error(e: &tls::TlsError) -> CollectorError {
+    CollectorError::Attach {
+        program: "coral_ssl_read",
+        hook: "uprobe/SSL_read",
+        reason: e.to_string(),
     }
 }
 
@@ -277,23 +445,27 @@ struct HttpLatencyCollector {
     events: RingBuf<MapData>,
     drops: PerCpuArray<MapData, u64>,
     /// Dropping a link detaches it.
-    links: Vec<RawTracePointLink>,
+    links: Vec<FdLink>,
+    /// The TLS uprobes and their processes; dropping it detaches them.
+    tls: Option<TlsTracker>,
     program_ids: Vec<u32>,
     interval: Duration,
     next_stats: Duration,
     routes: Routes,
+    cgroups: CgroupResolver,
     clock: KtimeClock,
-    /// Owns the programs; dropped last, which unloads them.
-    _bpf: Ebpf,
+    /// Owns the programs (declared last: dropped after the links, which
+    /// unloads them).
+    bpf: Ebpf,
 }
 
 impl HttpLatencyCollector {
     fn request(&mut self, e: &HttpEvent) -> Option<HttpRequest> {
-        let (method, path) = parse_request(&e.req)?;
+        let (method, path) = parse_request(e.request())?;
         let status = parse_status(&e.resp)?;
         let latency_ns = e.end_ns.saturating_sub(e.start_ns);
         let route = normalize_route(&path);
-        let client = e.client != 0;
+        let client = e.flags & FLAG_CLIENT != 0;
         self.routes.record(
             RouteKey {
                 method: method.clone(),
@@ -314,6 +486,9 @@ impl HttpLatencyCollector {
             status,
             latency_ns,
             client,
+            tls: e.flags & FLAG_TLS != 0,
+            cgroup_id: e.cgroup_id,
+            container: self.cgroups.resolve(e.cgroup_id).map(Cgroup::to_proto),
         })
     }
 }
@@ -333,6 +508,9 @@ impl Collector for HttpLatencyCollector {
         last: bool,
         out: &mut Vec<Payload>,
     ) -> Result<(), CollectorError> {
+        if !last && let Some(tls) = self.tls.as_mut() {
+            tls.tick(&mut self.bpf);
+        }
         loop {
             let event = match self.events.next() {
                 Some(item) => HttpEvent::from_bytes(&item),
@@ -361,6 +539,9 @@ impl Collector for HttpLatencyCollector {
 
     fn detach(&mut self) {
         self.links.clear();
+        if let Some(tls) = self.tls.as_mut() {
+            tls.detach();
+        }
     }
 }
 
@@ -439,6 +620,56 @@ mod tests {
             1,
         );
         assert_eq!(one.stats()[0].route, OVERFLOW_ROUTE);
+    }
+
+    #[test]
+    fn tls_follows_the_filter_the_mode_and_the_node() {
+        use crate::domain::TargetFilter;
+        let none = TargetFilter::default();
+        let pid = TargetFilter {
+            pids: vec![42],
+            ..Default::default()
+        };
+        let cgroup = TargetFilter {
+            cgroup: Some("/a".into()),
+            ..Default::default()
+        };
+        let plan = |mode, f: &TargetFilter, uprobes| tls_plan(mode, f, uprobes).ok();
+        let per = |announce| Some(TlsPlan::PerProcess { announce });
+        assert_eq!(plan(HttpTls::Auto, &pid, true), per(false));
+        assert_eq!(plan(HttpTls::Auto, &cgroup, true), per(true));
+        // Never for the whole machine by default, never an error.
+        assert_eq!(plan(HttpTls::Auto, &none, true), Some(TlsPlan::Off));
+        assert_eq!(plan(HttpTls::Auto, &pid, false), Some(TlsPlan::Off));
+        assert_eq!(plan(HttpTls::On, &none, true), Some(TlsPlan::Everywhere));
+        assert_eq!(plan(HttpTls::On, &pid, true), per(false));
+        assert_eq!(plan(HttpTls::Off, &pid, true), Some(TlsPlan::Off));
+        let err = tls_plan(HttpTls::On, &pid, false).unwrap_err().to_string();
+        assert!(err.contains("uprobes cannot be attached"), "{err}");
+    }
+
+    #[test]
+    fn capabilities_say_when_https_is_not_seen() {
+        let mut caps = HostCapabilities {
+            uprobes: true,
+            ..Default::default()
+        };
+        assert_eq!(HttpLatencyFactory.notes(&caps), None);
+        caps.uprobes = false;
+        let note = HttpLatencyFactory.notes(&caps).unwrap();
+        assert!(note.starts_with("HTTPS is not seen"), "{note}");
+    }
+
+    #[test]
+    fn unknown_tls_modes_are_refused() {
+        let config = KindConfig::HttpLatency(HttpLatencyConfig {
+            tls: 7,
+            ..Default::default()
+        });
+        assert_eq!(
+            HttpLatencyFactory.validate(Some(&config), &Limits::default()),
+            Err("unknown tls mode 7".into())
+        );
     }
 
     #[test]

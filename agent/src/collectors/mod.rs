@@ -58,6 +58,8 @@ pub struct StartContext {
     pub agent_pid: u32,
     /// Where cgroup paths are resolved (the cgroup2 mount), if any.
     pub cgroup2_root: Option<std::path::PathBuf>,
+    /// Uprobes can be attached on this node (probed at agent start).
+    pub uprobes: bool,
 }
 
 /// A running collector. Dropping it detaches and unloads everything it owns.
@@ -92,6 +94,13 @@ pub trait CollectorFactory: Send + Sync {
 
     /// `Err(reason)` when this node cannot run the kind.
     fn availability(&self, caps: &HostCapabilities) -> Result<(), String>;
+
+    /// What capabilities should say about an available kind: a part it
+    /// cannot do on this node (http-latency without uprobes sees no HTTPS).
+    fn notes(&self, caps: &HostCapabilities) -> Option<String> {
+        let _ = caps;
+        None
+    }
 
     /// Checks the kind's own configuration; `Err` becomes INVALID_ARGUMENT.
     /// The manager has already checked that the config is for this kind.

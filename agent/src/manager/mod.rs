@@ -358,6 +358,7 @@ impl Manager {
             spec,
             agent_pid: std::process::id(),
             cgroup2_root: self.inner.caps.cgroup2_path.clone(),
+            uprobes: self.inner.caps.uprobes,
         };
         let session = tokio::spawn(session::run(
             entry.clone(),
@@ -518,7 +519,11 @@ fn kind_statuses(
                 KindStatus {
                     kind,
                     available: verdict.is_ok(),
-                    reason: verdict.err().unwrap_or_default(),
+                    // Available kinds say what they cannot do here, if anything.
+                    reason: match verdict {
+                        Ok(()) => f.notes(caps).unwrap_or_default(),
+                        Err(reason) => reason,
+                    },
                     hooks: f.hooks().iter().map(|h| h.to_string()).collect(),
                 }
             }

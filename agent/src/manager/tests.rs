@@ -551,3 +551,42 @@ async fn cpu_profiles_are_not_exported() {
     assert!(matches!(err, Error::InvalidArgument(_)), "{err}");
     assert!(err.to_string().contains("not exported"), "{err}");
 }
+
+/// A kind that runs here but cannot do everything: its note is the reason
+/// capabilities show; an unavailable kind's reason stays why not.
+#[test]
+fn available_kinds_carry_their_notes() {
+    struct Noted(bool);
+    impl CollectorFactory for Noted {
+        fn kind(&self) -> Kind {
+            Kind::HttpLatency
+        }
+        fn hooks(&self) -> &'static [&'static str] {
+            &["test/hook"]
+        }
+        fn availability(&self, _: &HostCapabilities) -> Result<(), String> {
+            if self.0 {
+                Ok(())
+            } else {
+                Err("not here".into())
+            }
+        }
+        fn notes(&self, _: &HostCapabilities) -> Option<String> {
+            Some("half of it".into())
+        }
+        fn start(
+            &self,
+            _: &crate::collectors::StartContext,
+        ) -> Result<Box<dyn crate::collectors::Collector>, crate::collectors::CollectorError>
+        {
+            unreachable!()
+        }
+    }
+    for (available, reason) in [(true, "half of it"), (false, "not here")] {
+        let factories: HashMap<Kind, Arc<dyn CollectorFactory>> =
+            HashMap::from([(Kind::HttpLatency, Arc::new(Noted(available)) as Arc<_>)]);
+        let kinds = kind_statuses(&factories, &HostCapabilities::default());
+        let k = kinds.iter().find(|k| k.kind == Kind::HttpLatency).unwrap();
+        assert_eq!((k.available, k.reason.as_str()), (available, reason));
+    }
+}

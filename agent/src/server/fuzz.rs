@@ -42,12 +42,13 @@ fn any_config_of(kind: Kind) -> BoxedStrategy<Config> {
                 })
             })
             .boxed(),
-        Kind::HttpLatency => (any_u64(), any::<bool>(), any::<u32>())
-            .prop_map(|(interval_ns, client_side, max_routes)| {
+        Kind::HttpLatency => (any_u64(), any::<bool>(), any::<u32>(), -1i32..4)
+            .prop_map(|(interval_ns, client_side, max_routes, tls)| {
                 Config::HttpLatency(pb::HttpLatencyConfig {
                     interval_ns,
                     client_side,
                     max_routes,
+                    tls,
                 })
             })
             .boxed(),

@@ -76,10 +76,11 @@ pub async fn run(mut ctx: Ctx, _: Args) -> anyhow::Result<()> {
     render::out(format!("{t}\n"))?;
     let mut kinds = table(["KIND", "AVAILABLE", "HOOKS / REASON"]);
     for k in &caps.kinds {
-        let detail = if k.available {
-            k.hooks.join(", ")
-        } else {
-            k.reason.clone()
+        // An available kind's reason is a note: what it cannot do here.
+        let detail = match (k.available, k.reason.is_empty()) {
+            (true, true) => k.hooks.join(", "),
+            (true, false) => format!("{}\nnote: {}", k.hooks.join(", "), k.reason),
+            (false, _) => k.reason.clone(),
         };
         kinds.add_row([
             kind_name(k.kind).to_string(),

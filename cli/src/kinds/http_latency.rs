@@ -24,13 +24,29 @@ pub struct Flags {
     /// included (default 256).
     #[arg(long)]
     pub max_routes: Option<u32>,
+
+    /// HTTPS through uprobes on OpenSSL, also without a filter (every libssl
+    /// mapped at start), and fail if uprobes are unavailable. By default it
+    /// is on for the processes a --pid, --cgroup or --comm filter names.
+    #[arg(long, conflicts_with = "no_tls")]
+    pub tls: bool,
+
+    /// Sockets only: no uprobes on TLS libraries.
+    #[arg(long)]
+    pub no_tls: bool,
 }
 
 pub fn config(flags: &Flags, interval_ns: u64) -> Config {
+    let tls = match (flags.tls, flags.no_tls) {
+        (true, _) => pb::HttpTls::On,
+        (_, true) => pb::HttpTls::Off,
+        _ => pb::HttpTls::Auto,
+    };
     Config::HttpLatency(pb::HttpLatencyConfig {
         interval_ns,
         client_side: flags.client_side,
         max_routes: flags.max_routes.unwrap_or(0),
+        tls: tls.into(),
     })
 }
 
@@ -132,16 +148,25 @@ pub fn report(stats: &HttpStats, limit: usize, by: SortBy) -> String {
     out
 }
 
-/// One line per request.
+/// One line per request; HTTPS requests are marked `tls`, and those of a
+/// container show its short id.
 pub fn request_line(r: &HttpRequest) -> String {
+    let container = r
+        .container
+        .as_ref()
+        .map(|c| c.container_id.as_str())
+        .filter(|id| !id.is_empty())
+        .map(|id| format!("  <{}>", &id[..id.len().min(12)]))
+        .unwrap_or_default();
     format!(
-        "{} {:>7} {:<15} {:<7} {:>3} {:>9}  {}",
+        "{} {:>7} {:<15} {:<7} {:>3} {:>9} {:<3}  {}{container}",
         timestamp(r.start_unix_nano),
         r.pid,
         r.comm,
         r.method,
         r.status,
         duration_ns(r.latency_ns),
+        if r.tls { "tls" } else { "" },
         r.path
     )
 }

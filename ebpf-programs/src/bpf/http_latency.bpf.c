@@ -1,19 +1,46 @@
 // SPDX-License-Identifier: GPL-2.0
 /*
- * http-latency: HTTP/1.x request latency from syscall tracepoints only.
+ * http-latency: HTTP/1.x request latency, from the socket syscalls for
+ * plaintext and from uprobes on OpenSSL for TLS.
  *
- * Per (tgid, fd) a small state machine follows the socket:
- *   server: read() of data starting with "<METHOD> " starts a request (time of
- *           the read's return: the first request byte read); the next write()
- *           starting with "HTTP/1." ends it (time of the write's entry: the
- *           first response byte written) and emits one event.
- *   client (client_side): write() of a request starts it, the next read() of
+ * Per connection a small state machine follows the traffic:
+ *   server: a read of data starting with "<METHOD> " starts a request (time
+ *           of the read's return: the first request bytes in the process);
+ *           the next write starting with "HTTP/1." ends it and emits one
+ *           event (time of the write's return for sockets, of SSL_write's
+ *           entry for TLS: the first response bytes leaving the process).
+ *   client (client_side): a write of a request starts it, the next read of
  *           "HTTP/1." ends it.
- * accept4 marks server sockets, connect marks client sockets; a socket not
- * seen being accepted (opened before the collector started) is recognised on
- * its first HTTP-looking read by checking that the fd is a socket. close
- * forgets the fd. Method, path and status are parsed by the agent from the raw
- * bytes copied here; the kernel only checks the prefixes.
+ * Method, path and status are parsed by the agent from the raw bytes copied
+ * here; the kernel only checks the prefixes.
+ *
+ * Plaintext: ONE program, tp_btf/sys_exit, and nothing on sys_enter. Every
+ * syscall of every process pays the programs attached to these hooks (see
+ * docs/benchmarks.md, "http-latency overhead": an empty raw_tp pair is the
+ * floor, one tp_btf program about half of it), so the work is arranged to be
+ * done once, at exit, where the arguments are still in pt_regs (read with
+ * direct BTF loads, no helper) next to the result:
+ *   1. the syscall number comes first: anything but the read/write families
+ *      and close returns after one load and a compare, before any helper;
+ *   2. then the filter; then one bounded copy of the first bytes read or
+ *      written (at most 128, the only user-memory read on the hot path);
+ *   3. only bytes that look like HTTP cost a map lookup, keyed by (tgid, fd);
+ *      keep-alive requests update their state in place; a close costs one
+ *      only when the fd number ever had state (fd_bits);
+ *   4. one ring-buffer record per request, written without a wake-up.
+ * recvfrom/recvmsg/sendto/sendmsg only succeed on sockets; for read, readv,
+ * write and writev on an fd with no state the fd table says whether it is a
+ * socket (once per connection, for the first request only).
+ *
+ * TLS: uprobes on SSL_read/SSL_read_ex (entry: remember the buffer per
+ * thread; return: look at what was decrypted), SSL_write/SSL_write_ex
+ * (entry: the plaintext about to be encrypted) and SSL_free (forget the
+ * connection), attached by the agent per process on the libssl that process
+ * maps. State is keyed by (tgid, SSL *). The socket path sees that traffic
+ * too, as ciphertext, which never looks like HTTP.
+ *
+ * New processes of a cgroup or comm filter are announced to the agent (exec,
+ * fork) so it can attach their uprobes.
  */
 #include "common.h"
 #include "http_latency.h"
@@ -26,12 +53,10 @@ const volatile __u8 client_side = 0;
 #define CORAL_S_IFMT 00170000
 #define CORAL_S_IFSOCK 0140000
 
-/* How the buffer of a pending read is described. */
+/* How the buffer of a read or write is described. */
 #define BUF_PLAIN 0
 #define BUF_IOVEC 1
 #define BUF_MSGHDR 2
-/* Not a read: an accept whose returned fd is a server socket. */
-#define PENDING_ACCEPT 3
 
 /* x86_64 syscall numbers (arch/x86/entry/syscalls/syscall_64.tbl). */
 #define NR_read 0
@@ -39,26 +64,10 @@ const volatile __u8 client_side = 0;
 #define NR_close 3
 #define NR_readv 19
 #define NR_writev 20
-#define NR_connect 42
-#define NR_accept 43
 #define NR_sendto 44
 #define NR_recvfrom 45
 #define NR_sendmsg 46
 #define NR_recvmsg 47
-#define NR_accept4 288
-
-struct pending_read {
-	__u64 buf;
-	__u32 fd;
-	__u32 how;
-};
-
-struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, 16384);
-	__type(key, __u64); /* pid_tgid */
-	__type(value, struct pending_read);
-} reads SEC(".maps");
 
 /*
  * LRU: a process that dies without close() must not leak entries forever.
@@ -72,26 +81,70 @@ struct {
 	__type(value, struct coral_http_conn);
 } conns SEC(".maps");
 
+/*
+ * One bit per fd number that ever had connection state, in any process: a
+ * close of an fd whose bit is clear (a file, for a server that opens one per
+ * request) returns after one inlined array lookup, before the filter and the
+ * hash lookup. Bits are never cleared (another process may still hold state
+ * under the same number), so a set bit only means "look".
+ */
+#define FD_BITS_WORDS 1024
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, FD_BITS_WORDS);
+	__type(key, __u32);
+	__type(value, __u64);
+} fd_bits SEC(".maps");
+
+/* TLS connections; the agent sizes it to 1 entry when TLS is off. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 16384);
+	__type(key, struct coral_http_tls_key);
+	__type(value, struct coral_http_conn);
+} tls_conns SEC(".maps");
+
+/* An SSL_read/SSL_read_ex in progress, per thread. */
+struct ssl_read {
+	__u64 ssl;
+	__u64 buf;
+	/* SSL_read_ex's size_t *readbytes; 0 for SSL_read. */
+	__u64 readbytes;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 4096);
+	__type(key, __u64); /* pid_tgid */
+	__type(value, struct ssl_read);
+} ssl_reads SEC(".maps");
+
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
 	__uint(max_entries, 8 << 20);
 } events SEC(".maps");
 
-/* Scratch space: conn values are too big for the 512-byte BPF stack budget. */
+/* New processes to look at for TLS (cgroup and comm filters only). */
 struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, 1);
-	__type(key, __u32);
-	__type(value, struct coral_http_conn);
-} scratch SEC(".maps");
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 64 << 10);
+} procs SEC(".maps");
 
-/* [0]: events lost to a full ring buffer. */
+/* [0]: events lost to a full ring buffer; [1]: process announcements lost. */
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, 1);
+	__uint(max_entries, 2);
 	__type(key, __u32);
 	__type(value, __u64);
 } drops SEC(".maps");
+
+static __always_inline void count_drop(__u32 k)
+{
+	__u64 *d = bpf_map_lookup_elem(&drops, &k);
+
+	if (d)
+		(*d)++;
+}
 
 static __always_inline int is_method(const char *p)
 {
@@ -126,6 +179,24 @@ static __always_inline int is_response(const char *p)
 	       p[5] == '1' && p[6] == '.';
 }
 
+static __always_inline void fd_bit_set(__u32 fd)
+{
+	__u32 k = fd / 64;
+	__u64 *w = bpf_map_lookup_elem(&fd_bits, &k);
+
+	if (w && !(*w & (1ULL << (fd % 64))))
+		__sync_fetch_and_or(w, 1ULL << (fd % 64));
+}
+
+/* False only when no process ever had state under this fd number. */
+static __always_inline int fd_bit(__u32 fd)
+{
+	__u32 k = fd / 64;
+	__u64 *w = bpf_map_lookup_elem(&fd_bits, &k);
+
+	return !w || (*w & (1ULL << (fd % 64)));
+}
+
 /* True when fd of the current task is a socket (walks the fd table). */
 static __always_inline int fd_is_socket(__u32 fd)
 {
@@ -145,54 +216,50 @@ static __always_inline int fd_is_socket(__u32 fd)
 }
 
 /* The user address of the first data byte of a read/write buffer. */
-static __always_inline __u64 first_buffer(__u64 buf, __u32 how)
+static __always_inline __u64 first_buffer(__u64 buf, int how)
 {
-	struct iovec iov;
-
 	if (how == BUF_MSGHDR) {
-		struct user_msghdr msg;
+		struct user_msghdr *msg = (void *)buf;
 
-		if (bpf_probe_read_user(&msg, sizeof(msg), (void *)buf))
+		if (bpf_probe_read_user(&buf, sizeof(buf), &msg->msg_iov))
 			return 0;
-		buf = (__u64)msg.msg_iov;
 		how = BUF_IOVEC;
 	}
 	if (how == BUF_IOVEC) {
-		if (bpf_probe_read_user(&iov, sizeof(iov), (void *)buf))
+		struct iovec *iov = (void *)buf;
+
+		if (bpf_probe_read_user(&buf, sizeof(buf), &iov->iov_base))
 			return 0;
-		return (__u64)iov.iov_base;
 	}
 	return buf;
 }
 
-/* Copies up to CORAL_HTTP_REQ_LEN bytes (at most len) into dst, zero-filled. */
-static __always_inline int copy_prefix(char *dst, __u64 src, __u64 len)
+/* Copies the first min(len, CORAL_HTTP_REQ_LEN) bytes at src; that count, or 0. */
+static __always_inline __u32 copy_prefix(char *dst, __u64 src, long len)
 {
 	__u32 n = len > CORAL_HTTP_REQ_LEN ? CORAL_HTTP_REQ_LEN : len;
 
-	__builtin_memset(dst, 0, CORAL_HTTP_REQ_LEN);
-	if (n < 8)
-		return -1;
-	return bpf_probe_read_user(dst, n & (CORAL_HTTP_REQ_LEN * 2 - 1), (void *)src);
+	if (len < 8 || !src || n > CORAL_HTTP_REQ_LEN)
+		return 0;
+	return bpf_probe_read_user(dst, n, (void *)src) ? 0 : n;
 }
 
-static __always_inline void emit(struct coral_http_conn *c, __u32 tgid, __u64 now,
-				 const char *resp, __u32 client)
+static __always_inline void emit(struct coral_http_conn *c, __u32 tgid, const char *resp,
+				 __u32 flags)
 {
 	struct coral_http_event *e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
 
 	if (!e) {
-		__u32 k = 0;
-		__u64 *d = bpf_map_lookup_elem(&drops, &k);
-
-		if (d)
-			(*d)++;
+		count_drop(0);
 		return;
 	}
 	e->start_ns = c->start_ns;
-	e->end_ns = now;
+	e->end_ns = bpf_ktime_get_ns();
+	e->cgroup_id = bpf_get_current_cgroup_id();
 	e->tgid = tgid;
-	e->client = client;
+	e->flags = flags;
+	e->req_len = c->len;
+	e->pad = 0;
 	bpf_get_current_comm(e->comm, sizeof(e->comm));
 	__builtin_memcpy(e->req, c->req, CORAL_HTTP_REQ_LEN);
 	__builtin_memcpy(e->resp, resp, CORAL_HTTP_RESP_LEN);
@@ -201,181 +268,295 @@ static __always_inline void emit(struct coral_http_conn *c, __u32 tgid, __u64 no
 }
 
 /*
- * A new request on (tgid, fd): data at src (len bytes) starts with a method.
- * `c` is the connection's existing state (updated in place: keep-alive
+ * A request starts on the connection `key` of `map`: `v` holds its first
+ * `n` bytes. `c` is the connection's state (updated in place: keep-alive
  * requests cost no map update) or NULL.
  */
-static __always_inline void start_request(struct coral_http_conn_key *key,
-					  struct coral_http_conn *c, __u64 src, __u64 len,
-					  __u32 phase)
+static __always_inline void start(void *map, void *key, struct coral_http_conn *c,
+				  struct coral_http_conn *v, __u32 n, __u32 phase)
 {
-	__u32 zero = 0;
-	int fresh = !c;
-
-	if (fresh)
-		c = bpf_map_lookup_elem(&scratch, &zero);
-	if (!c || copy_prefix(c->req, src, len))
+	if (c) {
+		__builtin_memcpy(c->req, v->req, CORAL_HTTP_REQ_LEN);
+		c->len = n;
+		c->phase = phase;
+		c->start_ns = bpf_ktime_get_ns();
 		return;
-	c->start_ns = bpf_ktime_get_ns();
-	c->phase = phase;
-	if (fresh)
-		bpf_map_update_elem(&conns, key, c, BPF_ANY);
-}
-
-static __always_inline int save_read(__u32 fd, __u64 buf, __u32 how)
-{
-	__u64 id = bpf_get_current_pid_tgid();
-	struct pending_read r = { .buf = buf, .fd = fd, .how = how };
-
-	bpf_map_update_elem(&reads, &id, &r, BPF_ANY);
-	return 0;
-}
-
-static __always_inline void mark(__u32 fd, __u32 phase);
-
-static __always_inline int finish_read(long ret)
-{
-	__u64 id = bpf_get_current_pid_tgid();
-	struct pending_read *r = bpf_map_lookup_elem(&reads, &id);
-	struct coral_http_conn_key key;
-	struct coral_http_conn *c;
-	char head[CORAL_HTTP_RESP_LEN];
-	__u64 src;
-
-	if (!r)
-		return 0;
-	key.tgid = id >> 32;
-	key.fd = r->fd;
-	if (r->how == PENDING_ACCEPT) {
-		bpf_map_delete_elem(&reads, &id);
-		if (ret >= 0)
-			mark(ret, CORAL_HTTP_IDLE_SERVER);
-		return 0;
 	}
-	src = first_buffer(r->buf, r->how);
-	bpf_map_delete_elem(&reads, &id);
-	if (ret < 8 || !src || bpf_probe_read_user(head, sizeof(head), (void *)src))
-		return 0;
-
-	c = bpf_map_lookup_elem(&conns, &key);
-	if (c && c->phase == CORAL_HTTP_CLIENT_SENT) {
-		if (is_response(head)) {
-			emit(c, key.tgid, bpf_ktime_get_ns(), head, 1);
-			c->phase = CORAL_HTTP_IDLE_CLIENT;
-		}
-		return 0;
-	}
-	if (c && c->phase == CORAL_HTTP_IN_REQUEST)
-		return 0; /* the rest of a request (body), or pipelining: not tracked */
-	if (!is_method(head))
-		return 0;
-	if (!c && !fd_is_socket(key.fd))
-		return 0;
-	start_request(&key, c, src, ret, CORAL_HTTP_IN_REQUEST);
-	return 0;
-}
-
-static __always_inline int on_write(__u32 fd, __u64 buf, __u32 how, __u64 len)
-{
-	__u64 id = bpf_get_current_pid_tgid();
-	struct coral_http_conn_key key = { .tgid = id >> 32, .fd = fd };
-	struct coral_http_conn *c;
-	char head[CORAL_HTTP_RESP_LEN];
-	__u64 src;
-
-	c = bpf_map_lookup_elem(&conns, &key);
-	if (!c && !client_side)
-		return 0;
-	if (c && c->phase != CORAL_HTTP_IN_REQUEST && !client_side)
-		return 0;
-	src = first_buffer(buf, how);
-	if (!src || bpf_probe_read_user(head, sizeof(head), (void *)src))
-		return 0;
-	if (c && c->phase == CORAL_HTTP_IN_REQUEST) {
-		if (is_response(head)) {
-			emit(c, key.tgid, bpf_ktime_get_ns(), head, 0);
-			c->phase = CORAL_HTTP_IDLE_SERVER;
-		}
-		return 0;
-	}
-	/* client_side from here on: a request written on an idle socket. */
-	if (c && c->phase == CORAL_HTTP_CLIENT_SENT)
-		return 0;
-	if (!is_method(head) || (!c && !fd_is_socket(fd)))
-		return 0;
-	/* writev/sendmsg: the length of the first buffer is not known here. */
-	start_request(&key, c, src, how == BUF_PLAIN ? len : CORAL_HTTP_REQ_LEN,
-		      CORAL_HTTP_CLIENT_SENT);
-	return 0;
-}
-
-static __always_inline void mark(__u32 fd, __u32 phase)
-{
-	struct coral_http_conn_key key = { .tgid = bpf_get_current_pid_tgid() >> 32, .fd = fd };
-	__u32 zero = 0;
-	struct coral_http_conn *c = bpf_map_lookup_elem(&scratch, &zero);
-
-	if (!c)
-		return;
-	c->start_ns = 0;
-	c->phase = phase;
-	bpf_map_update_elem(&conns, &key, c, BPF_ANY);
+	v->len = n;
+	v->phase = phase;
+	v->start_ns = bpf_ktime_get_ns();
+	bpf_map_update_elem(map, key, v, BPF_ANY);
+	if (map == (void *)&conns)
+		fd_bit_set(((struct coral_http_conn_key *)key)->fd);
 }
 
 /*
- * Two raw tracepoints dispatching on the syscall number rather than one
- * `syscalls:sys_{enter,exit}_*` tracepoint per syscall: enabling any of those
- * sends every syscall of every process through the perf tracepoint path, which
- * measured ~19% of nginx's throughput before any work of ours (see
- * docs/benchmarks.md); raw tracepoints cost a fraction of that and need no
- * tracefs. The filter comes first, so processes not watched pay only it.
+ * `len` bytes were read at `src` on connection `key` of `map`. `fd` is the
+ * socket's fd when the syscall does not prove it is a socket, else -1.
  */
-SEC("raw_tp/sys_enter")
-int coral_http_enter(__u64 *ctx)
+static __always_inline void on_read(void *map, void *key, __u32 tgid, __u64 src, long len,
+				    __u32 flags, int fd)
 {
-	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
-	struct pt_regs *regs = (struct pt_regs *)ctx[0];
-	struct coral_http_conn_key key;
+	struct coral_http_conn v;
+	struct coral_http_conn *c;
+	__u32 n = copy_prefix(v.req, src, len);
 
-	if (!coral_target_matches(tgid))
-		return 0;
-	switch (ctx[1]) {
+	if (!n)
+		return;
+	if (is_method(v.req)) {
+		c = bpf_map_lookup_elem(map, key);
+		/* The rest of a request (body), or pipelining: not tracked. */
+		if (c && (c->phase == CORAL_HTTP_IN_REQUEST || c->phase == CORAL_HTTP_CLIENT_SENT))
+			return;
+		if (!c && fd >= 0 && !fd_is_socket(fd))
+			return;
+		start(map, key, c, &v, n, CORAL_HTTP_IN_REQUEST);
+		return;
+	}
+	if (client_side && is_response(v.req)) {
+		c = bpf_map_lookup_elem(map, key);
+		if (c && c->phase == CORAL_HTTP_CLIENT_SENT) {
+			emit(c, tgid, v.req, flags | CORAL_HTTP_F_CLIENT);
+			c->phase = CORAL_HTTP_IDLE_CLIENT;
+		}
+	}
+}
+
+/*
+ * `len` bytes are (sockets: were) written from `buf` (described as `how`)
+ * on connection `key`. The buffer is only looked at when the connection's
+ * state asks for it.
+ */
+static __always_inline void on_write(void *map, void *key, __u32 tgid, __u64 buf, int how,
+				     long len, __u32 flags, int fd)
+{
+	struct coral_http_conn *c = bpf_map_lookup_elem(map, key);
+	struct coral_http_conn v;
+	__u64 src;
+	__u32 n;
+
+	if (c && c->phase == CORAL_HTTP_IN_REQUEST) {
+		char head[CORAL_HTTP_RESP_LEN];
+
+		src = first_buffer(buf, how);
+		if (len < 8 || !src || bpf_probe_read_user(head, sizeof(head), (void *)src))
+			return;
+		if (is_response(head)) {
+			emit(c, tgid, head, flags);
+			c->phase = CORAL_HTTP_IDLE_SERVER;
+		}
+		return;
+	}
+	/* client_side from here on: a request written on an idle connection. */
+	if (!client_side || (c && c->phase == CORAL_HTTP_CLIENT_SENT))
+		return;
+	n = copy_prefix(v.req, first_buffer(buf, how), len);
+	if (!n || !is_method(v.req))
+		return;
+	if (!c && fd >= 0 && !fd_is_socket(fd))
+		return;
+	start(map, key, c, &v, n, CORAL_HTTP_CLIENT_SENT);
+}
+
+/*
+ * The only syscall hook. tp_btf rather than raw_tp: the pt_regs argument is
+ * a BTF pointer, so the syscall number and arguments are direct loads
+ * instead of one bpf_probe_read_kernel each.
+ */
+SEC("tp_btf/sys_exit")
+int BPF_PROG(coral_http_exit, struct pt_regs *regs, long ret)
+{
+	struct coral_http_conn_key key;
+	long nr = regs->orig_ax;
+	int how = BUF_PLAIN, proven = 1, write = 0;
+
+	switch (nr) {
 	case NR_read:
+		proven = 0;
+		break;
 	case NR_recvfrom:
-		return save_read(PT_REGS_PARM1_CORE(regs), PT_REGS_PARM2_CORE(regs), BUF_PLAIN);
+		break;
 	case NR_readv:
-		return save_read(PT_REGS_PARM1_CORE(regs), PT_REGS_PARM2_CORE(regs), BUF_IOVEC);
+		proven = 0;
+		how = BUF_IOVEC;
+		break;
 	case NR_recvmsg:
-		return save_read(PT_REGS_PARM1_CORE(regs), PT_REGS_PARM2_CORE(regs), BUF_MSGHDR);
+		how = BUF_MSGHDR;
+		break;
 	case NR_write:
+		proven = 0;
+		write = 1;
+		break;
 	case NR_sendto:
-		return on_write(PT_REGS_PARM1_CORE(regs), PT_REGS_PARM2_CORE(regs), BUF_PLAIN,
-				PT_REGS_PARM3_CORE(regs));
+		write = 1;
+		break;
 	case NR_writev:
-		return on_write(PT_REGS_PARM1_CORE(regs), PT_REGS_PARM2_CORE(regs), BUF_IOVEC, 0);
+		proven = 0;
+		how = BUF_IOVEC;
+		write = 1;
+		break;
 	case NR_sendmsg:
-		return on_write(PT_REGS_PARM1_CORE(regs), PT_REGS_PARM2_CORE(regs), BUF_MSGHDR, 0);
-	case NR_accept:
-	case NR_accept4:
-		return save_read(0, 0, PENDING_ACCEPT);
-	case NR_connect:
-		if (client_side)
-			mark(PT_REGS_PARM1_CORE(regs), CORAL_HTTP_IDLE_CLIENT);
-		return 0;
+		how = BUF_MSGHDR;
+		write = 1;
+		break;
 	case NR_close:
-		key.tgid = tgid;
-		key.fd = PT_REGS_PARM1_CORE(regs);
-		bpf_map_delete_elem(&conns, &key);
+		if (ret || !fd_bit(regs->di))
+			return 0;
+		key.tgid = bpf_get_current_pid_tgid() >> 32;
+		if (!coral_target_matches(key.tgid))
+			return 0;
+		key.fd = regs->di;
+		/* A lookup is lock-free; a delete of a missing key takes a bucket lock. */
+		if (bpf_map_lookup_elem(&conns, &key))
+			bpf_map_delete_elem(&conns, &key);
+		return 0;
+	default:
 		return 0;
 	}
+	if (ret < 8)
+		return 0;
+	key.tgid = bpf_get_current_pid_tgid() >> 32;
+	if (!coral_target_matches(key.tgid))
+		return 0;
+	key.fd = regs->di;
+	if (write)
+		on_write(&conns, &key, key.tgid, regs->si, how, ret, 0, proven ? -1 : (int)key.fd);
+	else
+		on_read(&conns, &key, key.tgid, first_buffer(regs->si, how), ret, 0,
+			proven ? -1 : (int)key.fd);
 	return 0;
 }
 
-SEC("raw_tp/sys_exit")
-int coral_http_exit(__u64 *ctx)
+/* ---------------------------------------------------------------- TLS */
+
+static __always_inline int ssl_read_enter(void *ssl, void *buf, void *readbytes)
 {
-	/* Only reads and accepts of watched threads left a pending entry. */
-	if (!coral_pid_matches(bpf_get_current_pid_tgid() >> 32))
+	__u64 id = bpf_get_current_pid_tgid();
+	struct ssl_read r = {
+		.ssl = (__u64)ssl,
+		.buf = (__u64)buf,
+		.readbytes = (__u64)readbytes,
+	};
+
+	if (!coral_target_matches(id >> 32))
 		return 0;
-	return finish_read((long)ctx[1]);
+	bpf_map_update_elem(&ssl_reads, &id, &r, BPF_ANY);
+	return 0;
+}
+
+/* int SSL_read(SSL *ssl, void *buf, int num) */
+SEC("uprobe")
+int BPF_KPROBE(coral_ssl_read, void *ssl, void *buf)
+{
+	return ssl_read_enter(ssl, buf, 0);
+}
+
+/* int SSL_read_ex(SSL *ssl, void *buf, size_t num, size_t *readbytes) */
+SEC("uprobe")
+int BPF_KPROBE(coral_ssl_read_ex, void *ssl, void *buf, __u64 num, void *readbytes)
+{
+	return ssl_read_enter(ssl, buf, readbytes);
+}
+
+/* Returns of both: SSL_read's byte count, SSL_read_ex's 1 (then *readbytes). */
+SEC("uretprobe")
+int BPF_KRETPROBE(coral_ssl_read_ret, long ret)
+{
+	__u64 id = bpf_get_current_pid_tgid();
+	struct coral_http_tls_key key = { .tgid = id >> 32 };
+	struct ssl_read *p = bpf_map_lookup_elem(&ssl_reads, &id);
+	struct ssl_read r;
+	__u64 len = 0;
+
+	if (!p)
+		return 0;
+	r = *p;
+	bpf_map_delete_elem(&ssl_reads, &id);
+	if (r.readbytes) {
+		if (ret != 1 || bpf_probe_read_user(&len, sizeof(len), (void *)r.readbytes))
+			return 0;
+	} else {
+		if ((int)ret <= 0)
+			return 0;
+		len = (int)ret;
+	}
+	key.ssl = r.ssl;
+	on_read(&tls_conns, &key, key.tgid, r.buf, len, CORAL_HTTP_F_TLS, -1);
+	return 0;
+}
+
+static __always_inline int ssl_write(void *ssl, void *buf, long len)
+{
+	__u64 id = bpf_get_current_pid_tgid();
+	struct coral_http_tls_key key = { .tgid = id >> 32, .ssl = (__u64)ssl };
+
+	if (len <= 0 || !coral_target_matches(key.tgid))
+		return 0;
+	on_write(&tls_conns, &key, key.tgid, (__u64)buf, BUF_PLAIN, len, CORAL_HTTP_F_TLS, -1);
+	return 0;
+}
+
+/* int SSL_write(SSL *ssl, const void *buf, int num) */
+SEC("uprobe")
+int BPF_KPROBE(coral_ssl_write, void *ssl, void *buf, int num)
+{
+	return ssl_write(ssl, buf, num);
+}
+
+/* int SSL_write_ex(SSL *ssl, const void *buf, size_t num, size_t *written) */
+SEC("uprobe")
+int BPF_KPROBE(coral_ssl_write_ex, void *ssl, void *buf, __u64 num)
+{
+	return ssl_write(ssl, buf, (long)num);
+}
+
+/* void SSL_free(SSL *ssl): the address may be reused by the next connection. */
+SEC("uprobe")
+int BPF_KPROBE(coral_ssl_free, void *ssl)
+{
+	struct coral_http_tls_key key = {
+		.tgid = bpf_get_current_pid_tgid() >> 32,
+		.ssl = (__u64)ssl,
+	};
+
+	if (bpf_map_lookup_elem(&tls_conns, &key))
+		bpf_map_delete_elem(&tls_conns, &key);
+	return 0;
+}
+
+/* ------------------------------------------- new processes (TLS, cgroup/comm) */
+
+static __always_inline void announce(__u32 tgid)
+{
+	struct coral_http_proc_event e = { .tgid = tgid };
+
+	if (bpf_ringbuf_output(&procs, &e, sizeof(e), BPF_RB_NO_WAKEUP))
+		count_drop(1);
+}
+
+/* current is the process, with its new comm (and its cgroup). */
+SEC("tp_btf/sched_process_exec")
+int BPF_PROG(coral_http_exec, struct task_struct *p, pid_t old_pid, struct linux_binprm *bprm)
+{
+	__u32 tgid = BPF_CORE_READ(p, tgid);
+
+	if (coral_target_matches(tgid))
+		announce(tgid);
+	return 0;
+}
+
+/*
+ * current is the parent; the child has its comm and cgroup. Processes that
+ * fork without exec (nginx's workers) map the parent's libssl already.
+ */
+SEC("tp_btf/sched_process_fork")
+int BPF_PROG(coral_http_fork, struct task_struct *parent, struct task_struct *child)
+{
+	__u32 tgid = BPF_CORE_READ(child, tgid);
+
+	if (BPF_CORE_READ(child, pid) != tgid)
+		return 0; /* a thread */
+	if (coral_target_matches(tgid))
+		announce(tgid);
+	return 0;
 }
