@@ -31,6 +31,7 @@ pub enum Access {
     Full,
 }
 
+#[derive(Clone)]
 struct Token {
     name: String,
     secret: Vec<u8>,
@@ -40,6 +41,7 @@ struct Token {
 /// The tokens of a token file: lines `name:token` (full access) or
 /// `name:token:read-only`; blank lines and `#` comments are skipped. The name
 /// is what audit lines record; the token itself is never logged.
+#[derive(Clone)]
 pub struct Tokens(Vec<Token>);
 
 impl fmt::Debug for Tokens {
