@@ -2,6 +2,8 @@
 //! `http://host:port` (plaintext) or `https://host:port` (TLS, optionally
 //! with a client certificate), with an optional bearer token on every call.
 
+use coral_proto::colony::v1::ListAgentsRequest;
+use coral_proto::colony::v1::colony_service_client::ColonyServiceClient;
 use coral_proto::error_chain;
 use coral_proto::v1::GetCapabilitiesRequest;
 use coral_proto::v1::ebpf_service_client::EbpfServiceClient;
@@ -13,6 +15,8 @@ use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity, Uri};
 
 pub type Client = EbpfServiceClient<InterceptedService<Channel, BearerToken>>;
+/// A colony's client (`--colony`).
+pub type ColonyClient = ColonyServiceClient<InterceptedService<Channel, BearerToken>>;
 
 /// Credentials for the agent, from the global flags.
 #[derive(Clone, Debug, Default)]
@@ -157,7 +161,53 @@ fn is_tls_refusal(reason: &str) -> bool {
     .any(|needle| reason.contains(needle))
 }
 
+/// Connects to the colony at `addr` (the same address forms and
+/// credentials as an agent's).
+pub async fn connect_colony(addr: &str, creds: &Credentials) -> Result<ColonyClient, CliError> {
+    let channel = connect_channel(addr, creds).await?;
+    let mut client = ColonyServiceClient::new(channel).max_decoding_message_size(64 * 1024 * 1024);
+    if creds.client_cert.is_some()
+        && let Err(status) = client.list_agents(ListAgentsRequest {}).await
+        && std::error::Error::source(&status).is_some()
+    {
+        return Err(CliError::Tls {
+            addr: addr.to_string(),
+            reason: format!(
+                "the colony closed the connection after receiving the client certificate ({}): it does not accept it (issued by another CA?)",
+                status.message()
+            ),
+        });
+    }
+    Ok(client)
+}
+
 pub async fn connect(addr: &str, creds: &Credentials) -> Result<Client, CliError> {
+    let channel = connect_channel(addr, creds).await?;
+    let mut client = EbpfServiceClient::new(channel).max_decoding_message_size(64 * 1024 * 1024);
+    if creds.client_cert.is_some() {
+        // With TLS 1.3 the agent checks our certificate after the handshake
+        // has completed on our side, and refuses it by closing the
+        // connection: the first call would only see "connection closed".
+        // One cheap call here turns that into a certificate error.
+        if let Err(status) = client.get_capabilities(GetCapabilitiesRequest {}).await
+            && std::error::Error::source(&status).is_some()
+        {
+            return Err(CliError::Tls {
+                addr: addr.to_string(),
+                reason: format!(
+                    "the agent closed the connection after receiving the client certificate ({}): it does not accept it (issued by another CA?)",
+                    status.message()
+                ),
+            });
+        }
+    }
+    Ok(client)
+}
+
+async fn connect_channel(
+    addr: &str,
+    creds: &Credentials,
+) -> Result<InterceptedService<Channel, BearerToken>, CliError> {
     let unreachable = |reason: String| CliError::Unreachable {
         addr: addr.to_string(),
         reason,
@@ -243,26 +293,7 @@ pub async fn connect(addr: &str, creds: &Credentials) -> Result<Client, CliError
             unreachable(reason)
         }
     })?;
-    let mut client = EbpfServiceClient::with_interceptor(channel, BearerToken(token))
-        .max_decoding_message_size(64 * 1024 * 1024);
-    if creds.client_cert.is_some() {
-        // With TLS 1.3 the agent checks our certificate after the handshake
-        // has completed on our side, and refuses it by closing the
-        // connection: the first call would only see "connection closed".
-        // One cheap call here turns that into a certificate error.
-        if let Err(status) = client.get_capabilities(GetCapabilitiesRequest {}).await
-            && std::error::Error::source(&status).is_some()
-        {
-            return Err(CliError::Tls {
-                addr: addr.to_string(),
-                reason: format!(
-                    "the agent closed the connection after receiving the client certificate ({}): it does not accept it (issued by another CA?)",
-                    status.message()
-                ),
-            });
-        }
-    }
-    Ok(client)
+    Ok(InterceptedService::new(channel, BearerToken(token)))
 }
 
 #[cfg(test)]

@@ -1,7 +1,8 @@
 //! The command tree. One module per command, each with its `Args` and `run`.
 
 mod caps;
-mod tap;
+pub(crate) mod fleet;
+pub(crate) mod tap;
 
 use crate::client::{self, Client};
 use crate::render::Output;
@@ -60,6 +61,17 @@ pub struct Cli {
     )]
     token: Option<String>,
 
+    /// Colony address (same forms as --agent): tap commands then work on fleet taps; needed by `agents` and `query`.
+    #[arg(
+        long,
+        global = true,
+        help_heading = "Global options",
+        env = "CORAL_COLONY",
+        hide_env_values = true,
+        value_name = "URL"
+    )]
+    colony: Option<String>,
+
     /// Output format.
     #[arg(short, long, global = true, help_heading = "Global options", value_enum, default_value_t = Output::Table)]
     output: Output,
@@ -75,6 +87,10 @@ enum Command {
     /// Start, watch and manage collectors ("taps").
     #[command(subcommand)]
     Tap(Box<tap::Command>),
+    /// The colony's agents: node, labels, kinds they can run, last seen (needs --colony).
+    Agents(fleet::agents::Args),
+    /// Stored results of fleet taps, by kind, time and node (needs --colony).
+    Query(fleet::query::Args),
 }
 
 /// Human durations: `500ms`, `60s`, `1m30s`, `2h`.
@@ -114,6 +130,28 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         client_key: cli.client_key,
         token: cli.token,
     };
+    if let Some(colony) = &cli.colony {
+        let client = client::connect_colony(colony, &creds).await?;
+        let ctx = fleet::Ctx {
+            client,
+            output: cli.output,
+        };
+        return match cli.command {
+            Command::Caps(_) => Err(client::CliError::Usage(
+                "caps describes one agent: use --agent (or `coral agents` for the colony's agents and their kinds)".into(),
+            )
+            .into()),
+            Command::Tap(cmd) => fleet::run_tap(ctx, *cmd).await,
+            Command::Agents(args) => fleet::agents::run(ctx, args).await,
+            Command::Query(args) => fleet::query::run(ctx, args).await,
+        };
+    }
+    if matches!(cli.command, Command::Agents(_) | Command::Query(_)) {
+        return Err(client::CliError::Usage(
+            "agents and query ask a colony: give --colony URL (or $CORAL_COLONY)".into(),
+        )
+        .into());
+    }
     let client = client::connect(&cli.agent, &creds).await?;
     let ctx = Ctx {
         client,
@@ -122,6 +160,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Caps(args) => caps::run(ctx, args).await,
         Command::Tap(cmd) => tap::run(ctx, *cmd).await,
+        Command::Agents(_) | Command::Query(_) => unreachable!("refused above"),
     }
 }
 
