@@ -24,7 +24,15 @@ fn main() -> anyhow::Result<()> {
     // With its import: agent.proto and colony.proto, generated together once.
     let colony = protox::compile([COLONY], ["proto"]).context("compiling colony.proto")?;
     let colony_path = out.join("colony_descriptor.bin");
-    std::fs::write(&colony_path, colony.encode_to_vec())?;
+    // The colony's reflection describes the agent's messages it uses, not
+    // the agent's service, which it does not serve.
+    let mut reflected = colony.clone();
+    for file in &mut reflected.file {
+        if file.name.as_deref() != Some("coral/colony/v1/colony.proto") {
+            file.service.clear();
+        }
+    }
+    std::fs::write(&colony_path, reflected.encode_to_vec())?;
 
     tonic_prost_build::configure()
         .build_client(true)

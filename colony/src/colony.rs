@@ -213,6 +213,9 @@ impl Colony {
     pub fn agent_status(&self, a: &AgentRow, now: u64) -> cpb::AgentStatus {
         if !a.replaced_by.is_empty() {
             cpb::AgentStatus::Replaced
+        } else if !a.error.is_empty() {
+            // A static agent whose last probe failed.
+            cpb::AgentStatus::Silent
         } else if now.saturating_sub(a.last_seen_unix_nano)
             <= self.inner.config.agent_timeout.as_nanos() as u64
         {
@@ -417,7 +420,8 @@ impl Colony {
         let agents = self.select(&selector).await?;
         if agents.is_empty() {
             return Err(Error::NoAgents(format!(
-                "no agent matches the selector {selector:?} (coral agents lists them)"
+                "no agent matches the selector {} (coral agents lists them)",
+                describe_selector(&selector)
             )));
         }
         let tap_id = uuid::Uuid::new_v4().to_string();
@@ -465,6 +469,8 @@ impl Colony {
             ..Default::default()
         };
         let caps = pb::Capabilities::decode(agent.capabilities.as_slice()).unwrap_or_default();
+        // A static agent never reached has no capabilities yet: try it.
+        let known = !agent.capabilities.is_empty();
         if let Some(k) = caps.kinds.iter().find(|k| k.kind == kind as i32)
             && !k.available
         {
@@ -476,7 +482,7 @@ impl Colony {
             );
             return m;
         }
-        if !caps.kinds.iter().any(|k| k.kind == kind as i32) {
+        if known && !caps.kinds.iter().any(|k| k.kind == kind as i32) {
             m.status = cpb::MemberStatus::Unsupported as i32;
             m.error = format!("this agent does not know {}", kind.name());
             return m;
@@ -609,6 +615,25 @@ impl Colony {
     pub async fn query(&self, q: &RecordQuery) -> Result<Vec<crate::store::RecordRow>, Error> {
         Ok(self.inner.store.records(q).await?)
     }
+}
+
+fn describe_selector(s: &cpb::Selector) -> String {
+    let mut parts = Vec::new();
+    if s.all {
+        parts.push("all".to_string());
+    }
+    if !s.nodes.is_empty() {
+        parts.push(format!("nodes {}", s.nodes.join(",")));
+    }
+    if !s.agent_ids.is_empty() {
+        parts.push(format!("agents {}", s.agent_ids.join(",")));
+    }
+    let mut labels: Vec<_> = s.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    labels.sort();
+    if !labels.is_empty() {
+        parts.push(format!("labels {}", labels.join(",")));
+    }
+    parts.join(", ")
 }
 
 /// A status made on this side from a transport failure (tonic reports
