@@ -943,4 +943,18 @@ impl<B: Backend> Store for SqlStore<B> {
 }
 
 #[cfg(test)]
-mod tests;
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cursors_round_trip() {
+        let c = Cursor {
+            time_unix_nano: 17,
+            agent_id: "a.b/c".into(),
+            collector_id: "x-y".into(),
+            seq: 3,
+        };
+        assert_eq!(Cursor::decode(&c.encode()), Some(c));
+        assert_eq!(Cursor::decode("nonsense"), None);
+    }
+}
