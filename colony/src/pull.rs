@@ -39,7 +39,7 @@ struct Pull {
 
 enum Outcome {
     /// The collector ended (its final state) and everything is stored.
-    Ended(pb::CollectorInfo),
+    Ended(Box<pb::CollectorInfo>),
     /// The agent no longer has the collector.
     Gone(String),
 }
@@ -70,7 +70,7 @@ pub async fn run(colony: Colony, tap: TapRow, member: MemberRow) {
             _ = stopping.wait_for(|s| *s) => return,
         };
         match attempt {
-            Ok(Outcome::Ended(info)) => return pull.complete(info).await,
+            Ok(Outcome::Ended(info)) => return pull.complete(*info).await,
             Ok(Outcome::Gone(why)) => {
                 let _ = pull.colony.lose_member(pull.member.clone(), &why).await;
                 return;
@@ -78,7 +78,6 @@ pub async fn run(colony: Colony, tap: TapRow, member: MemberRow) {
             Err(status) => {
                 tracing::debug!(agent = %pull.member.agent_id, cursor = pull.cursor,
                     error = %describe(&status), "pull interrupted; retrying");
-                // Reset once records flow again.
                 tokio::select! {
                     _ = tokio::time::sleep(backoff) => {}
                     _ = stopping.wait_for(|s| *s) => return,
@@ -161,7 +160,7 @@ impl Pull {
                         self.cursor = end - 1;
                     }
                 }
-                Some(Event::Ended(info)) => return Ok(Outcome::Ended(info)),
+                Some(Event::Ended(info)) => return Ok(Outcome::Ended(Box::new(info))),
                 None => {}
             }
         }

@@ -133,8 +133,20 @@ async fn conformance(store: Box<dyn Store>) {
         reason: "gap".into(),
         time_unix_nano: 6000,
     };
-    assert_eq!(store.insert(&other, &[loss.clone()]).await.unwrap(), 2);
-    assert_eq!(store.insert(&[], &[loss.clone()]).await.unwrap(), 0);
+    assert_eq!(
+        store
+            .insert(&other, std::slice::from_ref(&loss))
+            .await
+            .unwrap(),
+        2
+    );
+    assert_eq!(
+        store
+            .insert(&[], std::slice::from_ref(&loss))
+            .await
+            .unwrap(),
+        0
+    );
     let stored = store.stored("a1", "c-a1").await.unwrap();
     assert_eq!((stored.max_seq, stored.records, stored.lost), (450, 450, 0));
     let stored = store.stored("a2", "c-a2").await.unwrap();
