@@ -25,7 +25,7 @@ RATE=${RATE:-2000}
 DURATION=${DURATION:-10}
 STORES=${STORES:-sqlite postgres}
 
-cargo build --release -q -p coral-colony -p coral-cli -p coral-e2e --bin coral-fake-agents
+cargo build --release -q -p coral-colony -p coral-cli -p coral-e2e --bin coral-colony --bin coral --bin coral-fake-agents
 bin=$PWD/target/release
 work=$(mktemp -d /tmp/coral-colony-bench-XXXXXX)
 chmod 755 "$work"
@@ -78,6 +78,7 @@ run() { # store-name url
 		--heartbeat-interval 5s --agent-timeout 60s 2>"$dir/colony.log" &
 	local colony=$!
 	pids+=("$colony")
+	trap 'cat "$work"/*/colony.log >&2 2>/dev/null; cleanup' ERR
 	local coral=("$bin/coral" --colony "unix://$dir/colony.sock")
 	for _ in $(seq 100); do "${coral[@]}" agents >/dev/null 2>&1 && break; sleep 0.1; done
 	"$bin/coral-fake-agents" --colony "unix://$dir/colony.sock" --agents "$AGENTS" \
@@ -102,9 +103,12 @@ run() { # store-name url
 	wait "$watcher"
 	local size
 	if [[ $name == sqlite ]]; then
+		# The file and its write-ahead log.
 		size=$(du -cb "$dir"/colony.db* | tail -1 | cut -f1)
 	else
-		size=$(du -sb "$work/pg/data" | cut -f1)
+		# The records table with its indexes and TOAST (not the server's WAL).
+		size=$(psql -h 127.0.0.1 -p "$pg_port" -U coral -d postgres -Atc \
+			"SELECT pg_total_relation_size('records')")
 	fi
 	python3 - "$name" "$tap" "$t0" "$t1" "$idle_rss" "$(cat "$dir/peak")" "$size" "$AGENTS" "$RATE" "$DURATION" <<'PY'
 import json, sys
@@ -114,8 +118,10 @@ members = tap["members"]
 stored = sum(int(m.get("storedRecords", 0)) for m in members)
 lost = sum(int(m.get("lostRecords", 0)) for m in members)
 complete = sum(m["status"] == "MEMBER_STATUS_COMPLETE" for m in members)
+# Stored once per seq from 1: a member with a hole would store fewer records than its last seq.
+holes = sum(int(m.get("storedSeq", 0)) - int(m.get("storedRecords", 0)) for m in members)
 secs = float(t1) - float(t0)
-print(f"| {name} | {agents} | {int(agents) * int(rate)} | {stored} | {complete}/{len(members)} | {lost} "
+print(f"| {name} | {agents} | {int(agents) * int(rate)} | {stored} | {complete}/{len(members)} | {lost} | {holes} "
       f"| {secs:.1f} | {stored / secs:,.0f} | {int(idle) / 1024:.0f} MiB | {int(peak) / 1024:.0f} MiB "
       f"| {int(size) / 2**20:.0f} MiB | {int(size) / max(stored, 1):.0f} |")
 PY
@@ -126,8 +132,8 @@ PY
 echo "kernel $(uname -r), $(nproc) CPUs, load average $(cut -d" " -f1-3 /proc/loadavg), $(date -u +%Y-%m-%dT%H:%MZ)"
 echo "$AGENTS agents x $RATE records/s for ${DURATION}s (http-latency events)"
 echo
-echo "| store | agents | offered rec/s | stored | complete | lost | seconds | stored rec/s | colony RSS idle | colony RSS peak | store size | bytes/record |"
-echo "|---|---|---|---|---|---|---|---|---|---|---|---|"
+echo "| store | agents | offered rec/s | stored | complete | lost | seq holes | seconds | stored rec/s | colony RSS idle | colony RSS peak | store size | bytes/record |"
+echo "|---|---|---|---|---|---|---|---|---|---|---|---|---|"
 for store in $STORES; do
 	case $store in
 	sqlite) run sqlite "sqlite://$work/sqlite/colony.db" ;;
