@@ -129,6 +129,20 @@ impl Colony {
         self.spawn();
     }
 
+    /// SIGKILL: no shutdown, whatever was queued and not stored is gone
+    /// from the colony (the agents still have it).
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts it again after [`kill`](Self::kill) or [`stop`](Self::stop).
+    pub fn start_again(&mut self) {
+        self.spawn();
+    }
+
     pub fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {
             // SAFETY: kill(2) on our own child's pid; the worst case is ESRCH.

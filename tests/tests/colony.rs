@@ -369,6 +369,70 @@ fn a_killed_agent_is_marked_lost_and_keeps_what_it_sent() {
     assert!(text.contains("lost: everything from seq"), "{text}");
 }
 
+/// The colony killed (SIGKILL) in the middle of a fleet tap and started
+/// again: the pull resumes from the stored cursor, and every record is
+/// stored exactly once, from seq 1 to the final one, with no loss.
+#[test]
+#[ignore = "needs root and BPF"]
+fn a_colony_killed_mid_tap_resumes_without_loss_or_duplicates() {
+    require_kernel();
+    let s = Scratch::new("colony-resume");
+    let mut colony = sqlite_colony(&s, &[]);
+    let agents: Vec<Agent> = (1..=2).map(|i| agent(&s, &colony, i, &[])).collect();
+    colony.wait_agents(2, Duration::from_secs(60));
+    let mut w = Workload::spawn(&["--getppid", &N.to_string()]);
+    let tap = colony
+        .coral_json(&[
+            "tap",
+            "start",
+            "--kind",
+            "syscall-stats",
+            "--pid",
+            &w.pid.to_string(),
+            "--duration",
+            "8s",
+            "--interval",
+            "100ms",
+            "--nodes",
+            "node1,node2",
+        ])
+        .remove(0);
+    let tap_id = id_of(&tap);
+    colony.wait_tap(&tap_id, Duration::from_secs(30), |t| {
+        members(t).iter().all(|m| u64_of(&m["storedRecords"]) >= 5)
+    });
+    colony.kill();
+    // The agents go on collecting while no colony pulls.
+    w.go();
+    std::thread::sleep(Duration::from_secs(2));
+    colony.start_again();
+    let done = colony.wait_tap(&tap_id, Duration::from_secs(60), |t| {
+        members(t)
+            .iter()
+            .all(|m| m["status"] == "MEMBER_STATUS_COMPLETE")
+    });
+    let (records, losses) = colony.events(&tap_id);
+    assert!(losses.is_empty(), "{losses:?}");
+    for m in members(&done) {
+        let agent_id = m["agentId"].as_str().unwrap();
+        let mut seqs: Vec<u64> = records
+            .iter()
+            .filter(|r| r["record"]["agentId"] == agent_id)
+            .map(|r| u64_of(&r["record"]["seq"]))
+            .collect();
+        seqs.sort();
+        let last = u64_of(&m["storedSeq"]);
+        assert!(last > 20, "the collector ran on: {m}");
+        assert_eq!(seqs, (1..=last).collect::<Vec<_>>(), "agent {agent_id}");
+    }
+    let by_agent = finals(&records);
+    assert_eq!(by_agent.len(), 2);
+    for r in by_agent.values() {
+        assert_eq!(getppid_of(r), N, "{r}");
+    }
+    drop(agents);
+}
+
 /// An agent restarted (a new process: a new agent id) registers again; the
 /// old registration is marked replaced.
 #[test]
