@@ -433,6 +433,112 @@ fn a_colony_killed_mid_tap_resumes_without_loss_or_duplicates() {
     drop(agents);
 }
 
+/// Records the agent dropped (its retention: 4 records here) while no
+/// colony pulled are a recorded gap, with its first seq and count; the
+/// member still completes with its final record.
+#[test]
+#[ignore = "needs root and BPF"]
+fn records_dropped_before_the_colony_read_them_are_a_recorded_gap() {
+    require_kernel();
+    let s = Scratch::new("colony-gap");
+    let mut colony = sqlite_colony(&s, &[]);
+    let _agent = agent(&s, &colony, 1, &["--max-records", "4"]);
+    colony.wait_agents(1, Duration::from_secs(60));
+    let tap = colony
+        .coral_json(&[
+            "tap",
+            "start",
+            "--kind",
+            "syscall-stats",
+            "--pid",
+            "1",
+            "--duration",
+            "5s",
+            "--interval",
+            "100ms",
+            "--nodes",
+            "node1",
+        ])
+        .remove(0);
+    let tap_id = id_of(&tap);
+    colony.wait_tap(&tap_id, Duration::from_secs(30), |t| {
+        u64_of(&members(t)[0]["storedRecords"]) >= 2
+    });
+    colony.kill();
+    // About 15 records are made meanwhile, of which the agent keeps 4.
+    std::thread::sleep(Duration::from_millis(1500));
+    colony.start_again();
+    let done = colony.wait_tap(&tap_id, Duration::from_secs(30), |t| {
+        members(t)[0]["status"] == "MEMBER_STATUS_COMPLETE"
+    });
+    let m = &members(&done)[0];
+    let (records, losses) = colony.events(&tap_id);
+    assert!(!losses.is_empty(), "a gap is recorded: {done}");
+    let lost: u64 = losses.iter().map(|l| u64_of(&l["count"])).sum();
+    assert!(
+        lost > 0
+            && losses
+                .iter()
+                .all(|l| l["reason"].as_str().unwrap().contains("retention")),
+        "{losses:?}"
+    );
+    assert_eq!(u64_of(&m["lostRecords"]), lost, "{m}");
+    // Stored + lost = every seq, each once.
+    let stored = records.len() as u64;
+    assert_eq!(stored + lost, u64_of(&m["storedSeq"]), "{m} {losses:?}");
+    assert_eq!(finals(&records).len(), 1, "the final record is stored");
+}
+
+/// Retention per kind, enforced by the colony: syscall-stats records kept
+/// for a second are deleted; the fleet tap stays listed.
+#[test]
+#[ignore = "needs root and BPF"]
+fn the_colony_enforces_retention_per_kind() {
+    require_kernel();
+    let s = Scratch::new("colony-retention");
+    let colony = sqlite_colony(
+        &s,
+        &[
+            "--retention-kind",
+            "syscall-stats=1s",
+            "--retention-interval",
+            "200ms",
+        ],
+    );
+    let _agent = agent(&s, &colony, 1, &[]);
+    colony.wait_agents(1, Duration::from_secs(60));
+    let tap = colony
+        .coral_json(&[
+            "tap",
+            "start",
+            "--kind",
+            "syscall-stats",
+            "--pid",
+            "1",
+            "--duration",
+            "1s",
+            "--interval",
+            "100ms",
+            "--nodes",
+            "all",
+        ])
+        .remove(0);
+    let tap_id = id_of(&tap);
+    colony.wait_tap(&tap_id, Duration::from_secs(30), |t| {
+        t["state"] == "FLEET_TAP_STATE_ENDED"
+    });
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !colony.events(&tap_id).0.is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "syscall-stats records outlived their retention"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(colony.coral_json(&["tap", "list"]).len(), 1);
+    assert!(colony.log_text().contains("retention: old records deleted"));
+}
+
 /// An agent restarted (a new process: a new agent id) registers again; the
 /// old registration is marked replaced.
 #[test]
