@@ -47,12 +47,10 @@ impl tonic::service::Interceptor for BearerToken {
 #[derive(Debug, thiserror::Error)]
 pub enum CliError {
     /// The agent could not be reached at all.
-    #[error(
-        "cannot reach the agent at {addr}: {reason}\n  is coral-agent running? (set --agent or $CORAL_AGENT)"
-    )]
+    #[error("cannot reach the {} at {addr}: {reason}\n  {}", server(), hint())]
     Unreachable { addr: String, reason: String },
     /// The agent answered with an error status.
-    #[error("agent refused: {}: {}", code_name(.0.code()), .0.message())]
+    #[error("{} refused: {}: {}", server(), code_name(.0.code()), .0.message())]
     Rejected(tonic::Status),
     /// The TLS handshake failed: one side did not accept the other's
     /// certificate. A refusal, like UNAUTHENTICATED.
@@ -67,6 +65,22 @@ pub enum CliError {
     /// The flags do not fit together.
     #[error("{0}")]
     Usage(String),
+}
+
+/// What this run talks to: `agent`, or `colony` with `--colony` (set once,
+/// before connecting), for messages.
+pub static SERVER: std::sync::OnceLock<&'static str> = std::sync::OnceLock::new();
+
+fn server() -> &'static str {
+    SERVER.get().copied().unwrap_or("agent")
+}
+
+fn hint() -> &'static str {
+    if server() == "colony" {
+        "is coral-colony running? (set --colony or $CORAL_COLONY)"
+    } else {
+        "is coral-agent running? (set --agent or $CORAL_AGENT)"
+    }
 }
 
 fn code_name(code: tonic::Code) -> String {
@@ -122,7 +136,7 @@ impl From<tonic::Status> for CliError {
         // reports when the connection fails or drops, so "unreachable".
         if s.code() == tonic::Code::Unavailable {
             return CliError::Unreachable {
-                addr: "the agent".into(),
+                addr: format!("the {}", server()),
                 reason: s.message().to_string(),
             };
         }
@@ -134,7 +148,7 @@ impl From<tonic::Status> for CliError {
                 return CliError::NotAgent(format!("{meaning} ({chain})"));
             }
             return CliError::Unreachable {
-                addr: "the agent".into(),
+                addr: format!("the {}", server()),
                 reason: format!("{chain} (if the agent serves TLS, use an https:// address)"),
             };
         }
@@ -164,6 +178,7 @@ fn is_tls_refusal(reason: &str) -> bool {
 /// Connects to the colony at `addr` (the same address forms and
 /// credentials as an agent's).
 pub async fn connect_colony(addr: &str, creds: &Credentials) -> Result<ColonyClient, CliError> {
+    let _ = SERVER.set("colony");
     let channel = connect_channel(addr, creds).await?;
     let mut client = ColonyServiceClient::new(channel).max_decoding_message_size(64 * 1024 * 1024);
     if creds.client_cert.is_some()
