@@ -22,6 +22,9 @@ use tonic::{Request, Response, Status};
 /// Records one QueryRecords page holds unless asked, and at most.
 const DEFAULT_PAGE: usize = 1000;
 const MAX_PAGE: usize = 10_000;
+/// Record bytes one QueryRecords page carries (beyond one record): well
+/// under the 64 MiB clients accept.
+const MAX_PAGE_BYTES: usize = 8 * 1024 * 1024;
 /// Largest request the colony decodes (a RegisterRequest carries the
 /// agent's capabilities: a few KiB).
 const MAX_REQUEST_BYTES: usize = 256 * 1024;
@@ -257,9 +260,22 @@ impl ColonyService for ColonyApi {
             after,
             limit,
         };
-        let rows = self.colony.query(&query).await?;
+        let mut rows = self.colony.query(&query).await?;
+        let full = rows.len() == limit;
+        // A page also ends before it would pass MAX_PAGE_BYTES of records
+        // (always holding one): profiles are large.
+        let mut bytes = 0;
+        let keep = rows
+            .iter()
+            .position(|r| {
+                bytes += r.record.len();
+                bytes > MAX_PAGE_BYTES
+            })
+            .map_or(rows.len(), |i| i.max(1));
+        let cut = keep < rows.len();
+        rows.truncate(keep);
         let next_cursor = match rows.last() {
-            Some(r) if rows.len() == limit => Cursor {
+            Some(r) if full || cut => Cursor {
                 time_unix_nano: r.time_unix_nano,
                 agent_id: r.agent_id.clone(),
                 collector_id: r.collector_id.clone(),
