@@ -60,17 +60,31 @@ impl Colony {
     /// Starts a colony listening on `listen` with the store `store` and
     /// extra flags; waits until it serves.
     pub fn start(listen: &str, store: &str, extra: &[&str], log: &Path) -> Colony {
+        let addr = if listen.starts_with('/') || listen.starts_with("unix://") {
+            listen.to_string()
+        } else {
+            format!("http://{listen}")
+        };
+        Self::start_with(listen, &addr, store, extra, &[], log)
+    }
+
+    /// The general form: `addr` is what the CLI dials, `client_args` what
+    /// every CLI call adds (TLS files, a token).
+    pub fn start_with(
+        listen: &str,
+        addr: &str,
+        store: &str,
+        extra: &[&str],
+        client_args: &[String],
+        log: &Path,
+    ) -> Colony {
         let mut colony = Colony {
             child: None,
             listen: listen.to_string(),
-            addr: if listen.starts_with('/') || listen.starts_with("unix://") {
-                listen.to_string()
-            } else {
-                format!("http://{listen}")
-            },
+            addr: addr.to_string(),
             store: store.to_string(),
             extra: extra.iter().map(|s| s.to_string()).collect(),
-            client_args: Vec::new(),
+            client_args: client_args.to_vec(),
             log: log.to_path_buf(),
         };
         colony.spawn();

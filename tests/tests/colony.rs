@@ -539,6 +539,190 @@ fn the_colony_enforces_retention_per_kind() {
     assert!(colony.log_text().contains("retention: old records deleted"));
 }
 
+fn make_ca() -> (rcgen::Issuer<'static, rcgen::KeyPair>, String) {
+    let key = rcgen::KeyPair::generate().unwrap();
+    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "coral colony test CA");
+    let cert = params.self_signed(&key).unwrap();
+    (rcgen::Issuer::new(params, key), cert.pem())
+}
+
+fn make_leaf(
+    issuer: &rcgen::Issuer<'static, rcgen::KeyPair>,
+    cn: &str,
+    sans: &[&str],
+) -> (String, String) {
+    let key = rcgen::KeyPair::generate().unwrap();
+    let sans: Vec<String> = sans.iter().map(|s| s.to_string()).collect();
+    let mut params = rcgen::CertificateParams::new(sans).unwrap();
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, cn);
+    let cert = params.signed_by(&key, issuer).unwrap();
+    (cert.pem(), key.serialize_pem())
+}
+
+/// Agent and colony over TCP, each requiring mutual TLS and a bearer token
+/// of the other: the agent registers with its colony token and client
+/// certificate, the colony dials back with its agent token and client
+/// certificate, and a fleet tap counts exactly N. An agent presenting a
+/// wrong colony token is refused and never listed.
+#[test]
+#[ignore = "needs root and BPF"]
+fn agent_and_colony_authenticate_each_other_with_tls_and_tokens() {
+    require_kernel();
+    let s = Scratch::new("colony-tls");
+    let file = |name: &str, text: &str| {
+        let p = s.path(name);
+        std::fs::write(&p, text).unwrap();
+        p.display().to_string()
+    };
+    let (ca, ca_pem) = make_ca();
+    let (server_cert, server_key) = make_leaf(&ca, "coral", &["127.0.0.1", "localhost"]);
+    let (client_cert, client_key) = make_leaf(&ca, "coral-client", &[]);
+    let ca = file("ca.pem", &ca_pem);
+    let cert = file("server.pem", &server_cert);
+    let key = file("server.key", &server_key);
+    let ccert = file("client.pem", &client_cert);
+    let ckey = file("client.key", &client_key);
+    let colony_tokens = file(
+        "colony-tokens",
+        "agents:agents-0123456789abcdef\nops:ops-0123456789abcdef\n",
+    );
+    let agent_tokens = file("agent-tokens", "colony:colony-0123456789abcdef\n");
+    let token_for_agents = file("token-for-agents", "colony-0123456789abcdef\n");
+    let token_for_colony = file("token-for-colony", "agents-0123456789abcdef\n");
+    let wrong_token = file("wrong-token", "mallory-0123456789abcdef\n");
+
+    let cport = coral_e2e::colony::free_port();
+    let clisten = format!("127.0.0.1:{cport}");
+    let caddr = format!("https://127.0.0.1:{cport}");
+    let tls_client = |token: &str| -> Vec<String> {
+        [
+            "--ca-cert",
+            &ca,
+            "--client-cert",
+            &ccert,
+            "--client-key",
+            &ckey,
+            "--token",
+            token,
+        ]
+        .map(String::from)
+        .to_vec()
+    };
+    let mut flags: Vec<&str> = FAST.to_vec();
+    flags.extend([
+        "--tls-cert",
+        &cert,
+        "--tls-key",
+        &key,
+        "--tls-client-ca",
+        &ca,
+        "--token-file",
+        &colony_tokens,
+        "--agent-ca-cert",
+        &ca,
+        "--agent-client-cert",
+        &ccert,
+        "--agent-client-key",
+        &ckey,
+        "--agent-token-file",
+        &token_for_agents,
+    ]);
+    let colony = Colony::start_with(
+        &clisten,
+        &caddr,
+        &format!("sqlite://{}", s.path("colony.db").display()),
+        &flags,
+        &tls_client("ops-0123456789abcdef"),
+        &s.path("colony.log"),
+    );
+    let start_agent = |i: usize, colony_token: &str| {
+        let port = coral_e2e::colony::free_port();
+        let listen = format!("127.0.0.1:{port}");
+        let node = format!("node{i}");
+        Agent::start_with(
+            &listen,
+            &format!("https://127.0.0.1:{port}"),
+            &[
+                "--tls-cert",
+                &cert,
+                "--tls-key",
+                &key,
+                "--tls-client-ca",
+                &ca,
+                "--token-file",
+                &agent_tokens,
+                "--colony",
+                &caddr,
+                "--colony-ca-cert",
+                &ca,
+                "--colony-client-cert",
+                &ccert,
+                "--colony-client-key",
+                &ckey,
+                "--colony-token-file",
+                colony_token,
+                "--node-name",
+                &node,
+            ],
+            &[],
+            &tls_client("colony-0123456789abcdef"),
+            Some(&s.path(&format!("agent{i}.log"))),
+        )
+    };
+    let good = start_agent(1, &token_for_colony);
+    let listed = colony.wait_agents(1, Duration::from_secs(60));
+    assert!(
+        listed[0]["address"]
+            .as_str()
+            .unwrap()
+            .starts_with("https://127.0.0.1:"),
+        "{listed:?}"
+    );
+    let rogue = start_agent(2, &wrong_token);
+    let mut w = Workload::spawn(&["--getppid", &N.to_string()]);
+    let tap = colony
+        .coral_json(&[
+            "tap",
+            "start",
+            "--kind",
+            "syscall-stats",
+            "--pid",
+            &w.pid.to_string(),
+            "--duration",
+            "60s",
+            "--interval",
+            "200ms",
+            "--nodes",
+            "all",
+        ])
+        .remove(0);
+    assert_eq!(
+        members(&tap).len(),
+        1,
+        "only the agent that authenticated: {tap}"
+    );
+    w.go();
+    let tap_id = id_of(&tap);
+    colony.coral_json(&["tap", "stop", &tap_id]);
+    let done = colony.wait_tap(&tap_id, Duration::from_secs(30), |t| {
+        members(t)[0]["status"] == "MEMBER_STATUS_COMPLETE"
+    });
+    let (records, _) = colony.events(&tap_id);
+    let finals = finals(&records);
+    assert_eq!(getppid_of(finals.values().next().unwrap()), N, "{done}");
+    assert_eq!(colony.agents().len(), 1, "the rogue agent never registered");
+    let rogue_log = std::fs::read_to_string(s.path("agent2.log")).unwrap();
+    assert!(rogue_log.contains("cannot register"), "{rogue_log}");
+    assert!(colony.log_text().contains("the bearer token is not valid"));
+    drop((good, rogue));
+}
+
 /// An agent restarted (a new process: a new agent id) registers again; the
 /// old registration is marked replaced.
 #[test]
