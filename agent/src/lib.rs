@@ -8,6 +8,8 @@
 //!   module per kind, each owning its BPF object (with the `bpf` feature).
 //! * [`containers`] reads container and pod ids out of cgroup paths.
 //! * [`server`] is the gRPC edge: conversions and the service.
+//! * [`dial`] connects to another Coral server (the colony, or an agent from
+//!   the colony); [`colony`] is the agent's side of joining a colony.
 //! * [`error`] is the one place errors become gRPC status codes.
 //! * [`export`] serves the agent's health and exported collectors' results
 //!   as Prometheus `/metrics` and pushes them over OTLP.
@@ -15,8 +17,10 @@
 pub mod capabilities;
 pub mod cgroup;
 pub mod collectors;
+pub mod colony;
 pub mod config;
 pub mod containers;
+pub mod dial;
 pub mod domain;
 pub mod error;
 pub mod export;

@@ -143,6 +143,86 @@ struct Args {
     /// CA certificate (PEM) of an https --otlp-endpoint.
     #[arg(long, value_name = "PEM", requires = "otlp_endpoint")]
     otlp_ca_cert: Option<PathBuf>,
+
+    /// Join this colony: register and heartbeat (unix:///path, http://host:port, https://host:port).
+    #[arg(
+        long,
+        env = "CORAL_COLONY",
+        help_heading = "Colony",
+        value_name = "URL"
+    )]
+    colony: Option<String>,
+
+    /// Where the colony reaches this agent [default: from --listen].
+    #[arg(long, help_heading = "Colony", value_name = "URL", requires = "colony")]
+    advertise: Option<String>,
+
+    /// This node's name in the colony [default: the host name].
+    #[arg(long, env = "CORAL_NODE_NAME", help_heading = "Colony")]
+    node_name: Option<String>,
+
+    /// A label of this node, e.g. --node-label env=prod. Repeatable.
+    #[arg(long = "node-label", help_heading = "Colony", value_parser = parse_label, value_name = "KEY=VALUE")]
+    node_labels: Vec<(String, String)>,
+
+    /// CA (PEM) of an https:// colony's certificate [default: the system's roots].
+    #[arg(long, help_heading = "Colony", value_name = "PEM", requires = "colony")]
+    colony_ca_cert: Option<PathBuf>,
+
+    /// Client certificate (PEM) for a colony that requires mutual TLS.
+    #[arg(
+        long,
+        help_heading = "Colony",
+        value_name = "PEM",
+        requires = "colony_client_key"
+    )]
+    colony_client_cert: Option<PathBuf>,
+
+    /// Private key (PEM) of --colony-client-cert.
+    #[arg(
+        long,
+        help_heading = "Colony",
+        value_name = "PEM",
+        requires = "colony_client_cert"
+    )]
+    colony_client_key: Option<PathBuf>,
+
+    /// File holding the bearer token presented to the colony (its first line).
+    #[arg(
+        long,
+        env = "CORAL_COLONY_TOKEN_FILE",
+        help_heading = "Colony",
+        value_name = "FILE",
+        requires = "colony"
+    )]
+    colony_token_file: Option<PathBuf>,
+}
+
+fn parse_label(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
+        _ => Err(format!("{s:?} is not key=value")),
+    }
+}
+
+/// The address the colony dials, from what the agent listens on.
+fn advertised(listen: &Listen, tls: bool) -> String {
+    match listen {
+        Listen::Unix(path) => format!("unix://{}", path.display()),
+        Listen::Tcp(addr) => {
+            let scheme = if tls { "https" } else { "http" };
+            if addr.ip().is_unspecified() {
+                // Reachable under the node's name, not 0.0.0.0.
+                format!(
+                    "{scheme}://{}:{}",
+                    coral_agent::colony::host_name(),
+                    addr.port()
+                )
+            } else {
+                format!("{scheme}://{addr}")
+            }
+        }
+    }
 }
 
 /// `4096`, `64KiB`, `64MiB`, `1GiB` (or KB/MB/GB, also powers of 1024).
@@ -360,6 +440,48 @@ async fn run() -> anyhow::Result<()> {
         }
         _ => None,
     };
+    // The colony hears of the shutdown at the signal (it stops pulling this
+    // agent); the OTLP pusher only once collectors have ended (its last push
+    // carries their final results).
+    let (leaving_tx, leaving) = tokio::sync::watch::channel(false);
+    if let Some(colony) = &args.colony {
+        let token = match &args.colony_token_file {
+            Some(path) => Some(
+                std::fs::read_to_string(path)
+                    .with_context(|| format!("reading --colony-token-file {}", path.display()))?
+                    .lines()
+                    .map(str::trim)
+                    .find(|l| !l.is_empty())
+                    .with_context(|| format!("--colony-token-file {} is empty", path.display()))?
+                    .to_string(),
+            ),
+            None => None,
+        };
+        let join = coral_agent::colony::Join {
+            colony: colony.clone(),
+            credentials: coral_agent::dial::Credentials {
+                ca_cert: args.colony_ca_cert.clone(),
+                client_cert: args.colony_client_cert.clone(),
+                client_key: args.colony_client_key.clone(),
+                token,
+            },
+            node: args
+                .node_name
+                .clone()
+                .unwrap_or_else(coral_agent::colony::host_name),
+            labels: args.node_labels.iter().cloned().collect(),
+            address: args
+                .advertise
+                .clone()
+                .unwrap_or_else(|| advertised(&args.listen, options.tls.is_some())),
+        };
+        tokio::spawn(coral_agent::colony::run(
+            join,
+            manager.clone(),
+            options.connections,
+            leaving,
+        ));
+    }
 
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
@@ -369,6 +491,7 @@ async fn run() -> anyhow::Result<()> {
             _ = term.recv() => tracing::info!("SIGTERM: stopping collectors"),
             _ = int.recv() => tracing::info!("SIGINT: stopping collectors"),
         }
+        let _ = leaving_tx.send(true);
         // Every running collector records its final result before we go,
         // unless it is stuck: then the exit releases it.
         let stuck = stopping.shutdown().await;

@@ -2,6 +2,8 @@
 //! `http://host:port` (plaintext) or `https://host:port` (TLS, optionally
 //! with a client certificate), with an optional bearer token on every call.
 
+use coral_proto::colony::v1::ListAgentsRequest;
+use coral_proto::colony::v1::colony_service_client::ColonyServiceClient;
 use coral_proto::error_chain;
 use coral_proto::v1::GetCapabilitiesRequest;
 use coral_proto::v1::ebpf_service_client::EbpfServiceClient;
@@ -13,6 +15,8 @@ use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity, Uri};
 
 pub type Client = EbpfServiceClient<InterceptedService<Channel, BearerToken>>;
+/// A colony's client (`--colony`).
+pub type ColonyClient = ColonyServiceClient<InterceptedService<Channel, BearerToken>>;
 
 /// Credentials for the agent, from the global flags.
 #[derive(Clone, Debug, Default)]
@@ -43,12 +47,10 @@ impl tonic::service::Interceptor for BearerToken {
 #[derive(Debug, thiserror::Error)]
 pub enum CliError {
     /// The agent could not be reached at all.
-    #[error(
-        "cannot reach the agent at {addr}: {reason}\n  is coral-agent running? (set --agent or $CORAL_AGENT)"
-    )]
+    #[error("cannot reach the {} at {addr}: {reason}\n  {}", server(), hint())]
     Unreachable { addr: String, reason: String },
     /// The agent answered with an error status.
-    #[error("agent refused: {}: {}", code_name(.0.code()), .0.message())]
+    #[error("{} refused: {}: {}", server(), code_name(.0.code()), .0.message())]
     Rejected(tonic::Status),
     /// The TLS handshake failed: one side did not accept the other's
     /// certificate. A refusal, like UNAUTHENTICATED.
@@ -63,6 +65,22 @@ pub enum CliError {
     /// The flags do not fit together.
     #[error("{0}")]
     Usage(String),
+}
+
+/// What this run talks to: `agent`, or `colony` with `--colony` (set once,
+/// before connecting), for messages.
+pub static SERVER: std::sync::OnceLock<&'static str> = std::sync::OnceLock::new();
+
+fn server() -> &'static str {
+    SERVER.get().copied().unwrap_or("agent")
+}
+
+fn hint() -> &'static str {
+    if server() == "colony" {
+        "is coral-colony running? (set --colony or $CORAL_COLONY)"
+    } else {
+        "is coral-agent running? (set --agent or $CORAL_AGENT)"
+    }
 }
 
 fn code_name(code: tonic::Code) -> String {
@@ -118,7 +136,7 @@ impl From<tonic::Status> for CliError {
         // reports when the connection fails or drops, so "unreachable".
         if s.code() == tonic::Code::Unavailable {
             return CliError::Unreachable {
-                addr: "the agent".into(),
+                addr: format!("the {}", server()),
                 reason: s.message().to_string(),
             };
         }
@@ -130,7 +148,7 @@ impl From<tonic::Status> for CliError {
                 return CliError::NotAgent(format!("{meaning} ({chain})"));
             }
             return CliError::Unreachable {
-                addr: "the agent".into(),
+                addr: format!("the {}", server()),
                 reason: format!("{chain} (if the agent serves TLS, use an https:// address)"),
             };
         }
@@ -157,7 +175,54 @@ fn is_tls_refusal(reason: &str) -> bool {
     .any(|needle| reason.contains(needle))
 }
 
+/// Connects to the colony at `addr` (the same address forms and
+/// credentials as an agent's).
+pub async fn connect_colony(addr: &str, creds: &Credentials) -> Result<ColonyClient, CliError> {
+    let _ = SERVER.set("colony");
+    let channel = connect_channel(addr, creds).await?;
+    let mut client = ColonyServiceClient::new(channel).max_decoding_message_size(64 * 1024 * 1024);
+    if creds.client_cert.is_some()
+        && let Err(status) = client.list_agents(ListAgentsRequest {}).await
+        && std::error::Error::source(&status).is_some()
+    {
+        return Err(CliError::Tls {
+            addr: addr.to_string(),
+            reason: format!(
+                "the colony closed the connection after receiving the client certificate ({}): it does not accept it (issued by another CA?)",
+                status.message()
+            ),
+        });
+    }
+    Ok(client)
+}
+
 pub async fn connect(addr: &str, creds: &Credentials) -> Result<Client, CliError> {
+    let channel = connect_channel(addr, creds).await?;
+    let mut client = EbpfServiceClient::new(channel).max_decoding_message_size(64 * 1024 * 1024);
+    if creds.client_cert.is_some() {
+        // With TLS 1.3 the agent checks our certificate after the handshake
+        // has completed on our side, and refuses it by closing the
+        // connection: the first call would only see "connection closed".
+        // One cheap call here turns that into a certificate error.
+        if let Err(status) = client.get_capabilities(GetCapabilitiesRequest {}).await
+            && std::error::Error::source(&status).is_some()
+        {
+            return Err(CliError::Tls {
+                addr: addr.to_string(),
+                reason: format!(
+                    "the agent closed the connection after receiving the client certificate ({}): it does not accept it (issued by another CA?)",
+                    status.message()
+                ),
+            });
+        }
+    }
+    Ok(client)
+}
+
+async fn connect_channel(
+    addr: &str,
+    creds: &Credentials,
+) -> Result<InterceptedService<Channel, BearerToken>, CliError> {
     let unreachable = |reason: String| CliError::Unreachable {
         addr: addr.to_string(),
         reason,
@@ -243,26 +308,7 @@ pub async fn connect(addr: &str, creds: &Credentials) -> Result<Client, CliError
             unreachable(reason)
         }
     })?;
-    let mut client = EbpfServiceClient::with_interceptor(channel, BearerToken(token))
-        .max_decoding_message_size(64 * 1024 * 1024);
-    if creds.client_cert.is_some() {
-        // With TLS 1.3 the agent checks our certificate after the handshake
-        // has completed on our side, and refuses it by closing the
-        // connection: the first call would only see "connection closed".
-        // One cheap call here turns that into a certificate error.
-        if let Err(status) = client.get_capabilities(GetCapabilitiesRequest {}).await
-            && std::error::Error::source(&status).is_some()
-        {
-            return Err(CliError::Tls {
-                addr: addr.to_string(),
-                reason: format!(
-                    "the agent closed the connection after receiving the client certificate ({}): it does not accept it (issued by another CA?)",
-                    status.message()
-                ),
-            });
-        }
-    }
-    Ok(client)
+    Ok(InterceptedService::new(channel, BearerToken(token)))
 }
 
 /// A client that never connected (it would on its first call): for tests

@@ -1,4 +1,5 @@
-//! `coral`: the colony CLI. Talks to a node's coral-agent over gRPC.
+//! `coral`: the colony CLI. Talks to a node's coral-agent, or with `--colony`
+//! to a coral-colony (fleet taps over many agents, stored results), over gRPC.
 //!
 //! Exit codes: 0 ok (also when stdout is closed early, e.g. `| head`),
 //! 1 other failure, 2 usage error, 3 agent unreachable, 4 agent refused the

@@ -7,6 +7,8 @@
 //! `cargo test -- --include-ignored` runs them, and a kernel test that runs
 //! fails when BPF cannot be used ([`require_kernel`]).
 
+pub mod colony;
+
 use serde_json::Value;
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};

@@ -182,6 +182,45 @@ fn bind_unix(
 
 type ApiServer = coral_proto::v1::ebpf_service_server::EbpfServiceServer<EbpfApi>;
 
+/// The gRPC server with the limits every Coral server applies (header list,
+/// streams per connection, keepalive). The colony builds on it too.
+pub fn server_builder() -> tonic::transport::Server {
+    tonic::transport::Server::builder()
+        .http2_max_header_list_size(MAX_HEADER_BYTES)
+        .max_concurrent_streams(MAX_STREAMS_PER_CONNECTION)
+        .http2_keepalive_interval(Some(KEEPALIVE_INTERVAL))
+        .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT))
+}
+
+/// Reflection v1 and v1alpha over `api` (an encoded descriptor set) plus
+/// health and reflection themselves: grpcurl and stock grpcio-reflection
+/// still speak v1alpha.
+pub fn reflection(
+    api: &'static [u8],
+) -> Result<
+    (
+        tonic_reflection::server::v1::ServerReflectionServer<
+            impl tonic_reflection::server::v1::ServerReflection,
+        >,
+        tonic_reflection::server::v1alpha::ServerReflectionServer<
+            impl tonic_reflection::server::v1alpha::ServerReflection,
+        >,
+    ),
+    ListenError,
+> {
+    let schema = || {
+        tonic_reflection::server::Builder::configure()
+            .include_reflection_service(false)
+            .register_encoded_file_descriptor_set(api)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(
+                tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET,
+            )
+    };
+    Ok((schema().build_v1()?, schema().build_v1alpha()?))
+}
+
 /// Serves the API, health and reflection (v1 and v1alpha) on `listen` until
 /// `shutdown` resolves, then removes the socket file.
 pub async fn serve(
@@ -204,36 +243,11 @@ pub async fn serve(
             .await;
         let _ = stopping_tx.send(true);
     };
-    // Both reflection versions, each listing both: grpcurl and stock
-    // grpcio-reflection still speak v1alpha.
-    let schema = || {
-        tonic_reflection::server::Builder::configure()
-            .include_reflection_service(false)
-            .register_encoded_file_descriptor_set(coral_proto::FILE_DESCRIPTOR_SET)
-            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-            .register_encoded_file_descriptor_set(tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET)
-            .register_encoded_file_descriptor_set(
-                tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET,
-            )
-    };
-    let reflection = schema().build_v1()?;
-    let reflection_v1alpha = schema().build_v1alpha()?;
-    let mut builder = tonic::transport::Server::builder()
-        .http2_max_header_list_size(MAX_HEADER_BYTES)
-        .max_concurrent_streams(MAX_STREAMS_PER_CONNECTION)
-        .http2_keepalive_interval(Some(KEEPALIVE_INTERVAL))
-        .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT));
+    let (reflection, reflection_v1alpha) = reflection(coral_proto::FILE_DESCRIPTOR_SET)?;
+    let mut builder = server_builder();
     let require_client_cert = options.tls.as_ref().is_some_and(|t| t.client_ca.is_some());
-    // TLS runs in the accept loop (connections.rs), under the preface timeout.
-    let tls = match &options.tls {
-        Some(files) => Some(tokio_rustls::TlsAcceptor::from(files.server_config()?)),
-        None => None,
-    };
     let limits = options.connections;
-    let plaintext_tokens = options.tokens.is_some()
-        && options.tls.is_none()
-        && matches!(listen, Listen::Tcp(a) if !a.ip().is_loopback());
-    let auth = Authenticator::new(options.tokens, require_client_cert);
+    let auth = Authenticator::new(options.tokens.clone(), require_client_cert);
     // Health and reflection stay open (load balancers probe health; the
     // schema is public); the API itself is behind the authenticator.
     let router = builder
@@ -245,7 +259,29 @@ pub async fn serve(
                 .with_connection_limits(limits)
                 .into_service(auth),
         );
+    serve_router(router, listen, &options, shutdown).await
+}
 
+/// Serves `router` on `listen` with `options`' socket mode and group, TLS
+/// and connection limits, until `shutdown` resolves, then removes the socket
+/// file. `options.tokens` and `max_streams` are the router's business.
+pub async fn serve_router(
+    router: tonic::transport::server::Router,
+    listen: &Listen,
+    options: &ServeOptions,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), ListenError> {
+    options.check(listen)?;
+    let require_client_cert = options.tls.as_ref().is_some_and(|t| t.client_ca.is_some());
+    // TLS runs in the accept loop (connections.rs), under the preface timeout.
+    let tls = match &options.tls {
+        Some(files) => Some(tokio_rustls::TlsAcceptor::from(files.server_config()?)),
+        None => None,
+    };
+    let limits = options.connections;
+    let plaintext_tokens = options.tokens.is_some()
+        && options.tls.is_none()
+        && matches!(listen, Listen::Tcp(a) if !a.ip().is_loopback());
     match listen {
         Listen::Unix(path) => {
             let listener = bind_unix(path, options.socket_mode, options.socket_gid)?;
@@ -268,7 +304,7 @@ pub async fn serve(
         }
         Listen::Tcp(addr) => {
             if options.tls.is_none() && !addr.ip().is_loopback() {
-                tracing::warn!(%addr, "plaintext gRPC on a non-loopback address (--allow-plaintext): anyone who can reach it can load collectors");
+                tracing::warn!(%addr, "plaintext gRPC on a non-loopback address (--allow-plaintext): anyone who can reach it can call the API");
             }
             if plaintext_tokens {
                 tracing::warn!(%addr, "bearer tokens travel in clear text without TLS");

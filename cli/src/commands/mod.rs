@@ -1,8 +1,9 @@
 //! The command tree. One module per command, each with its `Args` and `run`.
 
 mod caps;
+pub(crate) mod fleet;
 mod mcp;
-mod tap;
+pub(crate) mod tap;
 
 use crate::client::{self, Client};
 use crate::render::Output;
@@ -61,6 +62,17 @@ pub struct Cli {
     )]
     token: Option<String>,
 
+    /// Colony address (same forms as --agent): tap commands then work on fleet taps; needed by `agents` and `query`.
+    #[arg(
+        long,
+        global = true,
+        help_heading = "Global options",
+        env = "CORAL_COLONY",
+        hide_env_values = true,
+        value_name = "URL"
+    )]
+    colony: Option<String>,
+
     /// Output format.
     #[arg(short, long, global = true, help_heading = "Global options", value_enum, default_value_t = Output::Table)]
     output: Output,
@@ -78,6 +90,10 @@ enum Command {
     Tap(Box<tap::Command>),
     /// Serve the Model Context Protocol (stdio, or --http), so an AI assistant can see what this node can run, run collectors and read their results.
     Mcp(mcp::Args),
+    /// The colony's agents: node, labels, kinds they can run, last seen (needs --colony).
+    Agents(fleet::agents::Args),
+    /// Stored results of fleet taps, by kind, time and node (needs --colony).
+    Query(fleet::query::Args),
 }
 
 /// Human durations: `500ms`, `60s`, `1m30s`, `2h`.
@@ -117,15 +133,45 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         client_key: cli.client_key,
         token: cli.token,
     };
-    let client = client::connect(&cli.agent, &creds).await?;
-    let ctx = Ctx {
-        client,
-        output: cli.output,
+    if let Some(colony) = &cli.colony {
+        let client = client::connect_colony(colony, &creds).await?;
+        let ctx = fleet::Ctx {
+            client,
+            output: cli.output,
+        };
+        return match cli.command {
+            Command::Caps(_) => Err(client::CliError::Usage(
+                "caps describes one agent: use --agent (or `coral agents` for the colony's agents and their kinds)".into(),
+            )
+            .into()),
+            Command::Tap(cmd) => fleet::run_tap(ctx, *cmd).await,
+            Command::Agents(args) => fleet::agents::run(ctx, args).await,
+            Command::Query(args) => fleet::query::run(ctx, args).await,
+            Command::Mcp(_) => Err(client::CliError::Usage(
+                "coral mcp serves one agent: use --agent (a colony backend is not there yet)".into(),
+            )
+            .into()),
+        };
+    }
+    // Connected only for the commands that talk to one agent: asking for a
+    // colony's agents without --colony is a usage error, not an unreachable
+    // agent.
+    let agent = &cli.agent;
+    let output = cli.output;
+    let ctx = || async {
+        anyhow::Ok(Ctx {
+            client: client::connect(agent, &creds).await?,
+            output,
+        })
     };
     match cli.command {
-        Command::Caps(args) => caps::run(ctx, args).await,
-        Command::Tap(cmd) => tap::run(ctx, *cmd).await,
-        Command::Mcp(args) => mcp::run(ctx.client, &cli.agent, args).await,
+        Command::Caps(args) => caps::run(ctx().await?, args).await,
+        Command::Tap(cmd) => tap::run(ctx().await?, *cmd).await,
+        Command::Mcp(args) => mcp::run(ctx().await?.client, agent, args).await,
+        Command::Agents(_) | Command::Query(_) => Err(client::CliError::Usage(
+            "agents and query ask a colony: give --colony URL (or $CORAL_COLONY)".into(),
+        )
+        .into()),
     }
 }
 

@@ -1,12 +1,13 @@
-//! `coral tap ...`: start, watch and manage collectors.
+//! `coral tap ...`: start, watch and manage collectors (with `--colony`,
+//! fleet taps: see `commands/fleet`).
 
-mod events;
-mod extend;
-mod get;
+pub(crate) mod events;
+pub(crate) mod extend;
+pub(crate) mod get;
 mod list;
-mod run;
-mod start;
-mod stop;
+pub(crate) mod run;
+pub(crate) mod start;
+pub(crate) mod stop;
 mod target;
 pub(crate) mod view;
 

@@ -15,6 +15,9 @@ pub struct Args {
     #[command(flatten)]
     pub spec: SpecArgs,
 
+    #[command(flatten)]
+    pub select: crate::commands::fleet::Selection,
+
     /// When it ends, write the result to FILE, a flamegraph SVG (or by
     /// extension: .folded stacks, .pb.gz pprof, .txt table).
     #[arg(long, value_name = "FILE", help_heading = "cpu-profile")]
@@ -30,6 +33,7 @@ pub struct Args {
 }
 
 pub async fn run(mut ctx: Ctx, args: Args) -> anyhow::Result<()> {
+    args.select.refuse_without_colony()?;
     if args.out.is_some() && args.spec.kind() != Kind::CpuProfile {
         return Err(crate::client::CliError::Usage(format!(
             "--out is a cpu-profile flag; this collector is {} (--kind {})",

@@ -11,9 +11,13 @@ use coral_proto::v1::StartCollectorRequest;
 pub struct Args {
     #[command(flatten)]
     pub spec: SpecArgs,
+
+    #[command(flatten)]
+    pub select: crate::commands::fleet::Selection,
 }
 
 pub async fn run(mut ctx: Ctx, args: Args) -> anyhow::Result<()> {
+    args.select.refuse_without_colony()?;
     let response = ctx
         .client
         .start_collector(StartCollectorRequest {

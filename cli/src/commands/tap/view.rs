@@ -149,7 +149,8 @@ pub fn report(record: &Record, opts: ViewOptions) -> String {
     }
 }
 
-fn summary(record: &Record) -> String {
+/// One line for a record: an aggregate's summary or an event's line.
+pub fn summary(record: &Record) -> String {
     match record.payload.as_ref().map(kinds::view) {
         Some(View::Aggregate(a)) => a.summary(),
         Some(View::Event(e)) => e.line(),
