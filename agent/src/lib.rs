@@ -31,6 +31,7 @@ pub mod server;
 pub mod test_hooks;
 #[cfg(test)]
 mod testing;
+pub mod tracepoints;
 
 pub use config::Limits;
 pub use manager::Manager;

@@ -34,6 +34,7 @@ use super::{Collector, CollectorError, CollectorFactory, StartContext, check_int
 use crate::capabilities::HostCapabilities;
 use crate::config::Limits;
 use crate::domain::{Kind, KindConfig, Payload};
+use crate::tracepoints::{self, VMLINUX_BTF};
 use aya::maps::{HashMap as BpfHashMap, MapData, PerCpuArray, RingBuf};
 use aya::programs::BtfTracePoint;
 use aya::programs::links::FdLink;
@@ -51,7 +52,6 @@ use coral_proto::v1::{
 use predict::{Prediction, Series, State};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
-use std::sync::OnceLock;
 use std::time::Duration;
 
 /// Snapshot interval when the request gives none.
@@ -84,23 +84,6 @@ const PROGRAMS: [(&str, &str); 3] = [
     ("coral_mem_rss", "rss_stat"),
     ("coral_mem_oom", "mark_victim"),
 ];
-
-const VMLINUX_BTF: &str = "/sys/kernel/btf/vmlinux";
-
-/// The tracepoints this collector needs that the kernel lacks (no
-/// `btf_trace_<name>` typedef in its BTF), read once.
-fn missing_tracepoints() -> &'static Result<Vec<&'static str>, String> {
-    static MISSING: OnceLock<Result<Vec<&'static str>, String>> = OnceLock::new();
-    MISSING.get_or_init(|| {
-        let btf = std::fs::read(VMLINUX_BTF).map_err(|e| format!("reading {VMLINUX_BTF}: {e}"))?;
-        let names: HashSet<&[u8]> = btf.split(|&b| b == 0).collect();
-        Ok(PROGRAMS
-            .iter()
-            .map(|&(_, tp)| tp)
-            .filter(|tp| !names.contains(format!("btf_trace_{tp}").as_bytes()))
-            .collect())
-    })
-}
 
 /// The request's config with defaults filled in.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -193,7 +176,7 @@ impl CollectorFactory for MemoryFactory {
         caps.require_bpf()?;
         caps.require_btf("BTF tracepoints cannot be attached")?;
         caps.require_ringbuf()?;
-        let missing = missing_tracepoints().as_ref().map_err(Clone::clone)?;
+        let missing = tracepoints::missing(PROGRAMS.iter().map(|&(_, tp)| tp))?;
         if !missing.is_empty() {
             return Err(format!(
                 "kernel tracepoints missing: {} (no btf_trace_* in {VMLINUX_BTF})",

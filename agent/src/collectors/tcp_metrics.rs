@@ -29,6 +29,7 @@ use crate::capabilities::HostCapabilities;
 use crate::config::Limits;
 use crate::containers::resolve::{Cgroup, CgroupResolver};
 use crate::domain::{Kind, KindConfig, Payload};
+use crate::tracepoints::{self, VMLINUX_BTF};
 use aya::maps::{HashMap, MapData, PerCpuArray, PerCpuHashMap, RingBuf};
 use aya::programs::TracePoint;
 use aya::programs::raw_trace_point::RawTracePointLink;
@@ -44,7 +45,6 @@ use coral_proto::v1::{TcpConnection, TcpMetricsConfig, TcpRemoteStats, TcpStats}
 use std::collections::BTreeSet;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::Path;
-use std::sync::OnceLock;
 use std::time::Duration;
 
 /// Aggregate snapshot interval when the request gives none.
@@ -84,36 +84,15 @@ const ACCEPT_PROGRAMS: [(&str, &str, &str); 2] = [
 /// exist (the e2e tests run the fallback this way).
 pub const OWNER_ENV: &str = "CORAL_TCP_OWNER";
 
-/// Where the kernel describes its types, tracepoints included.
-const VMLINUX_BTF: &str = "/sys/kernel/btf/vmlinux";
-
-/// Which of `names` the kernel has as tracepoints: each one has a
-/// `btf_trace_<name>` typedef in the kernel's BTF, whose name sits
-/// NUL-terminated in the string section. (Raw tracepoints need no tracefs,
-/// so tracefs is no place to look for them.)
-fn tracepoints_in_btf<'a>(btf: &[u8], names: &[&'a str]) -> BTreeSet<&'a str> {
-    let wanted: std::collections::HashMap<Vec<u8>, &'a str> = names
+/// The tracepoints this collector may attach that the running kernel has.
+fn kernel_tracepoints() -> Result<BTreeSet<&'static str>, String> {
+    let names: Vec<&str> = RAW_PROGRAMS
         .iter()
-        .map(|n| (format!("btf_trace_{n}").into_bytes(), *n))
+        .chain(IO_PROGRAMS.iter())
+        .map(|(_, tp)| *tp)
         .collect();
-    btf.split(|&b| b == 0)
-        .filter_map(|s| wanted.get(s).copied())
-        .collect()
-}
-
-/// The tracepoints this collector may attach that the running kernel has,
-/// read once.
-fn kernel_tracepoints() -> &'static Result<BTreeSet<&'static str>, String> {
-    static FOUND: OnceLock<Result<BTreeSet<&'static str>, String>> = OnceLock::new();
-    FOUND.get_or_init(|| {
-        let btf = std::fs::read(VMLINUX_BTF).map_err(|e| format!("reading {VMLINUX_BTF}: {e}"))?;
-        let names: Vec<&str> = RAW_PROGRAMS
-            .iter()
-            .chain(IO_PROGRAMS.iter())
-            .map(|(_, tp)| *tp)
-            .collect();
-        Ok(tracepoints_in_btf(&btf, &names))
-    })
+    let missing = tracepoints::missing(names.iter().copied())?;
+    Ok(names.into_iter().filter(|n| !missing.contains(n)).collect())
 }
 
 /// How accepted connections get their owner on this kernel.
@@ -127,7 +106,7 @@ enum Ownership {
 
 /// Which hooks this kernel allows, or the first thing it lacks.
 fn plan(tracefs: Option<&Path>) -> Result<Ownership, String> {
-    let found = kernel_tracepoints().as_ref().map_err(Clone::clone)?;
+    let found = kernel_tracepoints()?;
     for (_, tp) in RAW_PROGRAMS {
         if !found.contains(tp) {
             return Err(format!(
@@ -645,13 +624,6 @@ mod tests {
             pad2: 0,
             cgroup_id: 0,
         }
-    }
-
-    #[test]
-    fn tracepoints_are_found_by_their_btf_typedef_names() {
-        let btf = b"\0int\0btf_trace_tcp_probe\0btf_trace_sock_recv_length_x\0tcp_probe\0";
-        let found = tracepoints_in_btf(btf, &["tcp_probe", "sock_recv_length", "tcp_send_reset"]);
-        assert_eq!(found.into_iter().collect::<Vec<_>>(), ["tcp_probe"]);
     }
 
     #[test]
