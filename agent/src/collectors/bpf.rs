@@ -7,6 +7,7 @@ use aya::maps::{Map, MapError};
 use aya::programs::raw_trace_point::RawTracePointLink;
 use aya::programs::{Program, ProgramError, RawTracePoint};
 use coral_proto::error_chain;
+use std::collections::{BTreeSet, HashMap};
 
 /// Takes map `name` out of `bpf` as a `T` (e.g. `RingBuf<MapData>`), so the
 /// collector owns it beside the object.
@@ -142,5 +143,42 @@ impl KtimeClock {
             return 0;
         }
         (i128::from(ktime_ns) + self.offset).clamp(0, u64::MAX as i128) as u64
+    }
+}
+
+/// Where the kernel describes its types, tracepoints included.
+pub const VMLINUX_BTF: &str = "/sys/kernel/btf/vmlinux";
+
+/// Which of `names` the running kernel has as tracepoints, from
+/// [`VMLINUX_BTF`].
+pub fn kernel_tracepoints_in_btf<'a>(names: &[&'a str]) -> Result<BTreeSet<&'a str>, String> {
+    let btf = std::fs::read(VMLINUX_BTF).map_err(|e| format!("reading {VMLINUX_BTF}: {e}"))?;
+    Ok(tracepoints_in_btf(&btf, names))
+}
+
+/// Which of `names` the kernel has as tracepoints: each one has a
+/// `btf_trace_<name>` typedef in the kernel's BTF, whose name sits
+/// NUL-terminated in the string section. (Raw tracepoints need no tracefs,
+/// so tracefs is no place to look for them.) Only strings with the prefix are
+/// looked up: vmlinux BTF splits into millions of pieces, and hashing each one
+/// took seconds in a debug build under QEMU's TCG, at every agent start.
+fn tracepoints_in_btf<'a>(btf: &[u8], names: &[&'a str]) -> BTreeSet<&'a str> {
+    const PREFIX: &[u8] = b"btf_trace_";
+    let wanted: HashMap<&[u8], &'a str> = names.iter().map(|n| (n.as_bytes(), *n)).collect();
+    btf.split(|&b| b == 0)
+        .filter_map(|s| s.strip_prefix(PREFIX))
+        .filter_map(|s| wanted.get(s).copied())
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tracepoints_are_found_by_their_btf_typedef_names() {
+        let btf = b"\0int\0btf_trace_tcp_probe\0btf_trace_sock_recv_length_x\0tcp_probe\0";
+        let found = tracepoints_in_btf(btf, &["tcp_probe", "sock_recv_length", "tcp_send_reset"]);
+        assert_eq!(found.into_iter().collect::<Vec<_>>(), ["tcp_probe"]);
     }
 }

@@ -28,7 +28,7 @@
 pub mod cgroupfs;
 pub mod predict;
 
-use super::bpf::{self, KtimeClock, read_err, take_map};
+use super::bpf::{self, KtimeClock, VMLINUX_BTF, kernel_tracepoints_in_btf, read_err, take_map};
 use super::filter::FilterGlobals;
 use super::{Collector, CollectorError, CollectorFactory, StartContext, check_interval_from};
 use crate::capabilities::HostCapabilities;
@@ -85,20 +85,14 @@ const PROGRAMS: [(&str, &str); 3] = [
     ("coral_mem_oom", "mark_victim"),
 ];
 
-const VMLINUX_BTF: &str = "/sys/kernel/btf/vmlinux";
-
 /// The tracepoints this collector needs that the kernel lacks (no
 /// `btf_trace_<name>` typedef in its BTF), read once.
 fn missing_tracepoints() -> &'static Result<Vec<&'static str>, String> {
     static MISSING: OnceLock<Result<Vec<&'static str>, String>> = OnceLock::new();
     MISSING.get_or_init(|| {
-        let btf = std::fs::read(VMLINUX_BTF).map_err(|e| format!("reading {VMLINUX_BTF}: {e}"))?;
-        let names: HashSet<&[u8]> = btf.split(|&b| b == 0).collect();
-        Ok(PROGRAMS
-            .iter()
-            .map(|&(_, tp)| tp)
-            .filter(|tp| !names.contains(format!("btf_trace_{tp}").as_bytes()))
-            .collect())
+        let names: Vec<&str> = PROGRAMS.iter().map(|&(_, tp)| tp).collect();
+        let found = kernel_tracepoints_in_btf(&names)?;
+        Ok(names.into_iter().filter(|tp| !found.contains(tp)).collect())
     })
 }
 

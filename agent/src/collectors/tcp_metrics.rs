@@ -22,7 +22,7 @@
 //! aggregates every interval; the final collect also reports connections that
 //! closed but whose socket the owner had not released yet.
 
-use super::bpf::{self, KtimeClock, read_err, take_map};
+use super::bpf::{self, KtimeClock, VMLINUX_BTF, kernel_tracepoints_in_btf, read_err, take_map};
 use super::filter::FilterGlobals;
 use super::{Collector, CollectorError, CollectorFactory, StartContext, check_interval};
 use crate::capabilities::HostCapabilities;
@@ -84,35 +84,17 @@ const ACCEPT_PROGRAMS: [(&str, &str, &str); 2] = [
 /// exist (the e2e tests run the fallback this way).
 pub const OWNER_ENV: &str = "CORAL_TCP_OWNER";
 
-/// Where the kernel describes its types, tracepoints included.
-const VMLINUX_BTF: &str = "/sys/kernel/btf/vmlinux";
-
-/// Which of `names` the kernel has as tracepoints: each one has a
-/// `btf_trace_<name>` typedef in the kernel's BTF, whose name sits
-/// NUL-terminated in the string section. (Raw tracepoints need no tracefs,
-/// so tracefs is no place to look for them.)
-fn tracepoints_in_btf<'a>(btf: &[u8], names: &[&'a str]) -> BTreeSet<&'a str> {
-    let wanted: std::collections::HashMap<Vec<u8>, &'a str> = names
-        .iter()
-        .map(|n| (format!("btf_trace_{n}").into_bytes(), *n))
-        .collect();
-    btf.split(|&b| b == 0)
-        .filter_map(|s| wanted.get(s).copied())
-        .collect()
-}
-
 /// The tracepoints this collector may attach that the running kernel has,
 /// read once.
 fn kernel_tracepoints() -> &'static Result<BTreeSet<&'static str>, String> {
     static FOUND: OnceLock<Result<BTreeSet<&'static str>, String>> = OnceLock::new();
     FOUND.get_or_init(|| {
-        let btf = std::fs::read(VMLINUX_BTF).map_err(|e| format!("reading {VMLINUX_BTF}: {e}"))?;
         let names: Vec<&str> = RAW_PROGRAMS
             .iter()
             .chain(IO_PROGRAMS.iter())
             .map(|(_, tp)| *tp)
             .collect();
-        Ok(tracepoints_in_btf(&btf, &names))
+        kernel_tracepoints_in_btf(&names)
     })
 }
 
@@ -645,13 +627,6 @@ mod tests {
             pad2: 0,
             cgroup_id: 0,
         }
-    }
-
-    #[test]
-    fn tracepoints_are_found_by_their_btf_typedef_names() {
-        let btf = b"\0int\0btf_trace_tcp_probe\0btf_trace_sock_recv_length_x\0tcp_probe\0";
-        let found = tracepoints_in_btf(btf, &["tcp_probe", "sock_recv_length", "tcp_send_reset"]);
-        assert_eq!(found.into_iter().collect::<Vec<_>>(), ["tcp_probe"]);
     }
 
     #[test]
