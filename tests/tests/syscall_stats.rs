@@ -558,6 +558,8 @@ fn caps_report_real_probes() {
     let caps = agent.coral_json(&["caps"]).remove(0);
     assert_eq!(caps["btf"], true);
     assert_eq!(caps["rawTracepoints"], true);
+    // process-events, memory and syscall-stats --no-latency attach tp_btf.
+    assert_eq!(caps["tpBtf"], true, "{caps}");
     assert!(!caps["kernelRelease"].as_str().unwrap().is_empty());
     assert!(
         !caps["tracefsPath"].as_str().unwrap_or("").is_empty(),
