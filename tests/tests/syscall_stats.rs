@@ -239,7 +239,10 @@ fn collector_expires_by_itself_and_leaves_no_program() {
     // Wall time includes the harness polling with `coral tap get` (about a
     // second a call under QEMU's TCG): only a bound, stretched there.
     let took = started.elapsed();
-    assert!(took < patience(Duration::from_secs(5)), "expired after {took:?}");
+    assert!(
+        took < patience(Duration::from_secs(5)),
+        "expired after {took:?}"
+    );
     assert!(
         ended["bpfProgramIds"]
             .as_array()
@@ -250,7 +253,10 @@ fn collector_expires_by_itself_and_leaves_no_program() {
     assert_eq!(last["final"], true);
     // The agent's own clock: the final record was taken at the deadline.
     let late = u64_of(&last["timeUnixNano"]).saturating_sub(deadline);
-    assert!(late < 2_000_000_000, "final record {late} ns after the deadline: {last}");
+    assert!(
+        late < 2_000_000_000,
+        "final record {late} ns after the deadline: {last}"
+    );
 
     // Program release is deferred to a kernel workqueue: allow it a moment.
     let deadline = Instant::now() + Duration::from_secs(3);
