@@ -23,6 +23,10 @@ pub struct HostCapabilities {
     pub tracefs_path: Option<PathBuf>,
     pub tracefs_mounted_by_agent: bool,
     pub kprobes: bool,
+    /// fentry (BPF trampolines): needs BTF and CONFIG_DYNAMIC_FTRACE_WITH_DIRECT_CALLS.
+    pub fentry: bool,
+    /// tp_btf (BTF-typed raw tracepoints).
+    pub tp_btf: bool,
     pub uprobes: bool,
     pub raw_tracepoints: bool,
     pub ringbuf: bool,
@@ -212,10 +216,13 @@ mod linux {
     #[cfg(bpf)]
     mod probes {
         use super::HostCapabilities;
+        use aya::Btf;
         use aya::programs::perf_event::{
             PerfEventConfig, PerfEventScope, SamplePolicy, SoftwareEvent,
         };
-        use aya::programs::{KProbe, PerfEvent, RawTracePoint, UProbe, uprobe::UProbeScope};
+        use aya::programs::{
+            BtfTracePoint, FEntry, KProbe, PerfEvent, RawTracePoint, UProbe, uprobe::UProbeScope,
+        };
 
         /// A function for the uprobe probe to attach to. Never called by
         /// anyone but it must stay in the symbol table.
@@ -248,6 +255,17 @@ mod linux {
                 p.load()?;
                 p.attach("vfs_read", 0).map(drop)
             });
+            // Both need the kernel's BTF; without it they are simply absent.
+            if let Ok(btf) = Btf::from_sys_fs() {
+                caps.fentry = attach_ok(&mut bpf, "probe_fentry", |p: &mut FEntry| {
+                    p.load("vfs_read", &btf)?;
+                    p.attach().map(drop)
+                });
+                caps.tp_btf = attach_ok(&mut bpf, "probe_tp_btf", |p: &mut BtfTracePoint| {
+                    p.load("sys_enter", &btf)?;
+                    p.attach().map(drop)
+                });
+            }
             caps.uprobes = attach_ok(&mut bpf, "probe_uprobe", |p: &mut UProbe| {
                 p.load()?;
                 std::hint::black_box(coral_uprobe_probe_target as extern "C" fn());

@@ -388,7 +388,8 @@ async fn run() -> anyhow::Result<()> {
         // The probes loaded BPF objects: give their BTF parse back.
         coral_agent::memory::release_freed();
         tracing::info!(kernel = %caps.kernel_release, btf = caps.btf, cap_bpf = caps.cap_bpf,
-            raw_tp = caps.raw_tracepoints, kprobes = caps.kprobes, "capabilities probed");
+            raw_tp = caps.raw_tracepoints, tp_btf = caps.tp_btf, kprobes = caps.kprobes,
+            fentry = caps.fentry, "capabilities probed");
         if !cfg!(feature = "bpf") {
             tracing::warn!("built without BPF support: every collector kind is unavailable");
         }

@@ -36,6 +36,22 @@ pub fn bin(name: &str) -> PathBuf {
     path
 }
 
+/// Environment variable: how many times longer the harness waits for things
+/// to happen (an agent to serve, a collector to change state, programs to go
+/// away) on a slow machine; tests/kernels/run sets it under QEMU's TCG. It
+/// never scales a test's workload or what a test asserts about a result.
+pub const TIME_SCALE_ENV: &str = "CORAL_TEST_TIME_SCALE";
+
+/// How long to wait for something that takes `d` on a normal machine.
+pub fn patience(d: Duration) -> Duration {
+    let scale = std::env::var(TIME_SCALE_ENV)
+        .ok()
+        .and_then(|v| v.parse::<u32>().ok())
+        .unwrap_or(1)
+        .max(1);
+    d * scale
+}
+
 /// Why kernel tests cannot run here, if they cannot.
 pub fn kernel_unavailable() -> Option<&'static str> {
     // SAFETY: geteuid has no preconditions.
@@ -121,7 +137,7 @@ impl Agent {
             addr: addr.to_string(),
             client_args: client_args.to_vec(),
         };
-        let deadline = Instant::now() + Duration::from_secs(20);
+        let deadline = Instant::now() + patience(Duration::from_secs(20));
         loop {
             if let Some(status) = agent.child.try_wait().unwrap() {
                 panic!("coral-agent exited during start-up: {status}");
@@ -202,7 +218,7 @@ impl Agent {
 
     /// Polls until the collector reaches `state` (e.g. "COLLECTOR_STATE_EXPIRED").
     pub fn wait_state(&self, id: &str, state: &str, timeout: Duration) -> Value {
-        let deadline = Instant::now() + timeout;
+        let deadline = Instant::now() + patience(timeout);
         loop {
             let info = self.get(id);
             if info["state"] == state {
@@ -237,7 +253,7 @@ impl Drop for Agent {
     fn drop(&mut self) {
         // SAFETY: kill(2) on our own child's pid; the worst case is ESRCH.
         unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
-        let deadline = Instant::now() + Duration::from_secs(10);
+        let deadline = Instant::now() + patience(Duration::from_secs(10));
         while Instant::now() < deadline {
             if let Ok(Some(_)) = self.child.try_wait() {
                 return;
@@ -406,7 +422,7 @@ impl Footprint {
     /// start-up readiness check, can hold a connection for a moment on a
     /// loaded machine.
     pub fn settled(pid: u32) -> Footprint {
-        let deadline = Instant::now() + Duration::from_secs(10);
+        let deadline = Instant::now() + patience(Duration::from_secs(10));
         let mut last = Footprint::of(pid);
         let mut stable_since = Instant::now();
         while stable_since.elapsed() < Duration::from_secs(1) && Instant::now() < deadline {
@@ -478,7 +494,7 @@ pub fn prog_ids_of(info: &serde_json::Value) -> Vec<u64> {
 /// Polls until none of `ids` is loaded or linked; panics after `timeout`.
 /// The kernel frees programs asynchronously, shortly after the last fd goes.
 pub fn wait_programs_gone(ids: &[u64], timeout: Duration) {
-    let deadline = Instant::now() + timeout;
+    let deadline = Instant::now() + patience(timeout);
     loop {
         let loaded = loaded_prog_ids();
         let linked = linked_prog_ids();

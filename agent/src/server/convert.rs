@@ -171,6 +171,8 @@ pub fn capabilities(
         tracefs_path: path(&caps.tracefs_path),
         tracefs_mounted_by_agent: caps.tracefs_mounted_by_agent,
         kprobes: caps.kprobes,
+        fentry: caps.fentry,
+        tp_btf: caps.tp_btf,
         uprobes: caps.uprobes,
         raw_tracepoints: caps.raw_tracepoints,
         ringbuf: caps.ringbuf,

@@ -53,9 +53,11 @@ pub async fn run(mut ctx: Ctx, _: Args) -> anyhow::Result<()> {
         (
             "hooks",
             format!(
-                "raw_tracepoint={} kprobe={} uprobe={} perf_event={} ringbuf={}",
+                "raw_tracepoint={} tp_btf={} kprobe={} fentry={} uprobe={} perf_event={} ringbuf={}",
                 yes(caps.raw_tracepoints),
+                yes(caps.tp_btf),
                 yes(caps.kprobes),
+                yes(caps.fentry),
                 yes(caps.uprobes),
                 yes(caps.perf_events),
                 yes(caps.ringbuf)

@@ -86,20 +86,25 @@ static __always_inline void count_drop(__u32 slot)
 
 static __always_inline void read_counters(struct mm_struct *mm, __s64 pages[CORAL_MEM_COUNTERS])
 {
-	if (bpf_core_field_size(mm->rss_stat) ==
-	    CORAL_MEM_COUNTERS * bpf_core_type_size(struct percpu_counter)) {
+	struct mm_struct___pre62 *old = (void *)mm;
+
+	/*
+	 * Asked of the pre-6.2 layout: a field relocation against the other
+	 * layout (struct vs array) fails, and only an exists check turns that
+	 * failure into 0 instead of a poisoned instruction the verifier refuses
+	 * (Linux 6.1 refused the size comparison this replaced).
+	 */
+	if (bpf_core_field_exists(old->rss_stat.count)) {
+		pages[0] = BPF_CORE_READ(old, rss_stat.count[0].counter);
+		pages[1] = BPF_CORE_READ(old, rss_stat.count[1].counter);
+		pages[2] = BPF_CORE_READ(old, rss_stat.count[2].counter);
+		pages[3] = BPF_CORE_READ(old, rss_stat.count[3].counter);
+	} else {
 		/* BTF pointers: direct (CO-RE relocated) loads, no helper calls. */
 		pages[0] = mm->rss_stat[0].count;
 		pages[1] = mm->rss_stat[1].count;
 		pages[2] = mm->rss_stat[2].count;
 		pages[3] = mm->rss_stat[3].count;
-	} else {
-		struct mm_struct___pre62 *old = (void *)mm;
-
-		pages[0] = BPF_CORE_READ(old, rss_stat.count[0].counter);
-		pages[1] = BPF_CORE_READ(old, rss_stat.count[1].counter);
-		pages[2] = BPF_CORE_READ(old, rss_stat.count[2].counter);
-		pages[3] = BPF_CORE_READ(old, rss_stat.count[3].counter);
 	}
 }
 

@@ -22,6 +22,18 @@ int probe_kprobe(void *ctx)
 	return 0;
 }
 
+SEC("fentry/vfs_read")
+int probe_fentry(void *ctx)
+{
+	return 0;
+}
+
+SEC("tp_btf/sys_enter")
+int probe_tp_btf(void *ctx)
+{
+	return 0;
+}
+
 SEC("uprobe")
 int probe_uprobe(void *ctx)
 {
