@@ -8,6 +8,9 @@
 #              (syscalls:sys_{enter,exit}_*) a per-syscall design would use
 #   coral      Coral http-latency filtered on the nginx worker's pid
 #   tls-none   no tracing, HTTPS (nginx ssl, keep-alive)
+#   tls-floor  bpftrace with empty uprobes (and the uretprobes) on the same
+#              libssl functions Coral probes, in the worker only: what any
+#              tracer at the TLS library pays before work
 #   tls-coral  Coral http-latency on the worker's pid, HTTPS (OpenSSL uprobes)
 # Rounds rotate the configurations so drift on a shared machine hits all alike.
 #
@@ -27,7 +30,7 @@ CONNS=${CONNS:-32}
 PORT=${PORT:-18980}
 TLS_PORT=${TLS_PORT:-18981}
 BUILD=${BUILD:-1}
-read -r -a configs <<<"${CONFIGS:-none floor tp-hooks coral tls-none tls-coral}"
+read -r -a configs <<<"${CONFIGS:-none floor tp-hooks coral tls-none tls-floor tls-coral}"
 
 .ci/install-deps
 [[ $BUILD == 0 ]] || cargo build --release -q -p coral-agent -p coral-cli -p coral-bench
@@ -83,7 +86,7 @@ cpu_ns() { # on-CPU ns of the workers' threads (mawk: %.0f, not %d, past 2^31)
 	for pid in $workers; do cat /proc/"$pid"/task/*/schedstat; done | awk '{ s += $1 } END { printf "%.0f", s }'
 }
 
-counted() { # requests in the final HttpStats that `coral -o json tap stop` printed
+counted() { # requests in the last HttpStats of `coral -o json tap events` (the final one)
 	python3 -c 'import json, sys
 n = 0
 for line in sys.stdin:
@@ -119,6 +122,20 @@ run() { # $1: config name
 		for _ in $(seq 100); do grep -q Attaching "$work/bpftrace.log" && break; sleep 0.1; done
 		sleep 0.5
 	fi
+	if [[ $1 == tls-floor ]]; then
+		local ssl pid probes=""
+		pid=${workers%% *}
+		ssl=$(awk '$6 ~ /libssl\.so/ { print $6; exit }' /proc/"$pid"/maps)
+		[[ -n $ssl ]] || { echo "tls-floor: nginx maps no libssl" >&2; exit 1; }
+		for f in SSL_read SSL_read_ex SSL_write SSL_write_ex SSL_free; do
+			probes+="${probes:+,}uprobe:$ssl:$f"
+		done
+		probes+=",uretprobe:$ssl:SSL_read,uretprobe:$ssl:SSL_read_ex"
+		bpftrace -p "$pid" -e "$probes { }" >"$work/bpftrace.log" 2>&1 &
+		bt=$!
+		for _ in $(seq 100); do grep -q Attaching "$work/bpftrace.log" && break; sleep 0.1; done
+		sleep 0.5
+	fi
 	if [[ $1 == coral || $1 == tls-coral ]]; then
 		local args=()
 		for pid in $workers; do args+=(--pid "$pid"); done
@@ -130,7 +147,8 @@ run() { # $1: config name
 	local r l n seen
 	n=$(awk '/requests in/ { print $1 }' <<<"$out")
 	if [[ -n $id ]]; then
-		seen=$("$coral" --agent "$sock" -o json tap stop "$id" | counted)
+		"$coral" --agent "$sock" tap stop "$id" >/dev/null
+		seen=$("$coral" --agent "$sock" -o json tap events "$id" | counted)
 		if ((seen < n)); then
 			echo "$1: Coral counted $seen requests, wrk completed $n" >&2
 			exit 1
@@ -172,6 +190,7 @@ has floor && has none && row "http: floor (empty raw_tp pair)" floor none
 has tp-hooks && has none && row "http: syscalls:* tps (bpftrace)" tp-hooks none
 has coral && has none && row "http: coral http-latency --pid" coral none
 has tls-none && row "https: no tracing" tls-none tls-none
+has tls-floor && has tls-none && row "https: floor (empty uprobes)" tls-floor tls-none
 has tls-coral && has tls-none && row "https: coral http-latency --pid" tls-coral tls-none
 if has coral && has floor && has none; then
 	awk -v cc="${C[coral]}" -v cf="${C[floor]}" -v cn="${C[none]}" -v rc="${R[coral]}" -v rf="${R[floor]}" 'BEGIN {
@@ -181,4 +200,8 @@ fi
 if has tls-coral && has tls-none; then
 	awk -v cc="${C[tls-coral]}" -v cn="${C[tls-none]}" -v rc="${R[tls-coral]}" -v rn="${R[tls-none]}" 'BEGIN {
 		printf "https: coral adds %.3f µs of nginx CPU per request (%.1f%%) and keeps %.3f of untraced throughput\n", cc - cn, (cc - cn) / cn * 100, rc / rn }'
+fi
+if has tls-coral && has tls-floor && has tls-none; then
+	awk -v cc="${C[tls-coral]}" -v cf="${C[tls-floor]}" -v cn="${C[tls-none]}" 'BEGIN {
+		printf "https: the empty uprobes alone add %.3f µs per request: coral is %.2fx that floor\n", cf - cn, (cc - cn) / (cf - cn) }'
 fi
