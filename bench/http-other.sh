@@ -67,7 +67,8 @@ case $arch in x86_64) tarch=x86 ;; aarch64) tarch=arm64 ;; *) tarch=$arch ;; esa
 bpf_cc() {
 	"$clang" -g -O2 -Wall -Werror -target bpf "-D__TARGET_ARCH_$tarch" "-I/usr/include/$arch-linux-gnu" "$@"
 }
-BEFORE_REV=${BEFORE_REV:-$(git merge-base HEAD main)}
+# The program before issue 16: main before the http-latency rework merged.
+BEFORE_REV=${BEFORE_REV:-23114c5^1}
 mkdir -p "$work/before"
 for f in http_latency.bpf.c http_latency.h; do
 	git show "$BEFORE_REV:ebpf-programs/src/bpf/$f" >"$work/before/$f"

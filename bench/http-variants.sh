@@ -23,8 +23,8 @@
 # Knobs: LOAD, ROUNDS (default 5), ITERS (loop, default 100000), REPS (loop,
 # default 5), DURATION (nginx, s, default 6), CONNS (nginx, default 32),
 # CONFIGS (a space-separated subset), BUILD=0 (use target/release as is),
-# BEFORE_REV (the commit whose program is "before"; default the merge-base
-# with main), WAIT_EACH (s to wait for the syscall hooks to be free of other
+# BEFORE_REV (the commit whose program is "before"; default main before the
+# issue-16 merge), WAIT_EACH (s to wait for the syscall hooks to be free of other
 # people's tracers before a measurement, default 30), TRIES (a measurement
 # during which other tracers came or went is taken again, default 5 times).
 #
@@ -112,7 +112,8 @@ bpf_cc() {
 		-Wno-unused-but-set-variable -target bpf "-D__TARGET_ARCH_$tarch" \
 		"-I/usr/include/$arch-linux-gnu" "$@"
 }
-BEFORE_REV=${BEFORE_REV:-$(git merge-base HEAD main)}
+# The program before issue 16: main before the http-latency rework merged.
+BEFORE_REV=${BEFORE_REV:-23114c5^1}
 mkdir -p "$work/before"
 for f in http_latency.bpf.c http_latency.h; do
 	git show "$BEFORE_REV:ebpf-programs/src/bpf/$f" >"$work/before/$f"
