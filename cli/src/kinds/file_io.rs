@@ -64,7 +64,7 @@ impl Event for FileIoEvent {
 }
 
 const HEADER: &str =
-    "TIME                     PID COMM            OP     LATENCY      BYTES  RESULT  PATH";
+    "TIME                     PID COMM            OP      LATENCY      BYTES  RESULT  PATH";
 
 /// "open", "read", ...
 pub fn op_name(op: i32) -> &'static str {
