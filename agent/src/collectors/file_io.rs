@@ -197,34 +197,35 @@ pub fn errno_name(errno: i32) -> String {
     name.to_string()
 }
 
-/// `O_WRONLY|O_CREAT|O_TRUNC` for the flags of an open.
+/// `O_WRONLY|O_CREAT|O_TRUNC` for the flags of an open, as the kernel
+/// numbers them on x86_64 (not libc's: there O_LARGEFILE is 0).
 pub fn open_flag_names(flags: u32) -> String {
-    let flags = flags as i32;
-    let mut names = vec![match flags & libc::O_ACCMODE {
-        libc::O_RDONLY => "O_RDONLY",
-        libc::O_WRONLY => "O_WRONLY",
-        libc::O_RDWR => "O_RDWR",
+    let mut names = vec![match flags & 0o3 {
+        0 => "O_RDONLY",
+        1 => "O_WRONLY",
+        2 => "O_RDWR",
         _ => "O_ACCMODE",
     }];
     // O_SYNC and O_TMPFILE include another flag's bit: tested first, whole.
-    let mut rest = flags & !libc::O_ACCMODE;
+    let mut rest = flags & !0o3;
     for (bits, name) in [
-        (libc::O_SYNC, "O_SYNC"),
-        (libc::O_TMPFILE, "O_TMPFILE"),
-        (libc::O_CREAT, "O_CREAT"),
-        (libc::O_EXCL, "O_EXCL"),
-        (libc::O_NOCTTY, "O_NOCTTY"),
-        (libc::O_TRUNC, "O_TRUNC"),
-        (libc::O_APPEND, "O_APPEND"),
-        (libc::O_NONBLOCK, "O_NONBLOCK"),
-        (libc::O_DSYNC, "O_DSYNC"),
-        (libc::O_DIRECT, "O_DIRECT"),
-        (libc::O_LARGEFILE, "O_LARGEFILE"),
-        (libc::O_DIRECTORY, "O_DIRECTORY"),
-        (libc::O_NOFOLLOW, "O_NOFOLLOW"),
-        (libc::O_NOATIME, "O_NOATIME"),
-        (libc::O_CLOEXEC, "O_CLOEXEC"),
-        (libc::O_PATH, "O_PATH"),
+        (0o4010000, "O_SYNC"),
+        (0o20200000, "O_TMPFILE"),
+        (0o100, "O_CREAT"),
+        (0o200, "O_EXCL"),
+        (0o400, "O_NOCTTY"),
+        (0o1000, "O_TRUNC"),
+        (0o2000, "O_APPEND"),
+        (0o4000, "O_NONBLOCK"),
+        (0o10000, "O_DSYNC"),
+        (0o20000, "FASYNC"),
+        (0o40000, "O_DIRECT"),
+        (0o100000, "O_LARGEFILE"),
+        (0o200000, "O_DIRECTORY"),
+        (0o400000, "O_NOFOLLOW"),
+        (0o1000000, "O_NOATIME"),
+        (0o2000000, "O_CLOEXEC"),
+        (0o10000000, "O_PATH"),
     ] {
         if rest & bits == bits {
             names.push(name);
@@ -233,7 +234,7 @@ pub fn open_flag_names(flags: u32) -> String {
     }
     let mut out = names.join("|");
     if rest != 0 {
-        out.push_str(&format!("|0x{rest:x}"));
+        out.push_str(&format!("|0o{rest:o}"));
     }
     out
 }
@@ -515,6 +516,8 @@ mod tests {
         assert_eq!(open_flag_names(creat), "O_WRONLY|O_CREAT|O_TRUNC");
         let sync = (libc::O_RDWR | libc::O_SYNC | libc::O_CLOEXEC) as u32;
         assert_eq!(open_flag_names(sync), "O_RDWR|O_SYNC|O_CLOEXEC");
+        // The kernel's O_LARGEFILE (libc's is 0 on x86_64).
+        assert_eq!(open_flag_names(0o100000), "O_RDONLY|O_LARGEFILE");
         assert_eq!(errno_name(libc::ENOENT), "ENOENT");
         assert_eq!(errno_name(libc::EACCES), "EACCES");
         assert_eq!(errno_name(4095), "errno 4095");
