@@ -271,7 +271,7 @@ pub static FILE_IO_OPERATIONS: Desc = counter(
     Unit::Count("{operation}"),
 );
 pub static FILE_IO_BYTES: Desc = counter(
-    "coral.file.io.bytes",
+    "coral.file.io",
     "Bytes read and written per (process, path as opened), for the top files by bytes.",
     Unit::Bytes,
 );
