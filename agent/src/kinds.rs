@@ -128,6 +128,13 @@ kinds! {
         payloads: [MemoryStats, OomKill],
         factory: memory::MemoryFactory,
     },
+    /// Opens, reads, writes and fsyncs per file and process; slow I/O and failed opens.
+    FileIo {
+        proto: FileIo,
+        config: FileIo,
+        payloads: [FileIoEvent, FileIoStats],
+        factory: file_io::FileIoFactory,
+    },
 }
 
 /// What the kernel side could not hand over (ring buffer or map full), as
@@ -141,10 +148,12 @@ pub fn kernel_losses(payload: &Payload) -> Option<u64> {
         Payload::CpuProfile(p) => Some(p.lost_samples),
         Payload::ProcessStats(s) => Some(s.dropped_events),
         Payload::MemoryStats(s) => Some(s.dropped_events),
+        Payload::FileIoStats(s) => Some(s.dropped_events + s.dropped_files),
         Payload::TcpConnection(_)
         | Payload::HttpRequest(_)
         | Payload::ProcessEvent(_)
-        | Payload::OomKill(_) => None,
+        | Payload::OomKill(_)
+        | Payload::FileIoEvent(_) => None,
     }
 }
 

@@ -45,8 +45,8 @@ macro_rules! mirror {
 
 fn mirrors() -> Vec<Mirror> {
     use crate::{
-        cpu_profile as cp, http_latency as http, memory as mem, process_events as pe,
-        syscall_stats as ss, tcp_metrics as tcp,
+        cpu_profile as cp, file_io as fio, http_latency as http, memory as mem,
+        process_events as pe, syscall_stats as ss, tcp_metrics as tcp,
     };
     vec![
         mirror!("coral_sys_stat" => ss::SysStat { count, errors, total_ns, log2 }),
@@ -82,6 +82,15 @@ fn mirrors() -> Vec<Mirror> {
             start_ns, end_ns, cgroup_id, tgid, flags, req_len, pad, comm, req, resp,
         }),
         mirror!("coral_http_proc_event" => http::ProcEvent { tgid, pad }),
+        mirror!("coral_fio_key" => fio::FileKey { path_hash, tgid, err }),
+        mirror!("coral_fio_stat" => fio::FileStat {
+            opens, reads, read_bytes, read_ns, writes, write_bytes, write_ns, fsyncs, fsync_ns,
+            cgroup_id, flags, pad, comm, path, read_log2, write_log2
+        }),
+        mirror!("coral_fio_fd_key" => fio::FdKey { tgid, fd }),
+        mirror!("coral_fio_event" => fio::FileEvent {
+            start_ns, latency_ns, bytes, cgroup_id, tgid, tid, fd, op, err, flags, comm, path
+        }),
         mirror!("coral_profile_key" => cp::ProfileKey { tgid, user_stack_id, kernel_stack_id, flags }),
         mirror!("coral_stack" => cp::OverflowStack { ips }),
         mirror!("coral_profile_value" => cp::ProfileValue { count, comm, cgroup_id }),

@@ -16,6 +16,7 @@ impl CollectorKind {
             CollectorKind::TcpMetrics => "tcp-metrics",
             CollectorKind::ProcessEvents => "process-events",
             CollectorKind::Memory => "memory",
+            CollectorKind::FileIo => "file-io",
         }
     }
 

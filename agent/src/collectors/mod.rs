@@ -17,6 +17,8 @@ mod bpf;
 #[cfg(bpf)]
 pub mod cpu_profile;
 #[cfg(bpf)]
+pub mod file_io;
+#[cfg(bpf)]
 mod filter;
 #[cfg(bpf)]
 pub mod http_latency;

@@ -20,11 +20,13 @@ pub fn is_aggregate(payload: &Payload) -> bool {
         | Payload::CpuProfile(_)
         | Payload::TcpStats(_)
         | Payload::ProcessStats(_)
-        | Payload::MemoryStats(_) => true,
+        | Payload::MemoryStats(_)
+        | Payload::FileIoStats(_) => true,
         Payload::HttpRequest(_)
         | Payload::TcpConnection(_)
         | Payload::ProcessEvent(_)
-        | Payload::OomKill(_) => false,
+        | Payload::OomKill(_)
+        | Payload::FileIoEvent(_) => false,
     }
 }
 
@@ -35,7 +37,8 @@ pub fn exported(kind: Kind) -> bool {
         | Kind::HttpLatency
         | Kind::TcpMetrics
         | Kind::ProcessEvents
-        | Kind::Memory => true,
+        | Kind::Memory
+        | Kind::FileIo => true,
         // Stacks are no time series: profiles stay pprof.
         Kind::CpuProfile => false,
     }
@@ -50,11 +53,13 @@ pub fn points(payload: &Payload) -> Vec<Point> {
         Payload::TcpStats(s) => tcp(s, &mut out),
         Payload::ProcessStats(s) => processes(s, &mut out),
         Payload::MemoryStats(s) => memory(s, &mut out),
+        Payload::FileIoStats(s) => file_io(s, &mut out),
         Payload::CpuProfile(_)
         | Payload::HttpRequest(_)
         | Payload::TcpConnection(_)
         | Payload::ProcessEvent(_)
-        | Payload::OomKill(_) => {}
+        | Payload::OomKill(_)
+        | Payload::FileIoEvent(_) => {}
     }
     out
 }
@@ -252,6 +257,35 @@ pub static PROCESS_TIME_TO_LIMIT: Desc = gauge(
 );
 
 /// Every metric results can make, for the docs test and the dashboard test.
+/// Nanoseconds, from 1 µs to 2^34 ns (17.2 s), a factor of 4 apart.
+const FILE_IO_BOUNDS: Bounds = Bounds::Log2 {
+    min: 10,
+    max: 34,
+    step: 2,
+    scale: 1e-9,
+};
+
+pub static FILE_IO_OPERATIONS: Desc = counter(
+    "coral.file.io.operations",
+    "Opens, reads, writes and fsyncs per (process, path as opened), for the top files by bytes.",
+    Unit::Count("{operation}"),
+);
+pub static FILE_IO_BYTES: Desc = counter(
+    "coral.file.io",
+    "Bytes read and written per (process, path as opened), for the top files by bytes.",
+    Unit::Bytes,
+);
+pub static FILE_IO_DURATION: Desc = histogram(
+    "coral.file.io.duration",
+    "Time from entry to return of reads and writes, per (process, path as opened).",
+    FILE_IO_BOUNDS,
+);
+pub static FILE_OPEN_ERRORS: Desc = counter(
+    "coral.file.open.errors",
+    "Failed opens per (process, path as given, errno).",
+    Unit::Count("{open}"),
+);
+
 pub static ALL: &[&Desc] = &[
     &KERNEL_DROPPED,
     &SYSCALL_CALLS,
@@ -278,6 +312,10 @@ pub static ALL: &[&Desc] = &[
     &PROCESS_RSS,
     &PROCESS_GROWTH,
     &PROCESS_TIME_TO_LIMIT,
+    &FILE_IO_OPERATIONS,
+    &FILE_IO_BYTES,
+    &FILE_IO_DURATION,
+    &FILE_OPEN_ERRORS,
 ];
 
 fn labels<const N: usize>(pairs: [(&'static str, String); N]) -> Labels {
@@ -394,6 +432,61 @@ fn tcp(s: &pb::TcpStats, out: &mut Vec<Point>) {
             &TCP_RTT,
             l,
             log2_histogram(RTT_BOUNDS, &r.rtt_us_log2, sum_us / 1e6),
+        ));
+    }
+}
+
+fn file_io(s: &pb::FileIoStats, out: &mut Vec<Point>) {
+    let pb::FileIoStats {
+        elapsed_ns: _,
+        files,
+        // Summed rows and per-process sums repeat the counts of the files.
+        other_files: _,
+        open_errors,
+        processes: _,
+        untracked_ops: _,
+        dropped_files,
+        dropped_events,
+        slow_threshold_ns: _,
+    } = s;
+    kernel_dropped(dropped_events + dropped_files, out);
+    for f in files {
+        let l = |op: &str| {
+            labels([
+                ("file.path", f.path.clone()),
+                ("process.pid", f.pid.to_string()),
+                ("file.operation", op.to_string()),
+            ])
+        };
+        for (op, n) in [
+            ("open", f.opens),
+            ("read", f.reads),
+            ("write", f.writes),
+            ("fsync", f.fsyncs),
+        ] {
+            out.push(Point::new(&FILE_IO_OPERATIONS, l(op), Value::Int(n)));
+        }
+        for (op, n, log2, ns) in [
+            ("read", f.read_bytes, &f.read_latency_log2, f.read_ns),
+            ("write", f.write_bytes, &f.write_latency_log2, f.write_ns),
+        ] {
+            out.push(Point::new(&FILE_IO_BYTES, l(op), Value::Int(n)));
+            out.push(Point::new(
+                &FILE_IO_DURATION,
+                l(op),
+                log2_histogram(FILE_IO_BOUNDS, log2, ns as f64 / 1e9),
+            ));
+        }
+    }
+    for e in open_errors {
+        out.push(Point::new(
+            &FILE_OPEN_ERRORS,
+            labels([
+                ("file.path", e.path.clone()),
+                ("process.pid", e.pid.to_string()),
+                ("error.type", e.error.clone()),
+            ]),
+            Value::Int(e.count),
         ));
     }
 }

@@ -117,6 +117,16 @@ fn any_config_of(kind: Kind) -> BoxedStrategy<Config> {
                 },
             )
             .boxed(),
+        Kind::FileIo => (any_u64(), any_u64(), any::<u32>(), any::<u32>())
+            .prop_map(|(interval_ns, slow_ns, max_files, top)| {
+                Config::FileIo(pb::FileIoConfig {
+                    interval_ns,
+                    slow_ns,
+                    max_files,
+                    top,
+                })
+            })
+            .boxed(),
     }
 }
 

@@ -14,6 +14,7 @@
 //! - [`Aggregate`] or [`Event`] for each of its payloads.
 
 pub mod cpu_profile;
+pub mod file_io;
 pub mod http_latency;
 pub mod memory;
 pub mod process_events;
@@ -151,6 +152,7 @@ kinds! {
     TcpMetrics => tcp_metrics,
     ProcessEvents => process_events,
     Memory => memory,
+    FileIo => file_io,
 }
 
 impl Kind {
@@ -190,6 +192,8 @@ pub fn view(payload: &Payload) -> View<'_> {
         Payload::ProcessStats(s) => View::Aggregate(s),
         Payload::MemoryStats(s) => View::Aggregate(s),
         Payload::OomKill(k) => View::Event(k),
+        Payload::FileIoEvent(e) => View::Event(e),
+        Payload::FileIoStats(s) => View::Aggregate(s),
     }
 }
 

@@ -13,6 +13,7 @@ use super::tools::{
     self, PROGRESS_EVERY, Progress, ResultOut, Shape, Target, ToolError, agent_error,
 };
 use crate::kinds::Kind;
+use crate::render::bytes;
 use coral_proto::text::{MESSAGE_BYTES, bounded};
 use coral_proto::v1::{self as pb, collector_spec::Config};
 use schemars::JsonSchema;
@@ -262,6 +263,7 @@ fn config(kind: Kind, limits: Option<&pb::Limits>) -> Config {
         Kind::TcpMetrics => Config::TcpMetrics(Default::default()),
         Kind::ProcessEvents => Config::ProcessEvents(Default::default()),
         Kind::Memory => Config::Memory(Default::default()),
+        Kind::FileIo => Config::FileIo(Default::default()),
     }
 }
 
@@ -515,6 +517,23 @@ pub fn evidence(symptom: Symptom, s: &KindSummary, events: &[String]) -> Vec<Str
             }
             if m.oom_kills > 0 {
                 out.push(format!("{} OOM kills in the sampled cgroups", m.oom_kills));
+            }
+        }
+        KindSummary::FileIo(f) => {
+            out.push(f.headline.clone());
+            for r in f.files.iter().take(2) {
+                out.push(format!(
+                    "{} ({} {}): {} read, {} written, write p99 {}",
+                    r.path,
+                    r.pid,
+                    r.comm,
+                    bytes(r.read_bytes),
+                    bytes(r.write_bytes),
+                    r.write_p99
+                ));
+            }
+            for e in f.failed_opens.iter().take(2) {
+                out.push(format!("{} x{}", e.what, e.count));
             }
         }
         KindSummary::ProcessEvents(p) => {

@@ -18,6 +18,7 @@ pub fn doc(kind: Kind) -> &'static str {
         Kind::TcpMetrics => include_str!("../../../../docs/collectors/tcp-metrics.md"),
         Kind::ProcessEvents => include_str!("../../../../docs/collectors/process-events.md"),
         Kind::Memory => include_str!("../../../../docs/collectors/memory.md"),
+        Kind::FileIo => include_str!("../../../../docs/collectors/file-io.md"),
     }
 }
 

@@ -7,7 +7,7 @@
 //! [`summarise`] is one match over every payload type without a `_` arm: a
 //! payload added to the API does not build until it is summarised here.
 
-use crate::kinds::{cpu_profile, memory, process_events, short_container, tcp_metrics};
+use crate::kinds::{cpu_profile, file_io, memory, process_events, short_container, tcp_metrics};
 use crate::render::{bytes, duration_ns, log2_quantile};
 use coral_proto::text::Cleaned;
 use coral_proto::v1::{self as pb, record::Payload};
@@ -63,6 +63,7 @@ pub enum KindSummary {
     TcpMetrics(TcpSummary),
     ProcessEvents(ProcessSummary),
     Memory(MemorySummary),
+    FileIo(FileIoSummary),
 }
 
 impl KindSummary {
@@ -75,6 +76,7 @@ impl KindSummary {
             KindSummary::TcpMetrics(s) => &s.headline,
             KindSummary::ProcessEvents(s) => &s.headline,
             KindSummary::Memory(s) => &s.headline,
+            KindSummary::FileIo(s) => &s.headline,
         }
     }
 }
@@ -93,6 +95,8 @@ pub fn summarise(payload: &Payload, top: usize) -> Summarised {
         Payload::ProcessStats(s) => Aggregate(KindSummary::ProcessEvents(processes(s, top))),
         Payload::MemoryStats(s) => Aggregate(KindSummary::Memory(memory_stats(s, top))),
         Payload::OomKill(k) => Event("oom_kill", clip_line(&memory::oom_line(k))),
+        Payload::FileIoEvent(e) => Event("file_io_event", file_io_event(e)),
+        Payload::FileIoStats(s) => Aggregate(KindSummary::FileIo(file_io_stats(s, top))),
     }
 }
 
@@ -711,6 +715,105 @@ fn process_event(e: &pb::ProcessEvent) -> String {
     clip_line(&line)
 }
 
+// ---------------------------------------------------------------- file-io
+
+/// file-io: top files by bytes, failed opens.
+#[derive(Clone, Debug, Serialize, JsonSchema)]
+pub struct FileIoSummary {
+    pub headline: String,
+    pub elapsed: String,
+    /// Most bytes first.
+    pub files: Vec<FileIoRow>,
+    /// Failed opens per (process, path, errno), most first.
+    pub failed_opens: Vec<CountRow>,
+    /// Reads, writes and fsyncs on fds opened before the tap started.
+    pub untracked_ops: u64,
+    /// Entries or events the kernel could not hand over.
+    pub dropped: u64,
+}
+
+#[derive(Clone, Debug, Serialize, JsonSchema)]
+pub struct FileIoRow {
+    pub pid: u32,
+    pub comm: String,
+    pub path: String,
+    pub reads: u64,
+    pub read_bytes: u64,
+    pub writes: u64,
+    pub write_bytes: u64,
+    pub fsyncs: u64,
+    /// Upper bound of the log2 bucket holding the 99th percentile.
+    pub read_p99: String,
+    pub write_p99: String,
+}
+
+pub fn file_io_stats(s: &pb::FileIoStats, top: usize) -> FileIoSummary {
+    let read: u64 = s.processes.iter().map(|p| p.read_bytes).sum();
+    let written: u64 = s.processes.iter().map(|p| p.write_bytes).sum();
+    let failed: u64 = s.open_errors.iter().map(|e| e.count).sum();
+    FileIoSummary {
+        headline: format!(
+            "{} read, {} written by {} processes, {failed} failed opens over {}",
+            bytes(read),
+            bytes(written),
+            s.processes.len(),
+            duration_ns(s.elapsed_ns)
+        ),
+        elapsed: duration_ns(s.elapsed_ns),
+        files: s
+            .files
+            .iter()
+            .take(top)
+            .map(|f| FileIoRow {
+                pid: f.pid,
+                comm: clip(&f.comm),
+                path: clip(&f.path),
+                reads: f.reads,
+                read_bytes: f.read_bytes,
+                writes: f.writes,
+                write_bytes: f.write_bytes,
+                fsyncs: f.fsyncs,
+                read_p99: duration_ns(f.read_p99_ns),
+                write_p99: duration_ns(f.write_p99_ns),
+            })
+            .collect(),
+        failed_opens: s
+            .open_errors
+            .iter()
+            .take(top)
+            .map(|e| CountRow {
+                what: clip(&format!(
+                    "pid {} ({}) {} {}",
+                    e.pid, e.comm, e.error, e.path
+                )),
+                count: e.count,
+            })
+            .collect(),
+        untracked_ops: s.untracked_ops,
+        dropped: s.dropped_events + s.dropped_files,
+    }
+}
+
+fn file_io_event(e: &pb::FileIoEvent) -> String {
+    let op = file_io::op_name(e.op);
+    let line = if e.errno != 0 {
+        format!(
+            "{op} {} failed: {} (pid {} {})",
+            e.path, e.error, e.pid, e.comm
+        )
+    } else {
+        format!(
+            "slow {op} of {} on {}: {} (pid {} {})",
+            bytes(e.bytes),
+            e.path,
+            duration_ns(e.latency_ns),
+            e.pid,
+            e.comm
+        )
+    };
+    clip_line(&line)
+}
+
 // ---------------------------------------------------------------- memory
 
 /// memory: use against limits, growth and time to the limit.
@@ -909,6 +1012,8 @@ mod tests {
             Payload::ProcessStats(Default::default()),
             Payload::MemoryStats(Default::default()),
             Payload::OomKill(Default::default()),
+            Payload::FileIoEvent(Default::default()),
+            Payload::FileIoStats(Default::default()),
         ];
         for p in &payloads {
             let is_event = matches!(
@@ -917,6 +1022,7 @@ mod tests {
                     | Payload::TcpConnection(_)
                     | Payload::ProcessEvent(_)
                     | Payload::OomKill(_)
+                    | Payload::FileIoEvent(_)
             );
             match summarise(p, 5) {
                 Summarised::Aggregate(a) => {

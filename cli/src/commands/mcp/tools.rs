@@ -439,6 +439,7 @@ pub fn kind_config(kind: Kind, o: &TapOptions) -> Result<Config, ToolError> {
                 Kind::TcpMetrics,
                 Kind::ProcessEvents,
                 Kind::Memory,
+                Kind::FileIo,
             ],
         ),
         (
@@ -499,6 +500,10 @@ pub fn kind_config(kind: Kind, o: &TapOptions) -> Result<Config, ToolError> {
             ..Default::default()
         }),
         Kind::Memory => Config::Memory(pb::MemoryConfig {
+            interval_ns,
+            ..Default::default()
+        }),
+        Kind::FileIo => Config::FileIo(pb::FileIoConfig {
             interval_ns,
             ..Default::default()
         }),
