@@ -253,3 +253,43 @@ fn fds_opened_before_the_start_are_counted_as_untracked() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// dd opens its files and dup2s them onto stdin and stdout (as shells do
+/// for redirections): the I/O on the new fds is the opened file's.
+#[test]
+#[ignore = "needs root and BPF"]
+fn io_on_a_dup2ed_fd_counts_for_the_file_opened() {
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+    require_kernel();
+    let agent = Agent::start(&[]);
+    let dir = scratch_dir("dup");
+    let out = dir.join("out");
+    // The shell waits for a line (so the tap is attached first), then
+    // becomes dd under the same pid.
+    let mut dd = Command::new("bash")
+        .arg("-c")
+        .arg(format!(
+            "read -r _; exec dd if=/dev/zero of={} bs={BLOCK} count={BLOCKS} conv=fsync status=none",
+            out.display()
+        ))
+        .stdin(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let info = agent.start_collector(&["--kind", "file-io", "--pid", &dd.id().to_string()]);
+    let id = id_of(&info);
+    dd.stdin.take().unwrap().write_all(b"go\n").unwrap();
+    assert!(dd.wait().unwrap().success());
+    agent.coral_json(&["tap", "stop", &id]);
+    let (stats, _) = results(&agent, &id);
+
+    let written = file(&stats, out.to_str().unwrap());
+    assert_eq!(n(&written["writes"]), BLOCKS, "{written}");
+    assert_eq!(n(&written["writeBytes"]), BLOCKS * BLOCK, "{written}");
+    assert_eq!(n(&written["fsyncs"]), 1, "{written}");
+    assert_eq!(n(&written["reads"]), 0, "{written}");
+    let zero = file(&stats, "/dev/zero");
+    assert_eq!(n(&zero["reads"]), BLOCKS, "{zero}");
+    assert_eq!(n(&zero["readBytes"]), BLOCKS * BLOCK, "{zero}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

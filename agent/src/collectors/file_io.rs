@@ -12,8 +12,9 @@
 //!
 //! The kernel keeps one aggregate per (tgid, path hash, errno) in the `files`
 //! hash (bounded by `max_files`; what does not fit is counted), and maps the
-//! fds it saw opened to their aggregate. I/O on other fds (opened before the
-//! start, inherited, dup'd, sockets, pipes) is only counted as untracked.
+//! fds it saw opened (and their dups) to their aggregate. I/O on other fds
+//! (opened before the start, inherited, sockets, pipes) is only counted as
+//! untracked.
 //! The agent reads the whole map every interval, so the records are
 //! cumulative, and drains the ring buffer every 100ms.
 

@@ -48,6 +48,12 @@ const volatile __u64 slow_ns = 10000000;
 #define NR_preadv2 327
 #define NR_pwritev2 328
 #define NR_openat2 437
+#define NR_dup 32
+#define NR_dup2 33
+#define NR_fcntl 72
+#define NR_dup3 292
+#define F_DUPFD 0
+#define F_DUPFD_CLOEXEC 1030
 
 /* creat(2) is open(path, O_CREAT | O_WRONLY | O_TRUNC). */
 #define CREAT_FLAGS 01101
@@ -315,6 +321,26 @@ static __always_inline void on_io(__u32 tgid, long nr, long ret)
 	bpf_ringbuf_submit(e, BPF_RB_NO_WAKEUP);
 }
 
+/* The new fd is the old one's file (dd, shells: open, then dup2 onto 0 or 1). */
+static __always_inline void on_dup(__u32 tgid, __s32 oldfd, __s32 newfd)
+{
+	struct coral_fio_fd_key from = { .tgid = tgid, .fd = oldfd };
+	struct coral_fio_fd_key to = { .tgid = tgid, .fd = newfd };
+	struct coral_fio_key *key;
+
+	if (oldfd == newfd)
+		return;
+	key = bpf_map_lookup_elem(&fds, &from);
+	if (key) {
+		struct coral_fio_key copy = *key;
+
+		bpf_map_update_elem(&fds, &to, &copy, BPF_ANY);
+	} else if (bpf_map_lookup_elem(&fds, &to)) {
+		/* dup2 onto a tracked fd closed it first. */
+		bpf_map_delete_elem(&fds, &to);
+	}
+}
+
 SEC("tp_btf/sys_exit")
 int BPF_PROG(coral_fio_exit, struct pt_regs *regs, long ret)
 {
@@ -354,6 +380,20 @@ int BPF_PROG(coral_fio_exit, struct pt_regs *regs, long ret)
 			if (bpf_map_lookup_elem(&fds, &fk))
 				bpf_map_delete_elem(&fds, &fk);
 		}
+		return 0;
+	case NR_fcntl:
+		if (regs->si != F_DUPFD && regs->si != F_DUPFD_CLOEXEC)
+			return 0;
+		/* fallthrough */
+	case NR_dup:
+	case NR_dup2:
+	case NR_dup3:
+		if (ret < 0)
+			return 0;
+		tgid = bpf_get_current_pid_tgid() >> 32;
+		if (!coral_target_matches(tgid))
+			return 0;
+		on_dup(tgid, regs->di, ret);
 		return 0;
 	default:
 		/* Only threads of the target were stamped: no filter here. */
