@@ -112,12 +112,16 @@ fn explain(reason: &str) -> Option<&'static str> {
             "the agent does not speak TLS there: use http:// (plaintext, on loopback) or unix://, or the port it serves TLS on",
         );
     }
+    // A TLS server answers a plaintext HTTP/2 preface with an alert record
+    // (0x15 0x03 0x03 ...), an HTTP/1 server with "HTTP/1.1 ...": both read
+    // as a frame header whose length is too large, so the client cannot
+    // tell them apart and the message names both.
     if ["frame with invalid size", "invalid preface", "HTTP/1"]
         .iter()
         .any(|n| reason.contains(n))
     {
         return Some(
-            "not a coral agent: the reply is not HTTP/2 (is this the right address and port?)",
+            "not a coral agent, or a TLS port: the reply is not HTTP/2 (if the agent serves TLS there, use https://; otherwise check the address and port)",
         );
     }
     None
