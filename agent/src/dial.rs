@@ -27,6 +27,12 @@ pub struct Credentials {
     pub token: Option<String>,
 }
 
+/// The bearer token a token file (`--colony-token-file`,
+/// `--agent-token-file`) holds: its first non-empty line, trimmed.
+pub fn token_in(file: &str) -> Option<&str> {
+    file.lines().map(str::trim).find(|l| !l.is_empty())
+}
+
 /// Why a server could not be dialled.
 #[derive(Debug, thiserror::Error)]
 pub enum DialError {
@@ -189,4 +195,13 @@ fn authorize(channel: Channel, creds: &Credentials) -> Result<Authorized, DialEr
         None => None,
     };
     Ok(InterceptedService::new(channel, BearerToken(token)))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_token_file_holds_its_first_non_empty_line() {
+        assert_eq!(super::token_in("\n  \n  s3cret \nnext\n"), Some("s3cret"));
+        assert_eq!(super::token_in(" \n\n"), None);
+    }
 }

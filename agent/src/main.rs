@@ -447,15 +447,13 @@ async fn run() -> anyhow::Result<()> {
     let (leaving_tx, leaving) = tokio::sync::watch::channel(false);
     if let Some(colony) = &args.colony {
         let token = match &args.colony_token_file {
-            Some(path) => Some(
-                std::fs::read_to_string(path)
-                    .with_context(|| format!("reading --colony-token-file {}", path.display()))?
-                    .lines()
-                    .map(str::trim)
-                    .find(|l| !l.is_empty())
-                    .with_context(|| format!("--colony-token-file {} is empty", path.display()))?
-                    .to_string(),
-            ),
+            Some(path) => {
+                let file = std::fs::read_to_string(path)
+                    .with_context(|| format!("reading --colony-token-file {}", path.display()))?;
+                let token = coral_agent::dial::token_in(&file)
+                    .with_context(|| format!("--colony-token-file {} is empty", path.display()))?;
+                Some(token.to_string())
+            }
             None => None,
         };
         let join = coral_agent::colony::Join {

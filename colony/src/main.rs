@@ -171,12 +171,10 @@ fn parse_agents_file(path: &Path) -> anyhow::Result<Vec<StaticAgent>> {
     Ok(out)
 }
 
-fn first_line(path: &Path, what: &str) -> anyhow::Result<String> {
-    std::fs::read_to_string(path)
-        .with_context(|| format!("reading {what} {}", path.display()))?
-        .lines()
-        .map(str::trim)
-        .find(|l| !l.is_empty())
+fn token_file(path: &Path, what: &str) -> anyhow::Result<String> {
+    let file = std::fs::read_to_string(path)
+        .with_context(|| format!("reading {what} {}", path.display()))?;
+    coral_agent::dial::token_in(&file)
         .map(str::to_string)
         .with_context(|| format!("{what} {} is empty", path.display()))
 }
@@ -237,7 +235,7 @@ async fn main() -> anyhow::Result<()> {
             token: args
                 .agent_token_file
                 .as_deref()
-                .map(|p| first_line(p, "--agent-token-file"))
+                .map(|p| token_file(p, "--agent-token-file"))
                 .transpose()?,
         },
         static_agents,
