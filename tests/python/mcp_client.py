@@ -13,7 +13,9 @@ schema and every answer against its output schema, and runs one scenario:
 - ``diagnose-cpu``: diagnose ``cpu`` on a coral-burn process;
 - ``read-only``: what a read-only token can and cannot do;
 - ``agent-restart``: the agent (started here, ``--agent-bin``) goes away
-  and comes back under a running ``coral mcp``.
+  and comes back under a running ``coral mcp``;
+- ``colony``: ``coral --colony URL mcp``: capabilities per node, a fleet
+  start_tap read back per node, a refusal by every agent, diagnose ``cpu``.
 
 Prints one JSON object with what it saw; tests/tests/mcp.rs asserts on it.
 
@@ -214,6 +216,45 @@ async def scenario_read_only(c, args, report):
     )
 
 
+async def scenario_colony(c, args, report):
+    """Against a colony (``--colony``): every node's capabilities, a fleet
+    tap on a workload of exactly N getppid calls read back per node, a
+    refusal by every agent, and diagnose ``cpu`` on every node."""
+    report["capabilities"] = await c.call("capabilities")
+    report["over_max"] = await c.call(
+        "start_tap", {"kind": "syscall-stats", "duration": "1h", "target": {"pids": [1]}}
+    )
+    report["unknown_node"] = await c.call(
+        "start_tap", {"kind": "syscall-stats", "duration": "5s", "nodes": ["nowhere"]}
+    )
+    wl = Child([args.workload, "--getppid", str(args.n)])
+    try:
+        started = await c.call(
+            "start_tap",
+            {"kind": "syscall-stats", "duration": "20s", "target": {"pids": [wl.pid]}},
+        )
+        report["start"] = started
+        if started["is_error"]:
+            return
+        wl.say("go")
+        report["workload"] = wl.read()
+        tap_id = started["structured"]["tap"]["id"]
+        report["list"] = await c.call("list_taps")
+        report["stop"] = await c.call("stop_tap", {"id": tap_id})
+        report["result"] = await c.call("tap_result", {"id": tap_id, "top": 3})
+    finally:
+        wl.close()
+    burner = Child([args.burn, "--seconds", "30"])
+    try:
+        report["diagnose"] = await c.call(
+            "diagnose",
+            {"symptom": "cpu", "target": {"pids": [burner.pid]}, "duration": "3s"},
+        )
+    finally:
+        burner.proc.kill()
+        burner.close()
+
+
 class OwnAgent:
     """A coral-agent this script starts and stops (``agent-restart``)."""
 
@@ -262,11 +303,13 @@ SCENARIOS = {
     "diagnose-cpu": scenario_diagnose_cpu,
     "read-only": scenario_read_only,
     "agent-restart": scenario_agent_restart,
+    "colony": scenario_colony,
 }
 
 
 def server_command(args):
-    argv = [args.coral, "--agent", args.agent, "mcp"] + args.mcp_arg
+    server = ["--colony", args.colony] if args.colony else ["--agent", args.agent]
+    argv = [args.coral] + server + ["mcp"] + args.mcp_arg
     env = dict(os.environ)
     if args.token:
         # As an assistant's configuration would: the token in the environment.
@@ -326,7 +369,8 @@ async def run(args):
 def main():
     p = argparse.ArgumentParser()
     p.add_argument("--coral", required=True)
-    p.add_argument("--agent", required=True)
+    p.add_argument("--agent")
+    p.add_argument("--colony")
     p.add_argument("--token")
     p.add_argument("--scenario", choices=sorted(SCENARIOS), required=True)
     p.add_argument("--workload")

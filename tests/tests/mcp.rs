@@ -20,13 +20,17 @@ fn burn_bin() -> PathBuf {
 
 /// Runs the MCP client against `coral mcp --agent <agent>`; its report.
 fn mcp_client(agent: &Agent, token: Option<&str>, scenario: &str, extra: &[&str]) -> Value {
+    run_client(&["--agent", &agent.addr], token, scenario, extra)
+}
+
+/// Runs the MCP client against `coral <server> mcp`; its report.
+fn run_client(server: &[&str], token: Option<&str>, scenario: &str, extra: &[&str]) -> Value {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("python/mcp_client.py");
     let mut cmd = Command::new("python3");
     cmd.arg(&script)
         .arg("--coral")
         .arg(bin("coral"))
-        .arg("--agent")
-        .arg(&agent.addr)
+        .args(server)
         .arg("--scenario")
         .arg(scenario)
         .arg("--workload")
@@ -132,7 +136,7 @@ fn check_tools_scenario(r: &Value) {
     assert_eq!(r["tools"]["start_tap"]["read_only_hint"], false, "{r}");
     assert_eq!(
         r["tools"]["diagnose"]["input_properties"],
-        serde_json::json!(["duration", "symptom", "target"])
+        serde_json::json!(["duration", "nodes", "symptom", "target"])
     );
 
     // capabilities: every kind with a verdict, the agent's limits, the
@@ -448,4 +452,150 @@ fn diagnose_cpu_names_the_hot_function() {
             .starts_with("collecting cpu-profile, syscall-stats"),
         "{progress:?}"
     );
+}
+
+/// `coral --colony URL mcp` over two agents joined to a real colony: the
+/// tools answer per node, a fleet tap counts the workload's exact getppid
+/// calls on each node, every agent's refusal comes back as a tool error,
+/// and diagnose names the hot function on each node.
+#[test]
+#[ignore = "needs root and BPF"]
+fn mcp_over_a_colony_answers_per_node() {
+    use coral_e2e::colony::{Colony, Scratch};
+    require_kernel();
+    let s = Scratch::new("mcp-colony");
+    let unix = |p: PathBuf| format!("unix://{}", p.display());
+    let colony = Colony::start(
+        &unix(s.path("colony.sock")),
+        &format!("sqlite://{}", s.path("colony.db").display()),
+        &["--heartbeat-interval", "300ms", "--agent-timeout", "3s"],
+        &s.path("colony.log"),
+    );
+    let _agents: Vec<Agent> = (1..=2)
+        .map(|i| {
+            let addr = unix(s.path(&format!("agent{i}.sock")));
+            let node = format!("node{i}");
+            Agent::start_with(
+                &addr,
+                &addr,
+                &[
+                    "--colony",
+                    &colony.addr,
+                    "--node-name",
+                    &node,
+                    "--max-duration",
+                    "30s",
+                    "--default-duration",
+                    "10s",
+                ],
+                &[],
+                &[],
+                Some(&s.path(&format!("agent{i}.log"))),
+            )
+        })
+        .collect();
+    colony.wait_agents(2, std::time::Duration::from_secs(60));
+    let r = run_client(
+        &["--colony", &colony.addr],
+        None,
+        "colony",
+        &["--n", &N_GETPPID.to_string()],
+    );
+
+    // capabilities: both nodes, each with what it can run and its limits.
+    let caps = &r["capabilities"]["structured"];
+    let nodes: Vec<&str> = caps["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n["node"].as_str().unwrap())
+        .collect();
+    assert_eq!(nodes, ["node1", "node2"], "{caps}");
+    for n in caps["nodes"].as_array().unwrap() {
+        assert!(
+            n["available"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|k| k == "syscall-stats"),
+            "{n}"
+        );
+        assert_eq!(n["limits"]["max_duration_s"], 30, "{n}");
+    }
+    assert!(caps["node"].is_null(), "{caps}");
+    assert!(
+        caps["summary"][0]
+            .as_str()
+            .unwrap()
+            .starts_with("colony: 2 alive agents on nodes node1, node2"),
+        "{caps}"
+    );
+
+    // Every agent refused 1h: the tool error names each node and the
+    // agent's own message.
+    assert_tool_error(
+        &r["over_max"],
+        &["node node1: refused", "node node2: refused", "30s"],
+    );
+    assert_tool_error(&r["unknown_node"], &["nowhere"]);
+
+    // The fleet tap: one id, a member per node, each counting exactly N.
+    let start = &r["start"];
+    assert_eq!(start["is_error"], false, "{start}");
+    assert_eq!(r["workload"], "done", "{r}");
+    let members = start["structured"]["tap"]["nodes"].as_array().unwrap();
+    assert_eq!(members.len(), 2, "{start}");
+    for answer in [&r["stop"], &r["result"]] {
+        assert_eq!(answer["is_error"], false, "{answer}");
+        let s = &answer["structured"];
+        assert_eq!(s["result"], "final", "{s}");
+        assert_eq!(s["tap"]["state"], "stopped", "{s}");
+        let per_node = s["nodes"].as_array().unwrap();
+        assert_eq!(per_node.len(), 2, "{s}");
+        for n in per_node {
+            assert_eq!(n["status"], "complete", "{n}");
+            assert_eq!(n["result"], "final", "{n}");
+            let getppid = n["latest"]["syscall_stats"]["busiest"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|row| row["name"] == "getppid")
+                .unwrap_or_else(|| panic!("no getppid row: {n}"));
+            assert_eq!(getppid["count"], N_GETPPID, "{n}");
+        }
+        let lines: Vec<&str> = s["summary"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|l| l.as_str().unwrap())
+            .collect();
+        for node in ["node1", "node2"] {
+            assert!(
+                lines
+                    .iter()
+                    .any(|l| l.starts_with(&format!("node {node}: "))
+                        && l.contains(&format!("getppid {N_GETPPID}"))),
+                "{lines:?}"
+            );
+        }
+    }
+
+    // diagnose cpu on both nodes: the hot function, named per node.
+    let d = &r["diagnose"];
+    assert_eq!(d["is_error"], false, "{d}");
+    let findings: Vec<&str> = d["structured"]["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f.as_str().unwrap())
+        .collect();
+    for node in ["node1", "node2"] {
+        let prefix = format!(
+            "[cpu-profile] node {node}: hottest function coral_burn::hot_alpha (coral-burn): "
+        );
+        assert!(
+            findings.iter().any(|f| f.starts_with(&prefix)),
+            "{prefix:?} not in {findings:?}"
+        );
+    }
 }

@@ -88,7 +88,7 @@ enum Command {
     /// Start, watch and manage collectors ("taps").
     #[command(subcommand)]
     Tap(Box<tap::Command>),
-    /// Serve the Model Context Protocol (stdio, or --http), so an AI assistant can see what this node can run, run collectors and read their results.
+    /// Serve the Model Context Protocol (stdio, or --http), so an AI assistant can see what this node (or, with --colony, every node of the colony) can run, run collectors and read their results.
     Mcp(mcp::Args),
     /// The colony's agents: node, labels, kinds they can run, last seen (needs --colony).
     Agents(fleet::agents::Args),
@@ -147,10 +147,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             Command::Tap(cmd) => fleet::run_tap(ctx, *cmd).await,
             Command::Agents(args) => fleet::agents::run(ctx, args).await,
             Command::Query(args) => fleet::query::run(ctx, args).await,
-            Command::Mcp(_) => Err(client::CliError::Usage(
-                "coral mcp serves one agent: use --agent (a colony backend is not there yet)".into(),
-            )
-            .into()),
+            Command::Mcp(args) => mcp::run_colony(ctx.client, colony, args).await,
         };
     }
     // Connected only for the commands that talk to one agent: asking for a

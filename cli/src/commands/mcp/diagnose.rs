@@ -7,11 +7,12 @@
 //! docs/mcp.md shows the table as [`rule_table`] prints it (a test keeps
 //! them equal).
 
-use super::backend::Backend;
+use super::backend::{Backend, NodeCaps, TapInfo};
 use super::summary::KindSummary;
 use super::tools::{
     self, PROGRESS_EVERY, Progress, ResultOut, Shape, Target, ToolError, agent_error,
 };
+use crate::client::CliError;
 use crate::kinds::Kind;
 use crate::render::bytes;
 use coral_proto::text::{MESSAGE_BYTES, bounded};
@@ -279,6 +280,10 @@ pub struct Diagnose {
     /// or the agent's max_duration when that is lower; over max_duration
     /// is refused).
     pub duration: Option<String>,
+    /// On a colony: the nodes to look on (empty: every alive agent); the
+    /// target (pids especially) is read on each node. Not for one agent.
+    #[serde(default)]
+    pub nodes: Vec<String>,
 }
 
 #[derive(Clone, Debug, Serialize, JsonSchema)]
@@ -299,6 +304,9 @@ pub struct Step {
 #[derive(Clone, Debug, Serialize, JsonSchema)]
 pub struct CollectorResult {
     pub kind: String,
+    /// On a colony: the node this result is from.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
     pub id: String,
     pub state: String,
     /// The collector's own findings.
@@ -593,6 +601,49 @@ fn target_words(t: &Target) -> String {
     parts.join(", ")
 }
 
+/// One node's part of a collector's result.
+struct Part {
+    node: Option<String>,
+    latest: Option<KindSummary>,
+    recent: Vec<String>,
+    error: Option<String>,
+}
+
+/// The capabilities diagnose plans with: the agent's; on a colony, the
+/// chosen nodes' together (a kind any of them can run; the tightest
+/// limits).
+fn merged(nodes: &[NodeCaps], wanted: &[String]) -> Result<pb::Capabilities, CliError> {
+    let chosen: Vec<&NodeCaps> = nodes
+        .iter()
+        .filter(|n| wanted.is_empty() || n.node.as_ref().is_some_and(|name| wanted.contains(name)))
+        .collect();
+    let Some((first, rest)) = chosen.split_first() else {
+        return Err(CliError::Usage(if wanted.is_empty() {
+            "the colony has no alive agent".to_string()
+        } else {
+            format!(
+                "no alive agent of the colony is on nodes {}",
+                coral_proto::text::bounded(&wanted.join(", "), 512)
+            )
+        }));
+    };
+    let mut caps = first.caps.clone();
+    for n in rest {
+        for k in &n.caps.kinds {
+            match caps.kinds.iter_mut().find(|e| e.kind == k.kind) {
+                Some(e) if !e.available && k.available => *e = k.clone(),
+                Some(_) => {}
+                None => caps.kinds.push(k.clone()),
+            }
+        }
+        if let (Some(l), Some(o)) = (caps.limits.as_mut(), n.caps.limits.as_ref()) {
+            l.max_duration_ns = l.max_duration_ns.min(o.max_duration_ns);
+            l.max_profile_frequency_hz = l.max_profile_frequency_hz.min(o.max_profile_frequency_hz);
+        }
+    }
+    Ok(caps)
+}
+
 /// Runs `args` against `backend`.
 pub async fn run(
     backend: &Backend,
@@ -605,7 +656,8 @@ pub async fn run(
                 .into(),
         );
     }
-    let caps = backend.capabilities().await.map_err(agent_error)?;
+    let nodes = backend.capabilities().await.map_err(agent_error)?;
+    let caps = merged(&nodes, &args.nodes).map_err(agent_error)?;
     let limits = caps.limits.as_ref();
     let duration = match args.duration.as_deref() {
         Some(s) => crate::commands::parse_duration(s).map_err(|_| {
@@ -632,7 +684,12 @@ pub async fn run(
             })
             .collect();
         return Err(format!(
-            "this node can run none of the collectors for {}: {}",
+            "{} can run none of the collectors for {}: {}",
+            if backend.is_colony() {
+                "no node of the colony"
+            } else {
+                "this node"
+            },
             args.symptom.name(),
             why.join("; ")
         ));
@@ -640,6 +697,7 @@ pub async fn run(
     // Started side by side: each gets the same duration from its own start.
     let starts = planned.iter().map(|p| {
         let target = &args.target;
+        let nodes = &args.nodes;
         async move {
             if p.unavailable.is_some() {
                 return None;
@@ -650,12 +708,12 @@ pub async fn run(
                 target,
                 config(p.rule.kind, limits),
             );
-            Some(backend.start(spec).await)
+            Some(backend.start(spec, nodes).await)
         }
     });
     let started = futures_util::future::join_all(starts).await;
     let mut steps = Vec::new();
-    let mut running: Vec<(Kind, pb::CollectorInfo)> = Vec::new();
+    let mut running: Vec<(Kind, TapInfo)> = Vec::new();
     let mut refusals = Vec::new();
     for (p, outcome) in planned.iter().zip(started) {
         let mut step = Step {
@@ -668,14 +726,11 @@ pub async fn run(
         };
         match outcome {
             None => {}
-            Some(Ok(resp)) => match resp.collector {
-                Some(info) => {
-                    step.ran = true;
-                    step.id = Some(info.id.clone());
-                    running.push((p.rule.kind, info));
-                }
-                None => step.skipped = Some("the agent answered without a collector".into()),
-            },
+            Some(Ok((info, _))) => {
+                step.ran = true;
+                step.id = Some(info.info.id.clone());
+                running.push((p.rule.kind, info));
+            }
             Some(Err(err)) => {
                 let msg = agent_error(err);
                 refusals.push((p.rule.kind.name(), msg.clone()));
@@ -724,7 +779,7 @@ pub async fn run(
     let mut results = Vec::new();
     let mut findings = Vec::new();
     for (kind, info) in &running {
-        let info = tools::wait_end(backend, &info.id, wait, None)
+        let info = tools::wait_end(backend, &info.info.id, wait, None)
             .await
             .map_err(agent_error)?;
         let shape = Shape {
@@ -734,22 +789,56 @@ pub async fn run(
         let out: ResultOut = tools::result(backend, &info, shape)
             .await
             .map_err(agent_error)?;
-        let own = match &out.latest {
-            Some(s) => evidence(args.symptom, s, &out.events.recent),
-            None => vec![match &out.tap.error {
-                Some(e) => format!("failed: {e}"),
-                None => "recorded no result".to_string(),
+        // One part per node: the agent's, or each member's on a colony.
+        let parts: Vec<Part> = match out.nodes {
+            None => vec![Part {
+                node: None,
+                latest: out.latest,
+                recent: out.events.recent,
+                error: out.tap.error.clone(),
             }],
+            Some(nodes) => nodes
+                .into_iter()
+                .map(|n| Part {
+                    error: n.error.or_else(|| {
+                        (n.status != "collecting" && n.status != "complete")
+                            .then(|| n.status.clone())
+                    }),
+                    node: Some(n.node),
+                    latest: n.latest,
+                    recent: n.events.recent,
+                })
+                .collect(),
         };
-        findings.extend(own.iter().map(|f| format!("[{}] {f}", kind.name())));
-        results.push(CollectorResult {
-            kind: kind.name().to_string(),
-            id: out.tap.id.clone(),
-            state: out.tap.state.clone(),
-            findings: own,
-            latest: out.latest,
-            recent_events: out.events.recent,
-        });
+        for Part {
+            node,
+            latest,
+            recent,
+            error,
+        } in parts
+        {
+            let own = match &latest {
+                Some(s) => evidence(args.symptom, s, &recent),
+                None => vec![match &error {
+                    Some(e) => format!("failed: {e}"),
+                    None => "recorded no result".to_string(),
+                }],
+            };
+            let prefix = match &node {
+                Some(n) => format!("[{}] node {n}: ", kind.name()),
+                None => format!("[{}] ", kind.name()),
+            };
+            findings.extend(own.iter().map(|f| format!("{prefix}{f}")));
+            results.push(CollectorResult {
+                kind: kind.name().to_string(),
+                node,
+                id: out.tap.id.clone(),
+                state: out.tap.state.clone(),
+                findings: own,
+                latest,
+                recent_events: recent,
+            });
+        }
     }
     for s in steps.iter().filter(|s| !s.ran) {
         findings.push(format!(

@@ -1,6 +1,7 @@
 //! `coral mcp`: a Model Context Protocol server, so an AI assistant can ask
 //! the node what it can observe and run the right collectors, through the
-//! CLI's own client and credentials (`--agent`, `--token`, TLS flags).
+//! CLI's own client and credentials (`--agent` or `--colony`, `--token`, TLS
+//! flags).
 //!
 //! - [`tools`]: the tools (capabilities, start_tap, stop_tap, list_taps,
 //!   tap_result, diagnose), their schemas and bounded answers;
@@ -8,7 +9,8 @@
 //! - [`diagnose`]: the symptom -> collectors rule table and the evidence;
 //! - [`resources`]: the kinds' documentation as MCP resources;
 //! - [`audit`]: one stderr line per tool call;
-//! - [`backend`]: where calls go (one agent; the colony plugs in there).
+//! - [`backend`]: where calls go: one agent, or a colony's agents (fleet
+//!   taps, results from the colony's store).
 //!
 //! The server holds the token's rights and no more: the agent decides every
 //! start and stop, and a read-only token's are refused by the agent with
@@ -24,7 +26,7 @@ mod resources;
 mod summary;
 mod tools;
 
-use crate::client::{CliError, Client};
+use crate::client::{CliError, Client, ColonyClient};
 use rmcp::ServiceExt;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -43,8 +45,17 @@ pub struct Args {
     pub read_only: bool,
 }
 
+/// Serves MCP for one agent.
 pub async fn run(client: Client, agent: &str, args: Args) -> anyhow::Result<()> {
-    let backend = backend::Backend::agent(client, agent);
+    serve(backend::Backend::agent(client, agent), args).await
+}
+
+/// Serves MCP for a colony's agents: fleet taps, results from its store.
+pub async fn run_colony(client: ColonyClient, colony: &str, args: Args) -> anyhow::Result<()> {
+    serve(backend::Backend::colony(client, colony), args).await
+}
+
+async fn serve(backend: backend::Backend, args: Args) -> anyhow::Result<()> {
     let server = tools::CoralMcp::new(backend.clone(), args.read_only);
     let tools = server.tool_names().join(", ");
     match args.http {

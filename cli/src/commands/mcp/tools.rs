@@ -4,7 +4,7 @@
 //! cap). Validation and limits are the agent's: a tool passes its request
 //! on and the agent's refusal back, word for word, as a tool error.
 
-use super::backend::Backend;
+use super::backend::{Backend, NodeCaps, TapInfo, member_status};
 use super::diagnose::{self, Diagnose, DiagnoseOut};
 use super::summary::{KindSummary, Summarised, summarise};
 use super::{audit, resources};
@@ -62,6 +62,11 @@ To investigate a process, service or container, `diagnose` with a symptom (slow,
 For a specific measurement, `start_tap` a kind on a target, then `tap_result` (with wait_seconds to let it finish) or `stop_tap`. \
 Taps expire by themselves; the agent refuses durations over its max_duration and more than max_running_collectors taps at once. \
 Resources coral://docs/collectors/<kind> explain every field of each kind's records.";
+
+const COLONY_INSTRUCTIONS: &str = " \
+This server speaks to a colony: one control point for many nodes' agents. `capabilities` lists every alive node and what each can run. \
+`start_tap` and `diagnose` take `nodes` (empty: every alive node) and start one fleet tap, a collector on each node; a target's pids are read on each node. \
+`tap_result` answers per node (`nodes[]`), from the colony's store, which keeps results after the agents forget them.";
 
 // ---------------------------------------------------------------- arguments
 
@@ -176,6 +181,10 @@ pub struct StartTap {
     /// Settings of the kind.
     #[serde(default)]
     pub options: TapOptions,
+    /// On a colony: the nodes to run on (one collector each, one fleet tap
+    /// id); empty runs on every alive agent. Not for a single agent.
+    #[serde(default)]
+    pub nodes: Vec<String>,
 }
 
 #[derive(Clone, Debug, Deserialize, JsonSchema)]
@@ -228,9 +237,43 @@ pub struct Tap {
     pub error: Option<String>,
     /// Started through this MCP server (label started-by=coral-mcp).
     pub started_by_mcp: bool,
+    /// On a colony: the fleet tap's member agents, one collector each.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub nodes: Option<Vec<MemberOut>>,
 }
 
-pub fn tap(info: &pb::CollectorInfo) -> Tap {
+/// One member agent of a fleet tap.
+#[derive(Clone, Debug, Serialize, JsonSchema)]
+pub struct MemberOut {
+    pub node: String,
+    pub agent_id: String,
+    /// collecting, complete, unsupported, unreachable, refused or lost.
+    pub status: String,
+    /// Its collector's state (starting, running, expired, stopped,
+    /// failed), when one was started.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub state: Option<String>,
+    /// Records the colony stored for it.
+    pub records: u64,
+    /// Why it is unsupported, unreachable, refused, lost or failed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+fn member_out(m: &coral_proto::colony::v1::Member) -> MemberOut {
+    MemberOut {
+        node: bounded(&m.node, 256),
+        agent_id: bounded(&m.agent_id, 64),
+        status: member_status(m.status).to_string(),
+        state: (!m.collector_id.is_empty())
+            .then(|| crate::render::state_name(m.collector_state).to_string()),
+        records: m.stored_records,
+        error: (!m.error.is_empty()).then(|| bounded(&m.error, MESSAGE_BYTES)),
+    }
+}
+
+pub fn tap(t: &TapInfo) -> Tap {
+    let info = &t.info;
     let started_by_mcp = info
         .spec
         .as_ref()
@@ -248,12 +291,16 @@ pub fn tap(info: &pb::CollectorInfo) -> Tap {
         records: info.last_seq,
         error: (!info.error.is_empty()).then(|| bounded(&info.error, MESSAGE_BYTES)),
         started_by_mcp,
+        nodes: t
+            .members
+            .as_ref()
+            .map(|m| m.iter().take(NODES_MAX).map(member_out).collect()),
     }
 }
 
-fn is_terminal(info: &pb::CollectorInfo) -> bool {
+fn is_terminal(t: &TapInfo) -> bool {
     matches!(
-        pb::CollectorState::try_from(info.state),
+        pb::CollectorState::try_from(t.info.state),
         Ok(pb::CollectorState::Expired | pb::CollectorState::Stopped | pb::CollectorState::Failed)
     )
 }
@@ -311,10 +358,30 @@ pub struct LimitsInfo {
 pub struct CapabilitiesOut {
     /// The answer in a few lines.
     pub summary: Vec<String>,
+    /// Each kind; on a colony, available when at least one node can run
+    /// it (`reason` names the nodes that cannot).
     pub kinds: Vec<KindInfo>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub limits: Option<LimitsInfo>,
-    pub node: NodeInfo,
+    /// The agent's node.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub node: Option<NodeInfo>,
+    /// On a colony: each alive agent's node, what it can run, its limits.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub nodes: Option<Vec<FleetNode>>,
+}
+
+/// One alive agent of a colony.
+#[derive(Clone, Debug, Serialize, JsonSchema)]
+pub struct FleetNode {
+    pub node: String,
+    /// Kinds it can run.
+    pub available: Vec<String>,
+    /// Kinds it cannot run, and why.
+    pub unavailable: BTreeMap<String, String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub limits: Option<LimitsInfo>,
+    pub info: NodeInfo,
 }
 
 #[derive(Clone, Debug, Serialize, JsonSchema)]
@@ -357,7 +424,12 @@ pub struct ResultOut {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub latest: Option<KindSummary>,
     pub events: EventsSeen,
-    /// Records dropped by the agent's retention budgets.
+    /// On a colony: each member agent's result (`latest` and `events` above
+    /// are then empty; `record` is the first member's).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub nodes: Option<Vec<NodeResult>>,
+    /// Records dropped by the agent's retention budgets (on a colony: the
+    /// records it knows it lost).
     pub dropped_records: u64,
     /// Events or samples the kernel side could not hand over.
     pub kernel_lost: u64,
@@ -542,22 +614,86 @@ pub struct Shape {
 /// many; each window is read only if the one before held no aggregate.
 const WINDOWS: [u64; 3] = [256, 4096, 65_536];
 
-/// The latest aggregate of a tap and the events around it, summarised.
-pub async fn result(
+/// What a run of records holds: the latest aggregate, and the discrete
+/// events by type with the newest of them.
+#[derive(Default)]
+struct Gathered {
+    aggregate: Option<pb::Record>,
+    by_type: BTreeMap<String, u64>,
+    recent: std::collections::VecDeque<String>,
+    read: u64,
+}
+
+impl Gathered {
+    fn keep(&mut self, r: pb::Record) {
+        self.read += 1;
+        let Some(payload) = &r.payload else { return };
+        match summarise(payload, 0) {
+            Summarised::Aggregate(_) => self.aggregate = Some(r),
+            Summarised::Event(what, line) => {
+                *self.by_type.entry(what.to_string()).or_default() += 1;
+                if self.recent.len() == RECENT_EVENTS {
+                    self.recent.pop_front();
+                }
+                self.recent.push_back(line);
+            }
+        }
+    }
+
+    fn latest(&self, top: usize) -> Option<KindSummary> {
+        self.aggregate
+            .as_ref()
+            .and_then(|r| r.payload.as_ref())
+            .and_then(|p| match summarise(p, top) {
+                Summarised::Aggregate(a) => Some(a),
+                Summarised::Event(..) => None,
+            })
+    }
+
+    fn events(&self) -> EventsSeen {
+        EventsSeen {
+            by_type: self.by_type.clone(),
+            recent: self.recent.iter().cloned().collect(),
+            records_read: self.read,
+        }
+    }
+
+    /// "final", "snapshot" or "none".
+    fn status(&self, ended: bool) -> &'static str {
+        match &self.aggregate {
+            None => "none",
+            Some(r) if ended && r.r#final => "final",
+            Some(_) => "snapshot",
+        }
+    }
+
+    fn counts(&self) -> Option<String> {
+        (!self.by_type.is_empty()).then(|| {
+            let counts: Vec<String> = self
+                .by_type
+                .iter()
+                .map(|(k, v)| format!("{v} {k}"))
+                .collect();
+            format!(
+                "events in the newest {} records: {}",
+                self.read,
+                counts.join(", ")
+            )
+        })
+    }
+}
+
+/// The newest records of an agent's collector, enough to reach its latest
+/// aggregate.
+async fn gather_collector(
     backend: &Backend,
     info: &pb::CollectorInfo,
-    shape: Shape,
-) -> Result<ResultOut, CliError> {
+) -> Result<Gathered, CliError> {
     let last = info.last_seq;
-    let mut aggregate: Option<pb::Record> = None;
-    let mut by_type: BTreeMap<String, u64> = BTreeMap::new();
-    let mut recent: std::collections::VecDeque<String> = Default::default();
-    let mut read = 0u64;
+    let mut g = Gathered::default();
     for window in WINDOWS {
         let from = last.saturating_sub(window);
-        by_type.clear();
-        recent.clear();
-        read = 0;
+        g = Gathered::default();
         let mut cursor = from;
         while cursor < last {
             let page = backend.events(&info.id, cursor, 1000).await?;
@@ -569,75 +705,156 @@ pub async fn result(
                 if r.seq > last {
                     break;
                 }
-                read += 1;
-                let Some(payload) = &r.payload else { continue };
-                match summarise(payload, 0) {
-                    Summarised::Aggregate(_) => aggregate = Some(r),
-                    Summarised::Event(what, line) => {
-                        *by_type.entry(what.to_string()).or_default() += 1;
-                        if recent.len() == RECENT_EVENTS {
-                            recent.pop_front();
-                        }
-                        recent.push_back(line);
-                    }
-                }
+                g.keep(r);
             }
             if page.end {
                 break;
             }
         }
-        if aggregate.is_some() || from == 0 {
+        if g.aggregate.is_some() || from == 0 {
             break;
         }
     }
-    let latest = aggregate
-        .as_ref()
-        .and_then(|r| r.payload.as_ref())
-        .and_then(|p| match summarise(p, shape.top) {
-            Summarised::Aggregate(a) => Some(a),
-            Summarised::Event(..) => None,
-        });
-    let status = match (&aggregate, is_terminal(info)) {
-        (None, _) => "none",
-        (Some(r), true) if r.r#final => "final",
-        (Some(_), _) => "snapshot",
+    Ok(g)
+}
+
+/// One member agent's part of a fleet tap's result.
+#[derive(Clone, Debug, Serialize, JsonSchema)]
+pub struct NodeResult {
+    pub node: String,
+    pub agent_id: String,
+    /// collecting, complete, unsupported, unreachable, refused or lost.
+    pub status: String,
+    /// "final", "snapshot" or "none", as for an agent's tap.
+    pub result: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub latest: Option<KindSummary>,
+    pub events: EventsSeen,
+    /// Records the colony knows it will never have (the agent's retention
+    /// dropped them first, or the agent died).
+    pub lost_records: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// How long `stop_tap` on a colony waits for the members' final records.
+pub const FLEET_STOP_WAIT: Duration = Duration::from_secs(15);
+
+/// Members whose results a fleet answer shows, at most.
+pub const NODES_MAX: usize = 64;
+
+/// The latest aggregate of a tap and the events around it, summarised; for
+/// a fleet tap, each member's, from the colony's store.
+pub async fn result(backend: &Backend, t: &TapInfo, shape: Shape) -> Result<ResultOut, CliError> {
+    let info = &t.info;
+    let ended = is_terminal(t);
+    let tap = tap(t);
+    let state_words = |status: &str| match status {
+        "final" => ", final result".to_string(),
+        "snapshot" => match &tap.remaining {
+            Some(r) => format!(", latest snapshot ({r} left)"),
+            None => ", latest snapshot".to_string(),
+        },
+        _ => ", no aggregate recorded yet".to_string(),
     };
-    let tap = tap(info);
+    let (g, nodes, status) = match &t.members {
+        None => {
+            let g = gather_collector(backend, info).await?;
+            let status = g.status(ended);
+            (g, None, status)
+        }
+        Some(members) => {
+            let mut nodes = Vec::new();
+            // The one whose record `include_record` returns: the first
+            // member with an aggregate.
+            let mut first: Option<Gathered> = None;
+            for m in members.iter().take(NODES_MAX) {
+                let complete = m.status == coral_proto::colony::v1::MemberStatus::Complete as i32;
+                let g = if m.collector_id.is_empty() {
+                    Gathered::default()
+                } else {
+                    let mut g = Gathered::default();
+                    for r in backend.member_records(&info.id, &m.agent_id, false).await? {
+                        g.keep(r);
+                    }
+                    g
+                };
+                nodes.push(NodeResult {
+                    node: bounded(&m.node, 256),
+                    agent_id: bounded(&m.agent_id, 64),
+                    status: member_status(m.status).to_string(),
+                    result: g.status(complete).to_string(),
+                    latest: g.latest(shape.top),
+                    events: g.events(),
+                    lost_records: m.lost_records,
+                    error: (!m.error.is_empty()).then(|| bounded(&m.error, MESSAGE_BYTES)),
+                });
+                if first.is_none() && g.aggregate.is_some() {
+                    first = Some(g);
+                }
+            }
+            let status = if nodes.iter().any(|n| n.result != "none") {
+                if ended
+                    && nodes
+                        .iter()
+                        .filter(|n| {
+                            n.status != "unsupported"
+                                && n.status != "unreachable"
+                                && n.status != "refused"
+                        })
+                        .all(|n| n.result == "final")
+                {
+                    "final"
+                } else {
+                    "snapshot"
+                }
+            } else {
+                "none"
+            };
+            (first.unwrap_or_default(), Some(nodes), status)
+        }
+    };
     let mut summary = vec![format!(
         "{} tap {} on {}: {}{}",
         tap.kind,
         tap.id,
         tap.target,
         tap.state,
-        match status {
-            "final" => ", final result".to_string(),
-            "snapshot" => match &tap.remaining {
-                Some(r) => format!(", latest snapshot ({r} left)"),
-                None => ", latest snapshot".to_string(),
-            },
-            _ => ", no aggregate recorded yet".to_string(),
-        }
+        state_words(status)
     )];
     if let Some(e) = &tap.error {
         summary.push(format!("error: {e}"));
     }
-    if let Some(l) = &latest {
-        summary.push(l.headline().to_string());
-    }
-    if !by_type.is_empty() {
-        let counts: Vec<String> = by_type.iter().map(|(k, v)| format!("{v} {k}")).collect();
-        summary.push(format!(
-            "events in the newest {read} records: {}",
-            counts.join(", ")
-        ));
-    }
+    let latest = match &nodes {
+        None => {
+            let latest = g.latest(shape.top);
+            if let Some(l) = &latest {
+                summary.push(l.headline().to_string());
+            }
+            if let Some(c) = g.counts() {
+                summary.push(c);
+            }
+            latest
+        }
+        Some(nodes) => {
+            for n in nodes {
+                let what = match (&n.latest, &n.error) {
+                    (Some(l), _) => l.headline().to_string(),
+                    (None, Some(e)) => format!("{}: {e}", n.status),
+                    (None, None) => format!("{}, no aggregate stored yet", n.status),
+                };
+                summary.push(format!("node {}: {what}", n.node));
+            }
+            None
+        }
+    };
     if info.kernel_lost > 0 {
         summary.push(format!(
             "the kernel side lost {} events or samples (full buffers): counts are lower bounds",
             info.kernel_lost
         ));
     }
-    let (record, record_note) = match (shape.record_bytes, &aggregate) {
+    let (record, record_note) = match (shape.record_bytes, &g.aggregate) {
         (None, _) => (None, None),
         (Some(_), None) => (None, Some("no aggregate record yet".to_string())),
         (Some(cap), Some(r)) => {
@@ -660,11 +877,11 @@ pub async fn result(
         tap,
         result: status.to_string(),
         latest,
-        events: EventsSeen {
-            by_type,
-            recent: recent.into_iter().collect(),
-            records_read: read,
+        events: match nodes {
+            Some(_) => Gathered::default().events(),
+            None => g.events(),
         },
+        nodes,
         dropped_records: info.dropped_records,
         kernel_lost: info.kernel_lost,
         record,
@@ -709,7 +926,7 @@ pub async fn wait_end(
     id: &str,
     wait: Duration,
     progress: Option<&Progress>,
-) -> Result<pb::CollectorInfo, CliError> {
+) -> Result<TapInfo, CliError> {
     let start = tokio::time::Instant::now();
     let deadline = start + wait;
     let mut next_report = start + PROGRESS_EVERY;
@@ -729,7 +946,7 @@ pub async fn wait_end(
                 wait.as_secs_f64(),
                 format!(
                     "waiting for tap {} to end ({waited:.0}s)",
-                    bounded(&info.id, 64)
+                    bounded(&info.info.id, 64)
                 ),
             )
             .await;
@@ -776,24 +993,22 @@ impl CoralMcp {
     }
 
     #[tool(
-        description = "What this node can observe: each collector kind (syscall-stats, http-latency, cpu-profile, tcp-metrics, process-events, memory) with whether it can run here and, if not, why (missing privilege, kernel feature); the kernel and privileges; and the agent's limits (max duration, running taps). Call it first.",
+        description = "What this node can observe: each collector kind (syscall-stats, http-latency, cpu-profile, tcp-metrics, process-events, memory) with whether it can run here and, if not, why (missing privilege, kernel feature); the kernel and privileges; and the agent's limits (max duration, running taps). On a colony: every alive node, each with the same. Call it first.",
         annotations(read_only_hint = true, open_world_hint = false)
     )]
     async fn capabilities(&self) -> Result<Json<CapabilitiesOut>, ToolError> {
-        let caps = self.backend.capabilities().await.map_err(agent_error)?;
-        let running = self
-            .backend
-            .list()
-            .await
-            .map_err(agent_error)?
-            .iter()
-            .filter(|c| !is_terminal(c))
-            .count();
+        let nodes = self.backend.capabilities().await.map_err(agent_error)?;
+        let taps = self.backend.list().await.map_err(agent_error)?;
+        if self.backend.is_colony() {
+            return Ok(Json(fleet_capabilities_out(&nodes, &taps)));
+        }
+        let running = taps.iter().filter(|c| !is_terminal(c)).count();
+        let caps = nodes.into_iter().next().map(|n| n.caps).unwrap_or_default();
         Ok(Json(capabilities_out(&caps, running)))
     }
 
     #[tool(
-        description = "Start a time-boxed collector (a tap) of one kind on a target, e.g. {\"kind\":\"syscall-stats\",\"duration\":\"10s\",\"target\":{\"pids\":[4242]}}. It runs in the agent and expires by itself; read it with tap_result (wait_seconds lets it finish first) or end it early with stop_tap. The agent validates everything and refuses, with its reason, a duration over its max_duration, more taps than max_running_collectors, a kind this node cannot run, or a bad filter. Needs a token with full access.",
+        description = "Start a time-boxed collector (a tap) of one kind on a target, e.g. {\"kind\":\"syscall-stats\",\"duration\":\"10s\",\"target\":{\"pids\":[4242]}}. It runs in the agent and expires by itself; read it with tap_result (wait_seconds lets it finish first) or end it early with stop_tap. The agent validates everything and refuses, with its reason, a duration over its max_duration, more taps than max_running_collectors, a kind this node cannot run, or a bad filter. On a colony, `nodes` picks the nodes (default: every alive one) and one id covers a collector on each. Needs a token with full access.",
         annotations(
             read_only_hint = false,
             destructive_hint = false,
@@ -811,14 +1026,11 @@ impl CoralMcp {
             .map(|s| parse_human_duration("duration", s))
             .transpose()?;
         let config = kind_config(kind, &args.options)?;
-        let response = self
+        let (info, warnings) = self
             .backend
-            .start(spec(kind, duration, &args.target, config))
+            .start(spec(kind, duration, &args.target, config), &args.nodes)
             .await
             .map_err(agent_error)?;
-        let info = response
-            .collector
-            .ok_or_else(|| "the agent answered without a collector".to_string())?;
         let tap = tap(&info);
         let summary = vec![format!(
             "started {} tap {} on {}, expires in {}; read it with tap_result (id {})",
@@ -831,9 +1043,9 @@ impl CoralMcp {
         Ok(Json(StartOut {
             summary,
             tap,
-            warnings: response
-                .warnings
+            warnings: warnings
                 .iter()
+                .take(NODES_MAX)
                 .map(|w| bounded(w, MESSAGE_BYTES))
                 .collect(),
         }))
@@ -851,7 +1063,14 @@ impl CoralMcp {
         &self,
         Parameters(args): Parameters<TapId>,
     ) -> Result<Json<ResultOut>, ToolError> {
-        let info = self.backend.stop(&args.id).await.map_err(agent_error)?;
+        let mut info = self.backend.stop(&args.id).await.map_err(agent_error)?;
+        if self.backend.is_colony() {
+            // The colony stops the members' collectors, then pulls their
+            // final records: the answer waits for those, a bounded time.
+            info = wait_end(&self.backend, &args.id, FLEET_STOP_WAIT, None)
+                .await
+                .map_err(agent_error)?;
+        }
         let shape = Shape {
             top: TOP_DEFAULT as usize,
             record_bytes: None,
@@ -944,9 +1163,8 @@ impl CoralMcp {
     }
 }
 
-pub fn capabilities_out(caps: &pb::Capabilities, running: usize) -> CapabilitiesOut {
-    let kinds: Vec<KindInfo> = caps
-        .kinds
+fn kind_infos(caps: &pb::Capabilities) -> Vec<KindInfo> {
+    caps.kinds
         .iter()
         .map(|k| {
             let kind = pb::CollectorKind::try_from(k.kind)
@@ -963,7 +1181,42 @@ pub fn capabilities_out(caps: &pb::Capabilities, running: usize) -> Capabilities
                 }),
             }
         })
-        .collect();
+        .collect()
+}
+
+fn limits_info(caps: &pb::Capabilities, running: usize) -> Option<LimitsInfo> {
+    caps.limits.as_ref().map(|l| LimitsInfo {
+        max_running_collectors: l.max_running_collectors,
+        running_now: running,
+        max_duration: duration_ns(l.max_duration_ns),
+        max_duration_s: l.max_duration_ns / 1_000_000_000,
+        default_duration: duration_ns(l.default_duration_ns),
+        default_duration_s: l.default_duration_ns / 1_000_000_000,
+        max_profile_frequency_hz: l.max_profile_frequency_hz,
+        max_filter_pids: l.max_filter_pids,
+        retention: duration_ns(l.retention_ns),
+    })
+}
+
+fn node_info(caps: &pb::Capabilities) -> NodeInfo {
+    let some = |s: &str| (!s.is_empty()).then(|| bounded(s, 256));
+    NodeInfo {
+        agent_id: bounded(&caps.agent_id, 64),
+        agent_version: bounded(&caps.agent_version, 32),
+        kernel: bounded(&caps.kernel_release, 128),
+        arch: bounded(&caps.arch, 32),
+        btf: caps.btf,
+        cap_bpf: caps.cap_bpf,
+        cap_perfmon: caps.cap_perfmon,
+        cap_sys_admin: caps.cap_sys_admin,
+        perf_event_paranoid: caps.perf_event_paranoid,
+        tracefs: some(&caps.tracefs_path),
+        cgroup2: some(&caps.cgroup2_path),
+    }
+}
+
+pub fn capabilities_out(caps: &pb::Capabilities, running: usize) -> CapabilitiesOut {
+    let kinds = kind_infos(caps);
     let available: Vec<&str> = kinds
         .iter()
         .filter(|k| k.available)
@@ -990,41 +1243,117 @@ pub fn capabilities_out(caps: &pb::Capabilities, running: usize) -> Capabilities
             k.reason.as_deref().unwrap_or("")
         ));
     }
-    let limits = caps.limits.as_ref().map(|l| LimitsInfo {
-        max_running_collectors: l.max_running_collectors,
-        running_now: running,
-        max_duration: duration_ns(l.max_duration_ns),
-        max_duration_s: l.max_duration_ns / 1_000_000_000,
-        default_duration: duration_ns(l.default_duration_ns),
-        default_duration_s: l.default_duration_ns / 1_000_000_000,
-        max_profile_frequency_hz: l.max_profile_frequency_hz,
-        max_filter_pids: l.max_filter_pids,
-        retention: duration_ns(l.retention_ns),
-    });
+    let limits = limits_info(caps, running);
     if let Some(l) = &limits {
         summary.push(format!(
             "limits: taps run at most {} (default {}), {} at once ({} running now)",
             l.max_duration, l.default_duration, l.max_running_collectors, l.running_now
         ));
     }
-    let some = |s: &str| (!s.is_empty()).then(|| bounded(s, 256));
     CapabilitiesOut {
         summary,
         kinds,
         limits,
-        node: NodeInfo {
-            agent_id: bounded(&caps.agent_id, 64),
-            agent_version: bounded(&caps.agent_version, 32),
-            kernel: bounded(&caps.kernel_release, 128),
-            arch: bounded(&caps.arch, 32),
-            btf: caps.btf,
-            cap_bpf: caps.cap_bpf,
-            cap_perfmon: caps.cap_perfmon,
-            cap_sys_admin: caps.cap_sys_admin,
-            perf_event_paranoid: caps.perf_event_paranoid,
-            tracefs: some(&caps.tracefs_path),
-            cgroup2: some(&caps.cgroup2_path),
+        node: Some(node_info(caps)),
+        nodes: None,
+    }
+}
+
+/// A colony's capabilities: per alive agent, and per kind over them all.
+pub fn fleet_capabilities_out(nodes: &[NodeCaps], taps: &[TapInfo]) -> CapabilitiesOut {
+    let mut out_nodes = Vec::new();
+    let mut kinds: Vec<KindInfo> = Vec::new();
+    let mut missing: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for n in nodes.iter().take(NODES_MAX) {
+        let name = bounded(n.node.as_deref().unwrap_or(""), 256);
+        let agent_id = &n.caps.agent_id;
+        // Fleet taps running with a collector on this agent.
+        let running = taps
+            .iter()
+            .filter(|t| !is_terminal(t))
+            .filter(|t| {
+                t.members.iter().flatten().any(|m| {
+                    &m.agent_id == agent_id
+                        && m.status == coral_proto::colony::v1::MemberStatus::Collecting as i32
+                })
+            })
+            .count();
+        let own = kind_infos(&n.caps);
+        for k in &own {
+            match kinds.iter_mut().find(|e| e.kind == k.kind) {
+                None => kinds.push(k.clone()),
+                Some(e) if !e.available && k.available => {
+                    e.available = true;
+                    e.hooks = k.hooks.clone();
+                }
+                Some(_) => {}
+            }
+            if !k.available {
+                missing
+                    .entry(k.kind.clone())
+                    .or_default()
+                    .push(format!("{name}: {}", k.reason.as_deref().unwrap_or("")));
+            }
+        }
+        out_nodes.push(FleetNode {
+            node: name,
+            available: own
+                .iter()
+                .filter(|k| k.available)
+                .map(|k| k.kind.clone())
+                .collect(),
+            unavailable: own
+                .iter()
+                .filter(|k| !k.available)
+                .map(|k| (k.kind.clone(), k.reason.clone().unwrap_or_default()))
+                .collect(),
+            limits: limits_info(&n.caps, running),
+            info: node_info(&n.caps),
+        });
+    }
+    for k in &mut kinds {
+        k.reason = missing
+            .get(&k.kind)
+            .map(|why| bounded(&format!("not on {}", why.join("; ")), MESSAGE_BYTES));
+    }
+    let names: Vec<&str> = out_nodes.iter().map(|n| n.node.as_str()).collect();
+    let mut summary = vec![format!(
+        "colony: {} alive agents{}{}",
+        nodes.len(),
+        if names.is_empty() {
+            String::new()
+        } else {
+            format!(" on nodes {}", names.join(", "))
         },
+        if nodes.len() > NODES_MAX {
+            format!(" (the first {NODES_MAX} shown)")
+        } else {
+            String::new()
+        }
+    )];
+    let everywhere: Vec<&str> = kinds
+        .iter()
+        .filter(|k| k.available && k.reason.is_none())
+        .map(|k| k.kind.as_str())
+        .collect();
+    if !everywhere.is_empty() {
+        summary.push(format!("on every node: {}", everywhere.join(", ")));
+    }
+    for k in kinds.iter().filter(|k| k.reason.is_some()) {
+        summary.push(format!("{}: {}", k.kind, k.reason.as_deref().unwrap_or("")));
+    }
+    if let Some(l) = out_nodes.first().and_then(|n| n.limits.as_ref()) {
+        summary.push(format!(
+            "limits of {}: taps run at most {} (default {}), {} at once; every node's are in nodes[].limits",
+            out_nodes[0].node, l.max_duration, l.default_duration, l.max_running_collectors
+        ));
+    }
+    CapabilitiesOut {
+        summary,
+        kinds,
+        limits: None,
+        node: None,
+        nodes: Some(out_nodes),
     }
 }
 
@@ -1080,7 +1409,11 @@ impl ServerHandler for CoralMcp {
                 .build(),
         )
         .with_server_info(Implementation::new("coral", env!("CARGO_PKG_VERSION")))
-        .with_instructions(INSTRUCTIONS.to_string())
+        .with_instructions(if self.backend.is_colony() {
+            format!("{INSTRUCTIONS}{COLONY_INSTRUCTIONS}")
+        } else {
+            INSTRUCTIONS.to_string()
+        })
     }
 
     /// Every call goes through here: routed to its tool, then audited.
