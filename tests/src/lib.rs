@@ -52,6 +52,15 @@ pub fn patience(d: Duration) -> Duration {
     d * scale
 }
 
+/// The running kernel's (major, minor) version, from its release string.
+pub fn kernel_version() -> (u32, u32) {
+    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    let mut parts = release
+        .split(|c: char| !c.is_ascii_digit())
+        .map(|p| p.parse::<u32>().unwrap_or(0));
+    (parts.next().unwrap_or(0), parts.next().unwrap_or(0))
+}
+
 /// Why kernel tests cannot run here, if they cannot.
 pub fn kernel_unavailable() -> Option<&'static str> {
     // SAFETY: geteuid has no preconditions.

@@ -573,6 +573,22 @@ fn resets_are_counted_on_both_ends() {
 
     let (port_events, port_stats) = stop(&agent, &by_port);
     assert!(port_events.is_empty(), "{port_events:#?}");
+    // Before Linux 6.10 ("trace: tcp: fully support trace_tcp_send_reset"),
+    // tcp:tcp_send_reset fires only for resets a full socket sends: the RST
+    // answering a SYN to a closed port has no socket and is not traced.
+    if kernel_version() < (6, 10) {
+        eprintln!(
+            "kernel {:?} < 6.10: tcp_send_reset does not fire without a socket; the closed port's reset is not counted",
+            kernel_version()
+        );
+        assert!(
+            port_stats["remotes"]
+                .as_array()
+                .is_none_or(|r| r.is_empty()),
+            "{port_stats}"
+        );
+        return;
+    }
     let r = remote(&port_stats, "127.0.0.1", 0, closed);
     assert_eq!(u64_of(&r["resetsSent"]), 1, "{port_stats}");
 }
