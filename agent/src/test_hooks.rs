@@ -109,6 +109,10 @@ impl CollectorFactory for Faulty {
         self.inner.hooks()
     }
 
+    fn hooks_here(&self, caps: &HostCapabilities) -> Vec<&'static str> {
+        self.inner.hooks_here(caps)
+    }
+
     fn availability(&self, caps: &HostCapabilities) -> Result<(), String> {
         self.inner.availability(caps)
     }

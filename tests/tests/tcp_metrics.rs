@@ -777,6 +777,9 @@ fn capabilities_report_tcp_metrics() {
     assert_eq!(names.contains("coral_tcp_recv"), has_io, "{names:?}");
     assert_eq!(names.contains("coral_tcp_accept4"), !has_io, "{names:?}");
     stop(&agent, &id);
+    // Capabilities name the hooks chosen here, not both ways.
+    assert_eq!(hooks.contains("sock_recv_length"), has_io, "{kind}");
+    assert_eq!(hooks.contains("sys_exit_accept"), !has_io, "{kind}");
 
     // Bad filters are refused before anything loads.
     let out = agent.coral(&[

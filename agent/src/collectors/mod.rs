@@ -94,6 +94,16 @@ pub trait CollectorFactory: Send + Sync {
     /// Kernel hooks the kind attaches to, as shown in capabilities.
     fn hooks(&self) -> &'static [&'static str];
 
+    /// The hooks it would attach on this node, for capabilities: [`hooks`]
+    /// unless the kind chooses among them by kernel (tcp-metrics before
+    /// Linux 6.3).
+    ///
+    /// [`hooks`]: CollectorFactory::hooks
+    fn hooks_here(&self, caps: &HostCapabilities) -> Vec<&'static str> {
+        let _ = caps;
+        self.hooks().to_vec()
+    }
+
     /// `Err(reason)` when this node cannot run the kind.
     fn availability(&self, caps: &HostCapabilities) -> Result<(), String>;
 

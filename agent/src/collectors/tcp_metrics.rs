@@ -135,6 +135,22 @@ fn plan(tracefs: Option<&Path>) -> Result<Ownership, String> {
     Ok(Ownership::Accept)
 }
 
+/// How accepted connections get their owner here: sock_*_length when the
+/// kernel has them (unlike syscall tracepoints they tax no other syscall).
+/// CORAL_TCP_OWNER=accept forces the accept() tracepoints (to compare, or
+/// to test them).
+fn ownership() -> Ownership {
+    match (std::env::var(OWNER_ENV).as_deref(), kernel_tracepoints()) {
+        (Ok("accept"), _) => Ownership::Accept,
+        (_, Ok(found)) if IO_PROGRAMS.iter().all(|(_, tp)| found.contains(tp)) => Ownership::Io,
+        _ => Ownership::Accept,
+    }
+}
+
+/// The entry of [`TcpMetricsFactory::hooks`] for the accept() tracepoints.
+const ACCEPT_HOOKS: &str =
+    "tracepoint/syscalls/sys_exit_accept{,4} (instead of sock_*_length before Linux 6.3)";
+
 /// A remote address prefix, as the kernel side compares it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Prefix {
@@ -232,8 +248,19 @@ impl CollectorFactory for TcpMetricsFactory {
             "raw_tracepoint/tcp_receive_reset",
             "raw_tracepoint/sock_recv_length",
             "raw_tracepoint/sock_send_length",
-            "tracepoint/syscalls/sys_exit_accept{,4} (instead of sock_*_length before Linux 6.3)",
+            ACCEPT_HOOKS,
         ]
+    }
+
+    fn hooks_here(&self, caps: &HostCapabilities) -> Vec<&'static str> {
+        let all = self.hooks().iter().copied();
+        if self.availability(caps).is_err() {
+            return all.collect();
+        }
+        match ownership() {
+            Ownership::Io => all.filter(|h| *h != ACCEPT_HOOKS).collect(),
+            Ownership::Accept => all.filter(|h| !h.ends_with("_length")).collect(),
+        }
     }
 
     fn availability(&self, caps: &HostCapabilities) -> Result<(), String> {
@@ -299,14 +326,7 @@ impl CollectorFactory for TcpMetricsFactory {
             .load(OBJECT)
             .map_err(|e| CollectorError::Load(error_chain(&e)))?;
 
-        // sock_*_length when the kernel has them: unlike syscall
-        // tracepoints they tax no other syscall. CORAL_TCP_OWNER=accept
-        // forces the accept() tracepoints (to compare, or to test them).
-        let ownership = match (std::env::var(OWNER_ENV).as_deref(), kernel_tracepoints()) {
-            (Ok("accept"), _) => Ownership::Accept,
-            (_, Ok(found)) if IO_PROGRAMS.iter().all(|(_, tp)| found.contains(tp)) => Ownership::Io,
-            _ => Ownership::Accept,
-        };
+        let ownership = ownership();
         let raw: Vec<(&'static str, &'static str)> = match ownership {
             Ownership::Io => RAW_PROGRAMS
                 .iter()

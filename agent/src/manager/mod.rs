@@ -524,7 +524,7 @@ fn kind_statuses(
                         Ok(()) => f.notes(caps).unwrap_or_default(),
                         Err(reason) => reason,
                     },
-                    hooks: f.hooks().iter().map(|h| h.to_string()).collect(),
+                    hooks: f.hooks_here(caps).iter().map(|h| h.to_string()).collect(),
                 }
             }
         })
