@@ -7,10 +7,10 @@ use clap::Parser;
 use coral_agent::export::otlp::{self, OtlpOptions};
 use coral_agent::export::prometheus::{self, MetricsListen};
 use coral_agent::export::{self, ExportOptions, Exporter};
-use coral_agent::server::auth::Tokens;
+
 use coral_agent::server::connections::{self, ConnectionLimits};
 use coral_agent::server::listen::{self, Listen, ServeOptions};
-use coral_agent::server::tls::TlsFiles;
+use coral_agent::server::listen_args::ListenArgs;
 use coral_agent::{Limits, Manager, capabilities, kinds, test_hooks};
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -25,38 +25,12 @@ struct Args {
     #[arg(long, env = "CORAL_LISTEN", default_value = concat!("unix://", "/run/coral/agent.sock"))]
     listen: Listen,
 
-    /// Mode of the Unix socket file (octal).
-    #[arg(long, default_value = "660", value_parser = parse_mode)]
-    socket_mode: u32,
-
     /// Group of the Unix socket file (name or gid): its members may use the agent.
     #[arg(long, value_name = "GROUP")]
     socket_group: Option<String>,
 
-    /// TLS certificate chain (PEM) for a TCP listener.
-    #[arg(long, env = "CORAL_TLS_CERT", requires = "tls_key", value_name = "PEM")]
-    tls_cert: Option<PathBuf>,
-
-    /// TLS private key (PEM) for --tls-cert.
-    #[arg(long, env = "CORAL_TLS_KEY", requires = "tls_cert", value_name = "PEM")]
-    tls_key: Option<PathBuf>,
-
-    /// Mutual TLS: clients must present a certificate issued by this CA (PEM).
-    #[arg(
-        long,
-        env = "CORAL_TLS_CLIENT_CA",
-        requires = "tls_cert",
-        value_name = "PEM"
-    )]
-    tls_client_ca: Option<PathBuf>,
-
-    /// Require a bearer token on every API call; lines `name:token[:read-only]`.
-    #[arg(long, env = "CORAL_TOKEN_FILE", value_name = "FILE")]
-    token_file: Option<PathBuf>,
-
-    /// Serve plaintext TCP on a non-loopback address (refused otherwise).
-    #[arg(long)]
-    allow_plaintext: bool,
+    #[command(flatten)]
+    listen_args: ListenArgs,
 
     /// StreamEvents clients served at once.
     #[arg(long, default_value_t = coral_agent::server::DEFAULT_MAX_STREAMS)]
@@ -262,10 +236,6 @@ fn parse_positive_duration(s: &str) -> Result<Duration, String> {
     }
 }
 
-fn parse_mode(s: &str) -> Result<u32, String> {
-    u32::from_str_radix(s.trim_start_matches("0o"), 8).map_err(|e| format!("octal mode: {e}"))
-}
-
 /// A group name or a numeric gid.
 fn resolve_group(group: &str) -> anyhow::Result<u32> {
     if let Ok(gid) = group.parse() {
@@ -326,18 +296,8 @@ async fn run() -> anyhow::Result<()> {
         "--default-duration must not exceed --max-duration"
     );
 
-    let tls = match (args.tls_cert, args.tls_key) {
-        (Some(cert), Some(key)) => Some(TlsFiles {
-            cert,
-            key,
-            client_ca: args.tls_client_ca,
-        }),
-        _ => None,
-    };
-    let tokens = match &args.token_file {
-        Some(path) => Some(Tokens::load(path)?),
-        None => None,
-    };
+    let tls = args.listen_args.tls();
+    let tokens = args.listen_args.tokens()?;
     let metrics = args.metrics_listen.map(|addr| MetricsListen {
         addr,
         tls: tls.clone(),
@@ -359,7 +319,7 @@ async fn run() -> anyhow::Result<()> {
     });
     let otlp_channel = otlp.as_ref().map(otlp::channel).transpose()?;
     let options = ServeOptions {
-        socket_mode: args.socket_mode,
+        socket_mode: args.listen_args.socket_mode,
         socket_gid: args
             .socket_group
             .as_deref()
@@ -367,7 +327,7 @@ async fn run() -> anyhow::Result<()> {
             .transpose()?,
         tls: grpc_tls,
         tokens,
-        allow_plaintext: args.allow_plaintext,
+        allow_plaintext: args.listen_args.allow_plaintext,
         max_streams: args.max_streams,
         connections: ConnectionLimits {
             max_connections: args.max_connections,

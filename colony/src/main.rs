@@ -5,10 +5,9 @@
 use anyhow::Context;
 use clap::Parser;
 use coral_agent::dial::Credentials;
-use coral_agent::server::auth::Tokens;
 use coral_agent::server::connections::ConnectionLimits;
 use coral_agent::server::listen::{Listen, ServeOptions};
-use coral_agent::server::tls::TlsFiles;
+use coral_agent::server::listen_args::ListenArgs;
 use coral_colony::colony::StaticAgent;
 use coral_colony::{Colony, Config, server, store};
 use std::collections::BTreeMap;
@@ -29,34 +28,8 @@ struct Args {
     #[arg(long, env = "CORAL_COLONY_STORE", default_value = store::DEFAULT_STORE, hide_env_values = true)]
     store: String,
 
-    /// Mode of the Unix socket file (octal).
-    #[arg(long, default_value = "660", value_parser = parse_mode)]
-    socket_mode: u32,
-
-    /// TLS certificate chain (PEM) for a TCP listener.
-    #[arg(long, env = "CORAL_TLS_CERT", requires = "tls_key", value_name = "PEM")]
-    tls_cert: Option<PathBuf>,
-
-    /// TLS private key (PEM) for --tls-cert.
-    #[arg(long, env = "CORAL_TLS_KEY", requires = "tls_cert", value_name = "PEM")]
-    tls_key: Option<PathBuf>,
-
-    /// Mutual TLS: clients (and agents) must present a certificate issued by this CA (PEM).
-    #[arg(
-        long,
-        env = "CORAL_TLS_CLIENT_CA",
-        requires = "tls_cert",
-        value_name = "PEM"
-    )]
-    tls_client_ca: Option<PathBuf>,
-
-    /// Require a bearer token on every API call; lines `name:token[:read-only]`.
-    #[arg(long, env = "CORAL_TOKEN_FILE", value_name = "FILE")]
-    token_file: Option<PathBuf>,
-
-    /// Serve plaintext TCP on a non-loopback address (refused otherwise).
-    #[arg(long)]
-    allow_plaintext: bool,
+    #[command(flatten)]
+    listen_args: ListenArgs,
 
     /// Connections the listener holds at once.
     #[arg(long, default_value_t = coral_agent::server::connections::DEFAULT_MAX_CONNECTIONS)]
@@ -126,10 +99,6 @@ struct Args {
     retention_interval: Duration,
 }
 
-fn parse_mode(s: &str) -> Result<u32, String> {
-    u32::from_str_radix(s.trim_start_matches("0o"), 8).map_err(|e| format!("octal mode: {e}"))
-}
-
 fn parse_kind_retention(s: &str) -> Result<(String, Duration), String> {
     let (kind, age) = s
         .split_once('=')
@@ -190,21 +159,11 @@ async fn main() -> anyhow::Result<()> {
         .init();
     let args = Args::parse();
     let options = ServeOptions {
-        socket_mode: args.socket_mode,
+        socket_mode: args.listen_args.socket_mode,
         socket_gid: None,
-        tls: match (args.tls_cert, args.tls_key) {
-            (Some(cert), Some(key)) => Some(TlsFiles {
-                cert,
-                key,
-                client_ca: args.tls_client_ca,
-            }),
-            _ => None,
-        },
-        tokens: match &args.token_file {
-            Some(path) => Some(Tokens::load(path)?),
-            None => None,
-        },
-        allow_plaintext: args.allow_plaintext,
+        tls: args.listen_args.tls(),
+        tokens: args.listen_args.tokens()?,
+        allow_plaintext: args.listen_args.allow_plaintext,
         max_streams: 0,
         connections: ConnectionLimits {
             max_connections: args.max_connections.max(1),

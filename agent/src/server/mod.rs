@@ -10,6 +10,7 @@ pub mod connections;
 pub mod convert;
 pub mod health;
 pub mod listen;
+pub mod listen_args;
 pub mod tls;
 
 use crate::domain::Kind;
