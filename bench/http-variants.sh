@@ -278,7 +278,9 @@ measure() {
 	done
 }
 
-samples=$work/samples # lines: cfg<TAB>background<TAB>req/s<TAB>µs per request
+# lines: cfg<TAB>background ("-" for none: read's IFS would merge the tabs
+# around an empty field)<TAB>req/s<TAB>µs per request
+samples=$work/samples
 : >"$samples"
 total_start=$SECONDS
 n=${#CONFIGS[@]}
@@ -286,7 +288,7 @@ for ((round = 0; round < ROUNDS; round++)); do
 	for ((k = 0; k < n; k++)); do
 		cfg=${CONFIGS[(round + k) % n]}
 		measure "$cfg"
-		[[ -n $stable ]] && printf '%s\t%s\t%s\t%s\n' "$cfg" "${bg:-}" "$r" "$c" >>"$samples"
+		[[ -n $stable ]] && printf '%s\t%s\t%s\t%s\n' "$cfg" "${bg:--}" "$r" "$c" >>"$samples"
 		note=
 		[[ -n ${bg:-} ]] && note="(other tracers: $(wc -w <<<"$bg") programs)"
 		[[ -n $stable ]] || note="(dropped: other tracers came or went)"
@@ -319,7 +321,7 @@ if [[ $LOAD == nginx ]]; then
 else
 	echo "http-loop: $ITERS requests x $REPS runs (fastest kept, server thread CPU time) x $ROUNDS rounds (medians); kernel $(uname -r), $(nproc) CPUs; $((SECONDS - total_start)) s"
 fi
-if [[ -z $chosen ]]; then
+if [[ $chosen == - ]]; then
 	echo "background: no other tracer on the syscall hooks"
 else
 	echo "background: $(wc -w <<<"$chosen") programs of other tracers on sys_enter/sys_exit throughout these samples (the machine had no quiet window): every configuration pays them alike"
