@@ -64,6 +64,22 @@ const _: () = assert!(std::mem::size_of::<DnsKey>() == 40);
 const _: () = assert!(std::mem::size_of::<DnsInflight>() == 40);
 const _: () = assert!(std::mem::size_of::<DnsEvent>() == 8 * 3 + 40 + 4 * 3 + 4 + 16 + MSG_LEN);
 
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn events_cut_after_their_message_read_whole() {
+        let header = std::mem::offset_of!(DnsEvent, msg);
+        let mut bytes = vec![0u8; header + 3];
+        bytes[header - 20] = 3; // len, low byte
+        bytes[header..].copy_from_slice(b"abc");
+        let e = DnsEvent::from_bytes(&bytes).unwrap();
+        assert_eq!(e.message(), b"abc");
+        assert!(DnsEvent::from_bytes(&bytes[..header - 1]).is_none());
+    }
+}
+
 // SAFETY: byte arrays, three u16 and two u8, no padding (size asserted), any
 // bit pattern is valid.
 unsafe impl aya::Pod for DnsKey {}
@@ -72,15 +88,20 @@ unsafe impl aya::Pod for DnsKey {}
 unsafe impl aya::Pod for DnsInflight {}
 
 impl DnsEvent {
-    /// Reads an event from ring-buffer bytes, or `None` when too short.
+    /// Reads an event from ring-buffer bytes (the kernel sends it up to the
+    /// end of its message), or `None` when shorter than the header.
     pub fn from_bytes(bytes: &[u8]) -> Option<Self> {
-        if bytes.len() < std::mem::size_of::<Self>() {
+        const HEADER: usize = std::mem::offset_of!(DnsEvent, msg);
+        if bytes.len() < HEADER {
             return None;
         }
-        // SAFETY: the length is checked above, DnsEvent is plain-old-data
-        // valid for any bit pattern, and read_unaligned copes with the ring
-        // buffer's placement.
-        Some(unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast::<Self>()) })
+        let mut full = [0u8; std::mem::size_of::<Self>()];
+        let n = bytes.len().min(full.len());
+        full[..n].copy_from_slice(&bytes[..n]);
+        // SAFETY: `full` is exactly one DnsEvent long, DnsEvent is
+        // plain-old-data valid for any bit pattern, and read_unaligned copes
+        // with the array's alignment.
+        Some(unsafe { std::ptr::read_unaligned(full.as_ptr().cast::<Self>()) })
     }
 
     /// The DNS message bytes kept.

@@ -261,6 +261,7 @@ fn exact_counts_latency_and_timeouts_of_the_targets_only() {
     assert_eq!(n(&stats["timeouts"]), 1, "{stats}");
     assert_eq!(n(&stats["inFlight"]), 0, "{stats}");
     assert_eq!(n(&stats["droppedEvents"]), 0, "{stats}");
+    assert_eq!(stats["tcp"], true, "{stats}");
 
     // The delayed answer's latency, in the row and in its event.
     let slow_row = row(stats, "slow.test", "NOERROR");

@@ -135,9 +135,13 @@ impl CollectorFactory for DnsFactory {
     }
 
     fn notes(&self, caps: &HostCapabilities) -> Option<String> {
-        caps.cgroup2_path
-            .is_none()
-            .then(|| "no cgroup2 mount: DNS over TCP is not seen (UDP is)".to_string())
+        if caps.cgroup2_path.is_none() {
+            Some("no cgroup2 mount: DNS over TCP is not seen (UDP is)".into())
+        } else if !caps.cap_sys_admin {
+            Some("DNS over TCP needs CAP_NET_ADMIN or CAP_SYS_ADMIN (cgroup_skb programs); without, only UDP is seen".into())
+        } else {
+            None
+        }
     }
 
     fn validate(&self, spec_config: Option<&KindConfig>, limits: &Limits) -> Result<(), String> {
@@ -195,29 +199,20 @@ impl CollectorFactory for DnsFactory {
             )?;
             links.push(FdLink::from(link));
         }
-        // TCP, where there is a cgroup2 hierarchy to attach to.
-        let mut tcp_links = Vec::new();
-        if let Some(root) = &ctx.cgroup2_root {
-            let cgroup = std::fs::File::open(root).map_err(|e| CollectorError::Attach {
-                program: TCP_PROGRAMS[0].0,
-                hook: TCP_PROGRAMS[0].2,
-                reason: format!("opening {}: {e}", root.display()),
-            })?;
-            for (name, direction, hook) in TCP_PROGRAMS {
-                tcp_links.push(bpf::attach(
-                    &mut bpf,
-                    name,
-                    hook,
-                    &mut program_ids,
-                    |p: &mut CgroupSkb| {
-                        p.load()?;
-                        // A link (5.7+): others' programs on the root stay.
-                        let id = p.attach(&cgroup, direction, CgroupAttachMode::Single)?;
-                        p.take_link(id)
-                    },
-                )?);
-            }
-        }
+        // TCP, where there is a cgroup2 hierarchy to attach to and the
+        // agent may load cgroup_skb programs (CAP_NET_ADMIN or
+        // CAP_SYS_ADMIN): without them UDP is still seen, and the stats say
+        // TCP is not.
+        let tcp_links = match &ctx.cgroup2_root {
+            Some(root) => match attach_tcp(&mut bpf, root, &mut program_ids) {
+                Ok(links) => links,
+                Err(e) => {
+                    tracing::warn!(error = %e, "dns: TCP not watched");
+                    Vec::new()
+                }
+            },
+            None => Vec::new(),
+        };
         let mut watched = vec![u32::from(DNS_PORT)];
         watched.extend(c.ports.iter().filter(|&&p| p != u32::from(DNS_PORT)));
         Ok(Box::new(DnsCollector {
@@ -225,6 +220,7 @@ impl CollectorFactory for DnsFactory {
             inflight: take_map(&mut bpf, "inflight")?,
             drops: take_map(&mut bpf, "drops")?,
             links,
+            tcp: !tcp_links.is_empty(),
             tcp_links,
             program_ids,
             interval: match c.interval_ns {
@@ -246,6 +242,35 @@ impl CollectorFactory for DnsFactory {
             _bpf: bpf,
         }))
     }
+}
+
+/// Loads and attaches the TCP programs on the cgroup2 root `root`.
+fn attach_tcp(
+    bpf: &mut Ebpf,
+    root: &std::path::Path,
+    program_ids: &mut Vec<u32>,
+) -> Result<Vec<CgroupSkbLink>, CollectorError> {
+    let cgroup = std::fs::File::open(root).map_err(|e| CollectorError::Attach {
+        program: TCP_PROGRAMS[0].0,
+        hook: TCP_PROGRAMS[0].2,
+        reason: format!("opening {}: {e}", root.display()),
+    })?;
+    let mut links = Vec::new();
+    for (name, direction, hook) in TCP_PROGRAMS {
+        links.push(bpf::attach(
+            bpf,
+            name,
+            hook,
+            program_ids,
+            |p: &mut CgroupSkb| {
+                p.load()?;
+                // A link (5.7+): others' programs on the root stay.
+                let id = p.attach(&cgroup, direction, CgroupAttachMode::Single)?;
+                p.take_link(id)
+            },
+        )?);
+    }
+    Ok(links)
 }
 
 /// "127.0.0.1:53", "[::1]:53".
@@ -293,6 +318,8 @@ struct DnsCollector {
     /// Dropping a link detaches it.
     links: Vec<FdLink>,
     tcp_links: Vec<CgroupSkbLink>,
+    /// TCP was attached (the links are gone after detach).
+    tcp: bool,
     program_ids: Vec<u32>,
     interval: Duration,
     next_stats: Duration,
@@ -479,6 +506,7 @@ impl DnsCollector {
             dropped_inflight: self.drop_count(DROP_INFLIGHT)?,
             timeout_ns: self.timeout_ns,
             ports: self.ports.clone(),
+            tcp: self.tcp,
         })
     }
 }

@@ -534,6 +534,7 @@ fn dns(s: &pb::DnsStats, out: &mut Vec<Point>) {
         dropped_inflight,
         timeout_ns: _,
         ports: _,
+        tcp: _,
     } = s;
     kernel_dropped(dropped_events + dropped_inflight, out);
     for n in names {

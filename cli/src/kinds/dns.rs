@@ -132,11 +132,17 @@ fn lost(s: &DnsStats) -> String {
 }
 
 fn ports(s: &DnsStats) -> String {
-    s.ports
+    let ports = s
+        .ports
         .iter()
         .map(u32::to_string)
         .collect::<Vec<_>>()
-        .join(",")
+        .join(",");
+    if s.tcp {
+        ports
+    } else {
+        format!("{ports} (UDP only)")
+    }
 }
 
 /// The full report: totals, then one row per (name, type, rcode).
@@ -258,6 +264,7 @@ mod tests {
             timeouts: 1,
             timeout_ns: 500_000_000,
             ports: vec![53, 15353],
+            tcp: true,
             ..Default::default()
         }
     }

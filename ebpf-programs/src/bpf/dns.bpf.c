@@ -54,6 +54,18 @@ struct {
 	__uint(max_entries, 4 << 20);
 } events SEC(".maps");
 
+/*
+ * Events are built here and sent with bpf_ringbuf_output at the size of the
+ * message they carry (a query is ~40 bytes of its 512), so the ring holds
+ * four times as many of them.
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct coral_dns_event);
+} scratch SEC(".maps");
+
 /* [DROP_EVENTS] ring buffer full, [DROP_INFLIGHT] inflight update failed. */
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
@@ -164,15 +176,32 @@ static __always_inline int parse(const __u8 *l3, __u32 linear, __u16 protocol,
 	return 1;
 }
 
+/* The per-CPU event being built. */
+static __always_inline struct coral_dns_event *new_event(void)
+{
+	__u32 zero = 0;
+
+	return bpf_map_lookup_elem(&scratch, &zero);
+}
+
+/* Sends `e` up to the end of its message, without a wake-up. */
+static __always_inline void send(struct coral_dns_event *e)
+{
+	__u32 size = __builtin_offsetof(struct coral_dns_event, msg) + (e->len & 0x3ff);
+
+	if (size > sizeof(*e))
+		size = sizeof(*e);
+	if (bpf_ringbuf_output(&events, e, size, BPF_RB_NO_WAKEUP))
+		count(DROP_EVENTS);
+}
+
 static __always_inline struct coral_dns_event *reserve(__u32 kind, const struct packet *p)
 {
-	struct coral_dns_event *e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
+	struct coral_dns_event *e = new_event();
 	__u32 len;
 
-	if (!e) {
-		count(DROP_EVENTS);
+	if (!e)
 		return 0;
-	}
 	e->kind = kind;
 	e->ns = bpf_ktime_get_ns();
 	e->msg_len = p->msg_len;
@@ -248,7 +277,7 @@ int BPF_PROG(coral_dns_egress, struct sk_buff *skb)
 	e->tgid = q.tgid;
 	e->tid = q.tid;
 	__builtin_memcpy(e->comm, q.comm, sizeof(e->comm));
-	bpf_ringbuf_submit(e, BPF_RB_NO_WAKEUP);
+	send(e);
 	return 0;
 }
 
@@ -283,7 +312,7 @@ int BPF_PROG(coral_dns_ingress, struct sk_buff *skb)
 		e->tgid = q->tgid;
 		e->tid = q->tid;
 		__builtin_memcpy(e->comm, q->comm, sizeof(e->comm));
-		bpf_ringbuf_submit(e, BPF_RB_NO_WAKEUP);
+		send(e);
 	}
 	bpf_map_delete_elem(&inflight, &k);
 	return 0;
@@ -371,13 +400,11 @@ static __always_inline int parse_tcp(struct __sk_buff *skb, struct tcp_dns *t)
 static __always_inline struct coral_dns_event *reserve_tcp(__u32 kind, struct __sk_buff *skb,
 							   const struct tcp_dns *t)
 {
-	struct coral_dns_event *e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
+	struct coral_dns_event *e = new_event();
 	__u32 len;
 
-	if (!e) {
-		count(DROP_EVENTS);
+	if (!e)
 		return 0;
-	}
 	e->kind = kind;
 	e->ns = bpf_ktime_get_ns();
 	e->msg_len = t->msg_len;
@@ -427,7 +454,7 @@ int coral_dns_tcp_egress(struct __sk_buff *skb)
 	e->tgid = q.tgid;
 	e->tid = q.tid;
 	__builtin_memcpy(e->comm, q.comm, sizeof(e->comm));
-	bpf_ringbuf_submit(e, BPF_RB_NO_WAKEUP);
+	send(e);
 	return 1;
 }
 
@@ -460,7 +487,7 @@ int coral_dns_tcp_ingress(struct __sk_buff *skb)
 		e->tgid = q->tgid;
 		e->tid = q->tid;
 		__builtin_memcpy(e->comm, q->comm, sizeof(e->comm));
-		bpf_ringbuf_submit(e, BPF_RB_NO_WAKEUP);
+		send(e);
 	}
 	bpf_map_delete_elem(&inflight, &k);
 	return 1;
