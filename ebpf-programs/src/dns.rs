@@ -64,22 +64,6 @@ const _: () = assert!(std::mem::size_of::<DnsKey>() == 40);
 const _: () = assert!(std::mem::size_of::<DnsInflight>() == 40);
 const _: () = assert!(std::mem::size_of::<DnsEvent>() == 8 * 3 + 40 + 4 * 3 + 4 + 16 + MSG_LEN);
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn events_cut_after_their_message_read_whole() {
-        let header = std::mem::offset_of!(DnsEvent, msg);
-        let mut bytes = vec![0u8; header + 3];
-        bytes[header - 20] = 3; // len, low byte
-        bytes[header..].copy_from_slice(b"abc");
-        let e = DnsEvent::from_bytes(&bytes).unwrap();
-        assert_eq!(e.message(), b"abc");
-        assert!(DnsEvent::from_bytes(&bytes[..header - 1]).is_none());
-    }
-}
-
 // SAFETY: byte arrays, three u16 and two u8, no padding (size asserted), any
 // bit pattern is valid.
 unsafe impl aya::Pod for DnsKey {}
@@ -107,5 +91,21 @@ impl DnsEvent {
     /// The DNS message bytes kept.
     pub fn message(&self) -> &[u8] {
         &self.msg[..usize::from(self.len).min(MSG_LEN)]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn events_cut_after_their_message_read_whole() {
+        let header = std::mem::offset_of!(DnsEvent, msg);
+        let mut bytes = vec![0u8; header + 3];
+        bytes[header - 20] = 3; // len, low byte
+        bytes[header..].copy_from_slice(b"abc");
+        let e = DnsEvent::from_bytes(&bytes).unwrap();
+        assert_eq!(e.message(), b"abc");
+        assert!(DnsEvent::from_bytes(&bytes[..header - 1]).is_none());
     }
 }
