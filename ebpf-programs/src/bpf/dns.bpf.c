@@ -110,10 +110,12 @@ struct packet {
 
 /*
  * Fills `p` when `l3` (with `linear` bytes readable from it) is an IPv4 or
- * IPv6 UDP datagram to or from a DNS port.
+ * IPv6 UDP datagram to a DNS port (`to_server`) or from one. The port is
+ * checked before the DNS header is read: the other direction (a query
+ * arriving at a local server, its answer leaving) costs no more reads.
  */
 static __always_inline int parse(const __u8 *l3, __u32 linear, __u16 protocol,
-				 struct packet *p)
+				 int to_server, struct packet *p)
 {
 	__u32 l4_off, msg_off, l4_len;
 	__u16 ports_be[2];
@@ -161,7 +163,7 @@ static __always_inline int parse(const __u8 *l3, __u32 linear, __u16 protocol,
 		return 0;
 	p->sport = bpf_ntohs(ports_be[0]);
 	p->dport = bpf_ntohs(ports_be[1]);
-	if (!is_dns_port(p->sport) && !is_dns_port(p->dport))
+	if (!is_dns_port(to_server ? p->dport : p->sport))
 		return 0;
 	msg_off = l4_off + 8;
 	if (l4_len < 8)
@@ -239,9 +241,9 @@ int BPF_PROG(coral_dns_egress, struct sk_buff *skb)
 	before = l3 - skb->data;
 	if (before > linear_len(skb))
 		return 0;
-	if (!parse(l3, linear_len(skb) - before, skb->protocol, &p))
+	if (!parse(l3, linear_len(skb) - before, skb->protocol, 1, &p))
 		return 0;
-	if (!is_dns_port(p.dport) || (p.hdr[2] & DNS_QR))
+	if (p.hdr[2] & DNS_QR)
 		return 0;
 	id = bpf_get_current_pid_tgid();
 	tgid = id >> 32;
@@ -290,9 +292,9 @@ int BPF_PROG(coral_dns_ingress, struct sk_buff *skb)
 	struct packet p;
 
 	/* The driver has pulled the L2 header: data is at the network header. */
-	if (!parse(skb->data, linear_len(skb), skb->protocol, &p))
+	if (!parse(skb->data, linear_len(skb), skb->protocol, 0, &p))
 		return 0;
-	if (!is_dns_port(p.sport) || !(p.hdr[2] & DNS_QR))
+	if (!(p.hdr[2] & DNS_QR))
 		return 0;
 	__builtin_memcpy(k.client, p.dst, 16);
 	__builtin_memcpy(k.server, p.src, 16);
@@ -332,8 +334,8 @@ struct tcp_dns {
 	__u8 flags; /* the DNS header's first flags byte */
 };
 
-/* A TCP segment to or from a DNS port that starts with a framed message. */
-static __always_inline int parse_tcp(struct __sk_buff *skb, struct tcp_dns *t)
+/* A TCP segment to a DNS port (`to_server`) or from one, starting with a framed message. */
+static __always_inline int parse_tcp(struct __sk_buff *skb, int to_server, struct tcp_dns *t)
 {
 	__u32 l4_off, l4_len, doff_len;
 	__u8 hdr[4], doff;
@@ -374,7 +376,7 @@ static __always_inline int parse_tcp(struct __sk_buff *skb, struct tcp_dns *t)
 		return 0;
 	t->k.client_port = bpf_ntohs(ports_be[0]);
 	t->k.server_port = bpf_ntohs(ports_be[1]);
-	if (!is_dns_port(t->k.client_port) && !is_dns_port(t->k.server_port))
+	if (!is_dns_port(to_server ? t->k.server_port : t->k.client_port))
 		return 0;
 	/* The data offset: the high nibble of byte 12 of the TCP header. */
 	if (bpf_skb_load_bytes(skb, l4_off + 12, &doff, 1))
@@ -429,7 +431,7 @@ int coral_dns_tcp_egress(struct __sk_buff *skb)
 	__u32 tgid;
 	__u64 id;
 
-	if (!parse_tcp(skb, &t) || !is_dns_port(t.k.server_port) || (t.flags & DNS_QR))
+	if (!parse_tcp(skb, 1, &t) || (t.flags & DNS_QR))
 		return 1;
 	id = bpf_get_current_pid_tgid();
 	tgid = id >> 32;
@@ -466,7 +468,7 @@ int coral_dns_tcp_ingress(struct __sk_buff *skb)
 	struct coral_dns_key k;
 	struct tcp_dns t;
 
-	if (!parse_tcp(skb, &t) || !is_dns_port(t.k.client_port) || !(t.flags & DNS_QR))
+	if (!parse_tcp(skb, 0, &t) || !(t.flags & DNS_QR))
 		return 1;
 	/* A response: its source is the server. */
 	__builtin_memcpy(k.client, t.k.server, 16);
