@@ -829,8 +829,68 @@ mod tests {
     }
 
     #[test]
+    fn dns_rows_count_every_outcome_and_time_only_the_answered() {
+        let points = points(&Payload::DnsStats(pb::DnsStats {
+            names: vec![
+                pb::DnsName {
+                    name: "alpha.test".into(),
+                    qtype_name: "A".into(),
+                    rcode: 3,
+                    rcode_name: "NXDOMAIN".into(),
+                    count: 4,
+                    latency_sum_ns: 400_000,
+                    latency_log2: {
+                        let mut b = vec![0; 17];
+                        b[16] = 4; // [65.5, 131) µs
+                        b
+                    },
+                    ..Default::default()
+                },
+                pb::DnsName {
+                    name: "drop.test".into(),
+                    qtype_name: "A".into(),
+                    timed_out: true,
+                    rcode_name: "TIMEOUT".into(),
+                    count: 1,
+                    ..Default::default()
+                },
+            ],
+            ..Default::default()
+        }));
+        let queries: Vec<_> = points.iter().filter(|p| p.desc == &DNS_QUERIES).collect();
+        assert_eq!(queries.len(), 2);
+        let keys: Vec<_> = queries[0].labels.iter().map(|(k, _)| k.as_ref()).collect();
+        assert_eq!(
+            keys,
+            [
+                "dns.question.name",
+                "dns.question.type",
+                "dns.response.code"
+            ]
+        );
+        assert_eq!(queries[0].labels[2].1, "NXDOMAIN");
+        assert_eq!(queries[0].value, Value::Int(4));
+        assert_eq!(queries[1].labels[2].1, "TIMEOUT");
+        let timed: Vec<_> = points
+            .iter()
+            .filter(|p| p.desc == &DNS_LOOKUP_DURATION)
+            .collect();
+        assert_eq!(timed.len(), 1, "no duration for timeouts");
+        let Value::Histogram { count, .. } = &timed[0].value else {
+            panic!("{:?}", timed[0].value)
+        };
+        assert_eq!(*count, 4);
+        assert_eq!(DNS_QUERIES.prometheus_name(), "coral_dns_queries_total");
+        assert_eq!(
+            DNS_LOOKUP_DURATION.prometheus_name(),
+            "coral_dns_lookup_duration_seconds"
+        );
+    }
+
+    #[test]
     fn events_and_profiles_make_no_points() {
         for payload in [
+            Payload::DnsQuery(Default::default()),
             Payload::HttpRequest(Default::default()),
             Payload::CpuProfile(Default::default()),
             Payload::OomKill(Default::default()),
