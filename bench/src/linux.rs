@@ -1,6 +1,6 @@
 //! The Linux implementations of the `coral-bench` subcommands.
 
-use crate::{AttachArgs, HttpLoopArgs, LoopArgs, LoopSyscall, SpawnArgs};
+use crate::{AttachArgs, DnsLoopArgs, HttpLoopArgs, LoopArgs, LoopSyscall, SpawnArgs};
 use anyhow::{Context, bail, ensure};
 use aya::programs::Program;
 use aya::{Btf, Ebpf, EbpfLoader};
@@ -607,4 +607,91 @@ pub fn attach(args: &AttachArgs) -> anyhow::Result<()> {
     hold(bpf, &set)?;
     drop(drainer);
     Ok(())
+}
+
+/// `dns-loop`: one A query at a time over a connected UDP socket, `iters`
+/// per run, `reps` runs; prints the best run's wall-clock ns per query, the
+/// queries that got no answer within a second (then resent) and the runs.
+pub fn dns_loop(args: &DnsLoopArgs) -> anyhow::Result<()> {
+    use std::io::BufRead;
+
+    ensure!(args.iters > 0, "--iters must be positive");
+    ensure!(args.reps > 0, "--reps must be positive");
+    let socket = std::net::UdpSocket::bind(("127.0.0.1", 0)).context("binding the UDP socket")?;
+    socket
+        .connect(args.server)
+        .context("connecting to the server")?;
+    socket.set_read_timeout(Some(std::time::Duration::from_secs(1)))?;
+    let mut query = vec![0, 0, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0];
+    for label in args.name.split('.') {
+        query.push(u8::try_from(label.len()).context("a label longer than 255")?);
+        query.extend_from_slice(label.as_bytes());
+    }
+    query.extend_from_slice(&[0, 0, 1, 0, 1]);
+    if args.wait {
+        println!("ready {}", std::process::id());
+        std::io::stdout().flush()?;
+        let mut line = String::new();
+        std::io::stdin().lock().read_line(&mut line)?;
+    }
+    let server_clock = match args.server_pid {
+        Some(pid) => {
+            let mut clock: libc::clockid_t = 0;
+            // SAFETY: clock_getcpuclockid writes one clockid_t into `clock`.
+            let rc = unsafe { libc::clock_getcpuclockid(pid, &mut clock) };
+            ensure!(rc == 0, "clock_getcpuclockid({pid}): errno {rc}");
+            Some(clock)
+        }
+        None => None,
+    };
+    let cpu_ns = || -> u64 {
+        let mut total = cpu_clock_ns(libc::CLOCK_THREAD_CPUTIME_ID);
+        if let Some(c) = server_clock {
+            total += cpu_clock_ns(c);
+        }
+        total
+    };
+    let mut answer = [0u8; 1024];
+    let (mut best_cpu, mut best_wall) = (f64::MAX, f64::MAX);
+    let mut lost = 0u64;
+    let mut id = 0u16;
+    for _ in 0..args.reps {
+        let (start, cpu0) = (Instant::now(), cpu_ns());
+        for _ in 0..args.iters {
+            loop {
+                id = id.wrapping_add(1);
+                query[..2].copy_from_slice(&id.to_be_bytes());
+                socket.send(&query).context("send")?;
+                match socket.recv(&mut answer) {
+                    Ok(n) if n >= 2 && answer[..2] == id.to_be_bytes() => break,
+                    Ok(_) => continue,
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => lost += 1,
+                    Err(e) => return Err(e).context("recv"),
+                }
+            }
+        }
+        let n = args.iters as f64;
+        best_wall = best_wall.min(start.elapsed().as_nanos() as f64 / n);
+        best_cpu = best_cpu.min(cpu_ns().saturating_sub(cpu0) as f64 / n);
+    }
+    println!(
+        "{best_cpu:.0} ns/query CPU ({}), {best_wall:.0} ns/query wall, {lost} unanswered and resent, best of {}",
+        if server_clock.is_some() {
+            "client + server"
+        } else {
+            "client"
+        },
+        args.reps
+    );
+    Ok(())
+}
+
+fn cpu_clock_ns(clock: libc::clockid_t) -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes one timespec into `ts`.
+    unsafe { libc::clock_gettime(clock, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }

@@ -12,6 +12,8 @@
 //!   printing the CPU ns (parent and children) per fork + exec + exit + wait.
 //! - `http-loop`: nginx's syscalls for one small static-file request, in a
 //!   loop fed by a forked client, printing the server's CPU ns per request.
+//! - `dns-loop`: A queries over UDP to a DNS server, one at a time, printing
+//!   CPU ns (client and server) and wall-clock ns per query.
 
 use clap::{Parser, Subcommand};
 
@@ -49,6 +51,36 @@ enum Command {
     /// from another CPU; print the server thread's CPU ns per request (the
     /// best of --reps) as the first field.
     HttpLoop(HttpLoopArgs),
+    /// Send A queries over UDP to a DNS server, one at a time, each waiting
+    /// for its answer; print CPU ns per query (this thread's and, with
+    /// --server-pid, the server's; the best of --reps) as the first field,
+    /// then wall-clock ns per query.
+    DnsLoop(DnsLoopArgs),
+}
+
+#[derive(Debug, clap::Args)]
+#[cfg_attr(not(target_os = "linux"), allow(dead_code))]
+struct DnsLoopArgs {
+    /// The server, as ADDRESS:PORT.
+    #[arg(long)]
+    server: std::net::SocketAddr,
+    /// The name asked for.
+    #[arg(long, default_value = "alpha.test")]
+    name: String,
+    /// Queries per run.
+    #[arg(long, default_value_t = 20_000)]
+    iters: u64,
+    /// Runs; the fastest one is reported (noise only ever adds time).
+    #[arg(long, default_value_t = 3)]
+    reps: u32,
+    /// Print "ready PID" and wait for a line on stdin before measuring (so a
+    /// tracer can be given the loop's pid).
+    #[arg(long)]
+    wait: bool,
+    /// The server's pid: its CPU time is added to ours (on loopback it runs
+    /// the softirq of our queries' answers).
+    #[arg(long)]
+    server_pid: Option<i32>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -146,6 +178,7 @@ fn main() -> anyhow::Result<()> {
         Command::Attach(args) => linux::attach(&args),
         Command::Spawn(args) => linux::spawn(&args),
         Command::HttpLoop(args) => linux::http_loop(&args),
+        Command::DnsLoop(args) => linux::dns_loop(&args),
     }
 }
 

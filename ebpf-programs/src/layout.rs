@@ -45,7 +45,7 @@ macro_rules! mirror {
 
 fn mirrors() -> Vec<Mirror> {
     use crate::{
-        cpu_profile as cp, file_io as fio, http_latency as http, memory as mem,
+        cpu_profile as cp, dns, file_io as fio, http_latency as http, memory as mem,
         process_events as pe, syscall_stats as ss, tcp_metrics as tcp,
     };
     vec![
@@ -90,6 +90,13 @@ fn mirrors() -> Vec<Mirror> {
         mirror!("coral_fio_fd_key" => fio::FdKey { tgid, fd }),
         mirror!("coral_fio_event" => fio::FileEvent {
             start_ns, latency_ns, bytes, cgroup_id, tgid, tid, fd, op, err, flags, comm, path
+        }),
+        mirror!("coral_dns_key" => dns::DnsKey {
+            client, server, client_port, server_port, id, proto, family
+        }),
+        mirror!("coral_dns_inflight" => dns::DnsInflight { ns, cgroup_id, tgid, tid, comm }),
+        mirror!("coral_dns_event" => dns::DnsEvent {
+            ns, query_ns, cgroup_id, key, tgid, tid, kind, len, msg_len, comm, msg
         }),
         mirror!("coral_profile_key" => cp::ProfileKey { tgid, user_stack_id, kernel_stack_id, flags }),
         mirror!("coral_stack" => cp::OverflowStack { ips }),

@@ -6,6 +6,7 @@
 //! compile-time size asserts, so drift breaks the build.
 
 pub mod cpu_profile;
+pub mod dns;
 pub mod file_io;
 pub mod http_latency;
 pub mod memory;

@@ -17,6 +17,8 @@ mod bpf;
 #[cfg(bpf)]
 pub mod cpu_profile;
 #[cfg(bpf)]
+pub mod dns;
+#[cfg(bpf)]
 pub mod file_io;
 #[cfg(bpf)]
 mod filter;

@@ -21,12 +21,14 @@ pub fn is_aggregate(payload: &Payload) -> bool {
         | Payload::TcpStats(_)
         | Payload::ProcessStats(_)
         | Payload::MemoryStats(_)
-        | Payload::FileIoStats(_) => true,
+        | Payload::FileIoStats(_)
+        | Payload::DnsStats(_) => true,
         Payload::HttpRequest(_)
         | Payload::TcpConnection(_)
         | Payload::ProcessEvent(_)
         | Payload::OomKill(_)
-        | Payload::FileIoEvent(_) => false,
+        | Payload::FileIoEvent(_)
+        | Payload::DnsQuery(_) => false,
     }
 }
 
@@ -38,7 +40,8 @@ pub fn exported(kind: Kind) -> bool {
         | Kind::TcpMetrics
         | Kind::ProcessEvents
         | Kind::Memory
-        | Kind::FileIo => true,
+        | Kind::FileIo
+        | Kind::Dns => true,
         // Stacks are no time series: profiles stay pprof.
         Kind::CpuProfile => false,
     }
@@ -54,12 +57,14 @@ pub fn points(payload: &Payload) -> Vec<Point> {
         Payload::ProcessStats(s) => processes(s, &mut out),
         Payload::MemoryStats(s) => memory(s, &mut out),
         Payload::FileIoStats(s) => file_io(s, &mut out),
+        Payload::DnsStats(s) => dns(s, &mut out),
         Payload::CpuProfile(_)
         | Payload::HttpRequest(_)
         | Payload::TcpConnection(_)
         | Payload::ProcessEvent(_)
         | Payload::OomKill(_)
-        | Payload::FileIoEvent(_) => {}
+        | Payload::FileIoEvent(_)
+        | Payload::DnsQuery(_) => {}
     }
     out
 }
@@ -286,6 +291,25 @@ pub static FILE_OPEN_ERRORS: Desc = counter(
     Unit::Count("{open}"),
 );
 
+/// Nanoseconds, from 16.4 µs to 2^35 ns (34.4 s), a factor of 2 apart.
+const DNS_BOUNDS: Bounds = Bounds::Log2 {
+    min: 14,
+    max: 35,
+    step: 1,
+    scale: 1e-9,
+};
+
+pub static DNS_QUERIES: Desc = counter(
+    "coral.dns.queries",
+    "DNS queries of the collector's targets per (question name, type, response code or TIMEOUT).",
+    Unit::Count("{query}"),
+);
+pub static DNS_LOOKUP_DURATION: Desc = histogram(
+    "coral.dns.lookup.duration",
+    "Time from a DNS query leaving to its response arriving, per (question name, type, response code).",
+    DNS_BOUNDS,
+);
+
 pub static ALL: &[&Desc] = &[
     &KERNEL_DROPPED,
     &SYSCALL_CALLS,
@@ -316,6 +340,8 @@ pub static ALL: &[&Desc] = &[
     &FILE_IO_BYTES,
     &FILE_IO_DURATION,
     &FILE_OPEN_ERRORS,
+    &DNS_QUERIES,
+    &DNS_LOOKUP_DURATION,
 ];
 
 fn labels<const N: usize>(pairs: [(&'static str, String); N]) -> Labels {
@@ -488,6 +514,43 @@ fn file_io(s: &pb::FileIoStats, out: &mut Vec<Point>) {
             ]),
             Value::Int(e.count),
         ));
+    }
+}
+
+fn dns(s: &pb::DnsStats, out: &mut Vec<Point>) {
+    let pb::DnsStats {
+        elapsed_ns: _,
+        names,
+        // The totals are sums of the rows.
+        queries: _,
+        responses: _,
+        nxdomain: _,
+        servfail: _,
+        timeouts: _,
+        in_flight: _,
+        other_names: _,
+        malformed: _,
+        dropped_events,
+        dropped_inflight,
+        timeout_ns: _,
+        ports: _,
+        tcp: _,
+    } = s;
+    kernel_dropped(dropped_events + dropped_inflight, out);
+    for n in names {
+        let l = labels([
+            ("dns.question.name", n.name.clone()),
+            ("dns.question.type", n.qtype_name.clone()),
+            ("dns.response.code", n.rcode_name.clone()),
+        ]);
+        out.push(Point::new(&DNS_QUERIES, l.clone(), Value::Int(n.count)));
+        if !n.timed_out {
+            out.push(Point::new(
+                &DNS_LOOKUP_DURATION,
+                l,
+                log2_histogram(DNS_BOUNDS, &n.latency_log2, n.latency_sum_ns as f64 / 1e9),
+            ));
+        }
     }
 }
 
@@ -766,8 +829,68 @@ mod tests {
     }
 
     #[test]
+    fn dns_rows_count_every_outcome_and_time_only_the_answered() {
+        let points = points(&Payload::DnsStats(pb::DnsStats {
+            names: vec![
+                pb::DnsName {
+                    name: "alpha.test".into(),
+                    qtype_name: "A".into(),
+                    rcode: 3,
+                    rcode_name: "NXDOMAIN".into(),
+                    count: 4,
+                    latency_sum_ns: 400_000,
+                    latency_log2: {
+                        let mut b = vec![0; 17];
+                        b[16] = 4; // [65.5, 131) µs
+                        b
+                    },
+                    ..Default::default()
+                },
+                pb::DnsName {
+                    name: "drop.test".into(),
+                    qtype_name: "A".into(),
+                    timed_out: true,
+                    rcode_name: "TIMEOUT".into(),
+                    count: 1,
+                    ..Default::default()
+                },
+            ],
+            ..Default::default()
+        }));
+        let queries: Vec<_> = points.iter().filter(|p| p.desc == &DNS_QUERIES).collect();
+        assert_eq!(queries.len(), 2);
+        let keys: Vec<_> = queries[0].labels.iter().map(|(k, _)| k.as_ref()).collect();
+        assert_eq!(
+            keys,
+            [
+                "dns.question.name",
+                "dns.question.type",
+                "dns.response.code"
+            ]
+        );
+        assert_eq!(queries[0].labels[2].1, "NXDOMAIN");
+        assert_eq!(queries[0].value, Value::Int(4));
+        assert_eq!(queries[1].labels[2].1, "TIMEOUT");
+        let timed: Vec<_> = points
+            .iter()
+            .filter(|p| p.desc == &DNS_LOOKUP_DURATION)
+            .collect();
+        assert_eq!(timed.len(), 1, "no duration for timeouts");
+        let Value::Histogram { count, .. } = &timed[0].value else {
+            panic!("{:?}", timed[0].value)
+        };
+        assert_eq!(*count, 4);
+        assert_eq!(DNS_QUERIES.prometheus_name(), "coral_dns_queries_total");
+        assert_eq!(
+            DNS_LOOKUP_DURATION.prometheus_name(),
+            "coral_dns_lookup_duration_seconds"
+        );
+    }
+
+    #[test]
     fn events_and_profiles_make_no_points() {
         for payload in [
+            Payload::DnsQuery(Default::default()),
             Payload::HttpRequest(Default::default()),
             Payload::CpuProfile(Default::default()),
             Payload::OomKill(Default::default()),

@@ -127,6 +127,25 @@ fn any_config_of(kind: Kind) -> BoxedStrategy<Config> {
                 })
             })
             .boxed(),
+        Kind::Dns => (
+            any_u64(),
+            proptest::collection::vec(any::<u32>(), 0..12),
+            any_u64(),
+            any::<u32>(),
+            any::<u32>(),
+        )
+            .prop_map(
+                |(interval_ns, ports, timeout_ns, max_names, max_inflight)| {
+                    Config::Dns(pb::DnsConfig {
+                        interval_ns,
+                        ports,
+                        timeout_ns,
+                        max_names,
+                        max_inflight,
+                    })
+                },
+            )
+            .boxed(),
     }
 }
 

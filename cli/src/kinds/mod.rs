@@ -14,6 +14,7 @@
 //! - [`Aggregate`] or [`Event`] for each of its payloads.
 
 pub mod cpu_profile;
+pub mod dns;
 pub mod file_io;
 pub mod http_latency;
 pub mod memory;
@@ -153,6 +154,7 @@ kinds! {
     ProcessEvents => process_events,
     Memory => memory,
     FileIo => file_io,
+    Dns => dns,
 }
 
 impl Kind {
@@ -194,6 +196,8 @@ pub fn view(payload: &Payload) -> View<'_> {
         Payload::OomKill(k) => View::Event(k),
         Payload::FileIoEvent(e) => View::Event(e),
         Payload::FileIoStats(s) => View::Aggregate(s),
+        Payload::DnsQuery(q) => View::Event(q),
+        Payload::DnsStats(s) => View::Aggregate(s),
     }
 }
 

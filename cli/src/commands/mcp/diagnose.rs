@@ -265,6 +265,7 @@ fn config(kind: Kind, limits: Option<&pb::Limits>) -> Config {
         Kind::ProcessEvents => Config::ProcessEvents(Default::default()),
         Kind::Memory => Config::Memory(Default::default()),
         Kind::FileIo => Config::FileIo(Default::default()),
+        Kind::Dns => Config::Dns(Default::default()),
     }
 }
 
@@ -542,6 +543,18 @@ pub fn evidence(symptom: Symptom, s: &KindSummary, events: &[String]) -> Vec<Str
             }
             for e in f.failed_opens.iter().take(2) {
                 out.push(format!("{} x{}", e.what, e.count));
+            }
+        }
+        KindSummary::Dns(d) => {
+            out.push(d.headline.clone());
+            for r in d.names.iter().filter(|r| r.rcode != "NOERROR").take(3) {
+                out.push(format!("{} {} {} x{}", r.name, r.qtype, r.rcode, r.count));
+            }
+            for r in d.names.iter().filter(|r| r.rcode == "NOERROR").take(2) {
+                out.push(format!(
+                    "{} {}: x{}, p50 {}, p99 {}",
+                    r.name, r.qtype, r.count, r.p50, r.p99
+                ));
             }
         }
         KindSummary::ProcessEvents(p) => {

@@ -7,7 +7,9 @@
 //! [`summarise`] is one match over every payload type without a `_` arm: a
 //! payload added to the API does not build until it is summarised here.
 
-use crate::kinds::{cpu_profile, file_io, memory, process_events, short_container, tcp_metrics};
+use crate::kinds::{
+    cpu_profile, dns, file_io, memory, process_events, short_container, tcp_metrics,
+};
 use crate::render::{bytes, duration_ns, log2_quantile};
 use coral_proto::text::Cleaned;
 use coral_proto::v1::{self as pb, record::Payload};
@@ -64,6 +66,7 @@ pub enum KindSummary {
     ProcessEvents(ProcessSummary),
     Memory(MemorySummary),
     FileIo(FileIoSummary),
+    Dns(DnsSummary),
 }
 
 impl KindSummary {
@@ -77,6 +80,7 @@ impl KindSummary {
             KindSummary::ProcessEvents(s) => &s.headline,
             KindSummary::Memory(s) => &s.headline,
             KindSummary::FileIo(s) => &s.headline,
+            KindSummary::Dns(s) => &s.headline,
         }
     }
 }
@@ -97,6 +101,8 @@ pub fn summarise(payload: &Payload, top: usize) -> Summarised {
         Payload::OomKill(k) => Event("oom_kill", clip_line(&memory::oom_line(k))),
         Payload::FileIoEvent(e) => Event("file_io_event", file_io_event(e)),
         Payload::FileIoStats(s) => Aggregate(KindSummary::FileIo(file_io_stats(s, top))),
+        Payload::DnsQuery(q) => Event("dns_query", dns_query(q)),
+        Payload::DnsStats(s) => Aggregate(KindSummary::Dns(dns_stats(s, top))),
     }
 }
 
@@ -814,6 +820,92 @@ fn file_io_event(e: &pb::FileIoEvent) -> String {
     clip_line(&line)
 }
 
+// ---------------------------------------------------------------- dns
+
+/// dns: exchanges per (name, type, rcode), failures first in the counts.
+#[derive(Clone, Debug, Serialize, JsonSchema)]
+pub struct DnsSummary {
+    pub headline: String,
+    pub elapsed: String,
+    pub queries: u64,
+    pub nxdomain: u64,
+    pub servfail: u64,
+    pub timeouts: u64,
+    /// Most exchanges first.
+    pub names: Vec<DnsRow>,
+    /// Events or queries the kernel could not hand over.
+    pub dropped: u64,
+}
+
+#[derive(Clone, Debug, Serialize, JsonSchema)]
+pub struct DnsRow {
+    pub name: String,
+    pub qtype: String,
+    /// "NOERROR", "NXDOMAIN", ... or "TIMEOUT".
+    pub rcode: String,
+    pub count: u64,
+    /// Exact, from a sample of up to 4096 per row ("-" for timeouts).
+    pub p50: String,
+    pub p99: String,
+}
+
+pub fn dns_stats(s: &pb::DnsStats, top: usize) -> DnsSummary {
+    let lat = |n: &pb::DnsName, ns: u64| {
+        if n.timed_out {
+            "-".to_string()
+        } else {
+            duration_ns(ns)
+        }
+    };
+    DnsSummary {
+        headline: format!(
+            "{} DNS queries, {} NXDOMAIN, {} SERVFAIL, {} timeouts over {}",
+            s.queries,
+            s.nxdomain,
+            s.servfail,
+            s.timeouts,
+            duration_ns(s.elapsed_ns)
+        ),
+        elapsed: duration_ns(s.elapsed_ns),
+        queries: s.queries,
+        nxdomain: s.nxdomain,
+        servfail: s.servfail,
+        timeouts: s.timeouts,
+        names: s
+            .names
+            .iter()
+            .take(top)
+            .map(|n| DnsRow {
+                name: clip(&n.name),
+                qtype: n.qtype_name.clone(),
+                rcode: n.rcode_name.clone(),
+                count: n.count,
+                p50: lat(n, n.latency_p50_ns),
+                p99: lat(n, n.latency_p99_ns),
+            })
+            .collect(),
+        dropped: s.dropped_events + s.dropped_inflight,
+    }
+}
+
+fn dns_query(q: &pb::DnsQuery) -> String {
+    let line = format!(
+        "{} {} from pid {} ({}) to {}: {}{}",
+        q.qtype_name,
+        q.name,
+        q.pid,
+        q.comm,
+        q.server,
+        dns::result_name(q),
+        if q.outcome == i32::from(pb::DnsOutcome::Answered) {
+            format!(" in {}", duration_ns(q.latency_ns))
+        } else {
+            String::new()
+        }
+    );
+    clip_line(&line)
+}
+
 // ---------------------------------------------------------------- memory
 
 /// memory: use against limits, growth and time to the limit.
@@ -1014,6 +1106,8 @@ mod tests {
             Payload::OomKill(Default::default()),
             Payload::FileIoEvent(Default::default()),
             Payload::FileIoStats(Default::default()),
+            Payload::DnsQuery(Default::default()),
+            Payload::DnsStats(Default::default()),
         ];
         for p in &payloads {
             let is_event = matches!(
@@ -1023,6 +1117,7 @@ mod tests {
                     | Payload::ProcessEvent(_)
                     | Payload::OomKill(_)
                     | Payload::FileIoEvent(_)
+                    | Payload::DnsQuery(_)
             );
             match summarise(p, 5) {
                 Summarised::Aggregate(a) => {

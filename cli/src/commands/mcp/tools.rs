@@ -512,6 +512,7 @@ pub fn kind_config(kind: Kind, o: &TapOptions) -> Result<Config, ToolError> {
                 Kind::ProcessEvents,
                 Kind::Memory,
                 Kind::FileIo,
+                Kind::Dns,
             ],
         ),
         (
@@ -576,6 +577,10 @@ pub fn kind_config(kind: Kind, o: &TapOptions) -> Result<Config, ToolError> {
             ..Default::default()
         }),
         Kind::FileIo => Config::FileIo(pb::FileIoConfig {
+            interval_ns,
+            ..Default::default()
+        }),
+        Kind::Dns => Config::Dns(pb::DnsConfig {
             interval_ns,
             ..Default::default()
         }),
