@@ -135,6 +135,13 @@ kinds! {
         payloads: [FileIoEvent, FileIoStats],
         factory: file_io::FileIoFactory,
     },
+    /// Credential and privilege events: setuid family, capset, setuid execs, ptrace, modules, bpf, mounts.
+    Security {
+        proto: Security,
+        config: Security,
+        payloads: [SecurityEvent, SecurityStats],
+        factory: security::SecurityFactory,
+    },
 }
 
 /// What the kernel side could not hand over (ring buffer or map full), as
@@ -149,11 +156,13 @@ pub fn kernel_losses(payload: &Payload) -> Option<u64> {
         Payload::ProcessStats(s) => Some(s.dropped_events),
         Payload::MemoryStats(s) => Some(s.dropped_events),
         Payload::FileIoStats(s) => Some(s.dropped_events + s.dropped_files),
+        Payload::SecurityStats(s) => Some(s.dropped_events),
         Payload::TcpConnection(_)
         | Payload::HttpRequest(_)
         | Payload::ProcessEvent(_)
         | Payload::OomKill(_)
-        | Payload::FileIoEvent(_) => None,
+        | Payload::FileIoEvent(_)
+        | Payload::SecurityEvent(_) => None,
     }
 }
 

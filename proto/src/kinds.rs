@@ -17,6 +17,7 @@ impl CollectorKind {
             CollectorKind::ProcessEvents => "process-events",
             CollectorKind::Memory => "memory",
             CollectorKind::FileIo => "file-io",
+            CollectorKind::Security => "security",
         }
     }
 

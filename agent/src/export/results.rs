@@ -21,12 +21,14 @@ pub fn is_aggregate(payload: &Payload) -> bool {
         | Payload::TcpStats(_)
         | Payload::ProcessStats(_)
         | Payload::MemoryStats(_)
-        | Payload::FileIoStats(_) => true,
+        | Payload::FileIoStats(_)
+        | Payload::SecurityStats(_) => true,
         Payload::HttpRequest(_)
         | Payload::TcpConnection(_)
         | Payload::ProcessEvent(_)
         | Payload::OomKill(_)
-        | Payload::FileIoEvent(_) => false,
+        | Payload::FileIoEvent(_)
+        | Payload::SecurityEvent(_) => false,
     }
 }
 
@@ -38,7 +40,8 @@ pub fn exported(kind: Kind) -> bool {
         | Kind::TcpMetrics
         | Kind::ProcessEvents
         | Kind::Memory
-        | Kind::FileIo => true,
+        | Kind::FileIo
+        | Kind::Security => true,
         // Stacks are no time series: profiles stay pprof.
         Kind::CpuProfile => false,
     }
@@ -54,12 +57,14 @@ pub fn points(payload: &Payload) -> Vec<Point> {
         Payload::ProcessStats(s) => processes(s, &mut out),
         Payload::MemoryStats(s) => memory(s, &mut out),
         Payload::FileIoStats(s) => file_io(s, &mut out),
+        Payload::SecurityStats(s) => security(s, &mut out),
         Payload::CpuProfile(_)
         | Payload::HttpRequest(_)
         | Payload::TcpConnection(_)
         | Payload::ProcessEvent(_)
         | Payload::OomKill(_)
-        | Payload::FileIoEvent(_) => {}
+        | Payload::FileIoEvent(_)
+        | Payload::SecurityEvent(_) => {}
     }
     out
 }
@@ -286,6 +291,22 @@ pub static FILE_OPEN_ERRORS: Desc = counter(
     Unit::Count("{open}"),
 );
 
+pub static SECURITY_EVENTS: Desc = counter(
+    "coral.security.events",
+    "Credential and privilege events of the collector's targets, per event type.",
+    Unit::Count("{event}"),
+);
+pub static SECURITY_FAILED: Desc = counter(
+    "coral.security.failed",
+    "Security events whose call failed (a denied setuid, mount, ptrace ...), per event type.",
+    Unit::Count("{event}"),
+);
+pub static SECURITY_CALLS: Desc = counter(
+    "coral.security.calls",
+    "Security events per syscall and error (none when the call succeeded), for the 100 most frequent.",
+    Unit::Count("{call}"),
+);
+
 pub static ALL: &[&Desc] = &[
     &KERNEL_DROPPED,
     &SYSCALL_CALLS,
@@ -316,6 +337,9 @@ pub static ALL: &[&Desc] = &[
     &FILE_IO_BYTES,
     &FILE_IO_DURATION,
     &FILE_OPEN_ERRORS,
+    &SECURITY_EVENTS,
+    &SECURITY_FAILED,
+    &SECURITY_CALLS,
 ];
 
 fn labels<const N: usize>(pairs: [(&'static str, String); N]) -> Labels {
@@ -487,6 +511,47 @@ fn file_io(s: &pb::FileIoStats, out: &mut Vec<Point>) {
                 ("error.type", e.error.clone()),
             ]),
             Value::Int(e.count),
+        ));
+    }
+}
+
+/// "credentials" for SECURITY_EVENT_TYPE_CREDENTIALS.
+fn security_type(t: i32) -> String {
+    pb::SecurityEventType::try_from(t)
+        .map(|t| {
+            t.as_str_name()
+                .trim_start_matches("SECURITY_EVENT_TYPE_")
+                .to_ascii_lowercase()
+        })
+        .unwrap_or_else(|_| t.to_string())
+}
+
+fn security(s: &pb::SecurityStats, out: &mut Vec<Point>) {
+    let pb::SecurityStats {
+        elapsed_ns: _,
+        types,
+        syscalls,
+        // Per-process rows would make a series per pid: the events carry them.
+        processes: _,
+        dropped_events,
+        reported_syscalls: _,
+    } = s;
+    kernel_dropped(*dropped_events, out);
+    for t in types {
+        let l = labels([("security.event.type", security_type(t.r#type))]);
+        out.push(Point::new(&SECURITY_EVENTS, l.clone(), Value::Int(t.events)));
+        out.push(Point::new(&SECURITY_FAILED, l, Value::Int(t.failed)));
+    }
+    for c in syscalls {
+        let error = if c.error.is_empty() {
+            "none".to_string()
+        } else {
+            c.error.clone()
+        };
+        out.push(Point::new(
+            &SECURITY_CALLS,
+            labels([("syscall", c.syscall.clone()), ("error.type", error)]),
+            Value::Int(c.count),
         ));
     }
 }

@@ -18,6 +18,7 @@ pub mod file_io;
 pub mod http_latency;
 pub mod memory;
 pub mod process_events;
+pub mod security;
 pub mod syscall_stats;
 pub mod tcp_metrics;
 
@@ -153,6 +154,7 @@ kinds! {
     ProcessEvents => process_events,
     Memory => memory,
     FileIo => file_io,
+    Security => security,
 }
 
 impl Kind {
@@ -194,6 +196,8 @@ pub fn view(payload: &Payload) -> View<'_> {
         Payload::OomKill(k) => View::Event(k),
         Payload::FileIoEvent(e) => View::Event(e),
         Payload::FileIoStats(s) => View::Aggregate(s),
+        Payload::SecurityEvent(e) => View::Event(e),
+        Payload::SecurityStats(s) => View::Aggregate(s),
     }
 }
 

@@ -264,6 +264,7 @@ fn config(kind: Kind, limits: Option<&pb::Limits>) -> Config {
         Kind::ProcessEvents => Config::ProcessEvents(Default::default()),
         Kind::Memory => Config::Memory(Default::default()),
         Kind::FileIo => Config::FileIo(Default::default()),
+        Kind::Security => Config::Security(Default::default()),
     }
 }
 
@@ -534,6 +535,12 @@ pub fn evidence(symptom: Symptom, s: &KindSummary, events: &[String]) -> Vec<Str
             }
             for e in f.failed_opens.iter().take(2) {
                 out.push(format!("{} x{}", e.what, e.count));
+            }
+        }
+        KindSummary::Security(s) => {
+            out.push(s.headline.clone());
+            for r in s.types.iter().take(3) {
+                out.push(format!("{} x{}", r.what, r.count));
             }
         }
         KindSummary::ProcessEvents(p) => {

@@ -19,6 +19,7 @@ pub fn doc(kind: Kind) -> &'static str {
         Kind::ProcessEvents => include_str!("../../../../docs/collectors/process-events.md"),
         Kind::Memory => include_str!("../../../../docs/collectors/memory.md"),
         Kind::FileIo => include_str!("../../../../docs/collectors/file-io.md"),
+        Kind::Security => include_str!("../../../../docs/collectors/security.md"),
     }
 }
 

@@ -7,7 +7,9 @@
 //! [`summarise`] is one match over every payload type without a `_` arm: a
 //! payload added to the API does not build until it is summarised here.
 
-use crate::kinds::{cpu_profile, file_io, memory, process_events, short_container, tcp_metrics};
+use crate::kinds::{
+    cpu_profile, file_io, memory, process_events, security, short_container, tcp_metrics,
+};
 use crate::render::{bytes, duration_ns, log2_quantile};
 use coral_proto::text::Cleaned;
 use coral_proto::v1::{self as pb, record::Payload};
@@ -64,6 +66,7 @@ pub enum KindSummary {
     ProcessEvents(ProcessSummary),
     Memory(MemorySummary),
     FileIo(FileIoSummary),
+    Security(SecuritySummary),
 }
 
 impl KindSummary {
@@ -77,6 +80,7 @@ impl KindSummary {
             KindSummary::ProcessEvents(s) => &s.headline,
             KindSummary::Memory(s) => &s.headline,
             KindSummary::FileIo(s) => &s.headline,
+            KindSummary::Security(s) => &s.headline,
         }
     }
 }
@@ -97,6 +101,8 @@ pub fn summarise(payload: &Payload, top: usize) -> Summarised {
         Payload::OomKill(k) => Event("oom_kill", clip_line(&memory::oom_line(k))),
         Payload::FileIoEvent(e) => Event("file_io_event", file_io_event(e)),
         Payload::FileIoStats(s) => Aggregate(KindSummary::FileIo(file_io_stats(s, top))),
+        Payload::SecurityEvent(e) => Event("security_event", security_event(e)),
+        Payload::SecurityStats(s) => Aggregate(KindSummary::Security(security_stats(s, top))),
     }
 }
 
@@ -814,6 +820,88 @@ fn file_io_event(e: &pb::FileIoEvent) -> String {
     clip_line(&line)
 }
 
+// ---------------------------------------------------------------- security
+
+/// security: events per type, per syscall and result, per process.
+#[derive(Clone, Debug, Serialize, JsonSchema)]
+pub struct SecuritySummary {
+    pub headline: String,
+    pub elapsed: String,
+    /// Events per type ("credentials 3 (1 failed)"), most first.
+    pub types: Vec<CountRow>,
+    /// Per (syscall, result), most first.
+    pub syscalls: Vec<CountRow>,
+    /// Per process, most events first.
+    pub processes: Vec<CountRow>,
+    /// Events the kernel could not hand over.
+    pub dropped: u64,
+}
+
+pub fn security_stats(s: &pb::SecurityStats, top: usize) -> SecuritySummary {
+    let (events, failed) = s
+        .types
+        .iter()
+        .fold((0, 0), |(n, f), t| (n + t.events, f + t.failed));
+    SecuritySummary {
+        headline: format!(
+            "{events} security events ({failed} failed) from {} processes over {}",
+            s.processes.len(),
+            duration_ns(s.elapsed_ns)
+        ),
+        elapsed: duration_ns(s.elapsed_ns),
+        types: s
+            .types
+            .iter()
+            .map(|t| CountRow {
+                what: format!("{} ({} failed)", security::type_name(t.r#type), t.failed),
+                count: t.events,
+            })
+            .collect(),
+        syscalls: s
+            .syscalls
+            .iter()
+            .take(top)
+            .map(|c| CountRow {
+                what: clip(&format!(
+                    "{} {}",
+                    c.syscall,
+                    if c.error.is_empty() { "ok" } else { &c.error }
+                )),
+                count: c.count,
+            })
+            .collect(),
+        processes: s
+            .processes
+            .iter()
+            .take(top)
+            .map(|p| CountRow {
+                what: clip(&format!("pid {} ({}), {} failed", p.pid, p.comm, p.failed)),
+                count: p.events,
+            })
+            .collect(),
+        dropped: s.dropped_events,
+    }
+}
+
+fn security_event(e: &pb::SecurityEvent) -> String {
+    let result = if e.errno != 0 {
+        e.error.clone()
+    } else {
+        e.result.to_string()
+    };
+    clip_line(&format!(
+        "{} {} by pid {} ({}, parent {} {}) -> {}: {}",
+        security::type_name(e.r#type),
+        e.syscall,
+        e.pid,
+        e.comm,
+        e.ppid,
+        e.parent_comm,
+        result,
+        security::details(e)
+    ))
+}
+
 // ---------------------------------------------------------------- memory
 
 /// memory: use against limits, growth and time to the limit.
@@ -1014,6 +1102,8 @@ mod tests {
             Payload::OomKill(Default::default()),
             Payload::FileIoEvent(Default::default()),
             Payload::FileIoStats(Default::default()),
+            Payload::SecurityEvent(Default::default()),
+            Payload::SecurityStats(Default::default()),
         ];
         for p in &payloads {
             let is_event = matches!(
@@ -1023,6 +1113,7 @@ mod tests {
                     | Payload::ProcessEvent(_)
                     | Payload::OomKill(_)
                     | Payload::FileIoEvent(_)
+                    | Payload::SecurityEvent(_)
             );
             match summarise(p, 5) {
                 Summarised::Aggregate(a) => {

@@ -440,6 +440,7 @@ pub fn kind_config(kind: Kind, o: &TapOptions) -> Result<Config, ToolError> {
                 Kind::ProcessEvents,
                 Kind::Memory,
                 Kind::FileIo,
+                Kind::Security,
             ],
         ),
         (
@@ -504,6 +505,10 @@ pub fn kind_config(kind: Kind, o: &TapOptions) -> Result<Config, ToolError> {
             ..Default::default()
         }),
         Kind::FileIo => Config::FileIo(pb::FileIoConfig {
+            interval_ns,
+            ..Default::default()
+        }),
+        Kind::Security => Config::Security(pb::SecurityConfig {
             interval_ns,
             ..Default::default()
         }),
