@@ -677,7 +677,10 @@ mod tests {
 
     #[test]
     fn names_of_capabilities_and_errors() {
-        assert_eq!(cap_names(1 << 13 | 1 << 21), ["CAP_NET_RAW", "CAP_SYS_ADMIN"]);
+        assert_eq!(
+            cap_names(1 << 13 | 1 << 21),
+            ["CAP_NET_RAW", "CAP_SYS_ADMIN"]
+        );
         assert_eq!(cap_names(1 << 45), ["CAP_45"]);
         assert_eq!(errno_name(1), "EPERM");
         assert_eq!(errno_name(38), "ENOSYS");
@@ -717,7 +720,10 @@ mod tests {
         let e = event(&capset, 5);
         assert_eq!(e.r#type(), SecurityEventType::Capset);
         assert_eq!(e.syscall, "capset");
-        assert_eq!((e.caps_lost.as_slice(), e.caps_gained.len()), (&["CAP_NET_RAW".to_string()][..], 0));
+        assert_eq!(
+            (e.caps_lost.as_slice(), e.caps_gained.len()),
+            (&["CAP_NET_RAW".to_string()][..], 0)
+        );
         assert_eq!(e.old_credentials.unwrap().cap_effective, 1 << 13 | 1);
 
         let mut mount = raw(kernel::MOUNT, Sysno::mount.id() as u32, -1);

@@ -539,7 +539,11 @@ fn security(s: &pb::SecurityStats, out: &mut Vec<Point>) {
     kernel_dropped(*dropped_events, out);
     for t in types {
         let l = labels([("security.event.type", security_type(t.r#type))]);
-        out.push(Point::new(&SECURITY_EVENTS, l.clone(), Value::Int(t.events)));
+        out.push(Point::new(
+            &SECURITY_EVENTS,
+            l.clone(),
+            Value::Int(t.events),
+        ));
         out.push(Point::new(&SECURITY_FAILED, l, Value::Int(t.failed)));
     }
     for c in syscalls {

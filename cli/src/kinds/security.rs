@@ -52,8 +52,7 @@ impl Event for SecurityEvent {
     }
 }
 
-const HEADER: &str =
-    "TIME                     PID    PPID COMM            EVENT        SYSCALL       RESULT  DETAILS";
+const HEADER: &str = "TIME                     PID    PPID COMM            EVENT        SYSCALL       RESULT  DETAILS";
 
 /// "credentials", "capset", ...
 pub fn type_name(t: i32) -> &'static str {
@@ -118,9 +117,7 @@ pub fn details(e: &SecurityEvent) -> String {
     let old = e.old_credentials.as_ref().unwrap_or(&default);
     let new = e.new_credentials.as_ref().unwrap_or(&default);
     match SecurityEventType::try_from(e.r#type) {
-        Ok(SecurityEventType::Credentials) => {
-            id_changes(old, new, e.syscall.contains("gid"))
-        }
+        Ok(SecurityEventType::Credentials) => id_changes(old, new, e.syscall.contains("gid")),
         Ok(SecurityEventType::Capset) => {
             let changes = cap_changes(e);
             format!(
