@@ -338,7 +338,11 @@ impl CollectorFactory for SecurityFactory {
             },
             next_stats: Duration::ZERO,
             tally: Tally {
-                reported: nrs.iter().map(|&nr| syscall_name(nr)).collect(),
+                reported: {
+                    let mut names: Vec<_> = nrs.iter().map(|&nr| syscall_name(nr)).collect();
+                    names.sort();
+                    names
+                },
                 ..Default::default()
             },
             cgroups: CgroupResolver::new(ctx.cgroup2_root.clone()),

@@ -840,9 +840,56 @@ mod tests {
             Payload::HttpRequest(Default::default()),
             Payload::CpuProfile(Default::default()),
             Payload::OomKill(Default::default()),
+            Payload::SecurityEvent(Default::default()),
         ] {
             assert!(points(&payload).is_empty());
         }
         assert!(!exported(Kind::CpuProfile));
+    }
+
+    #[test]
+    fn security_stats_count_per_type_and_per_syscall_result() {
+        let points = points(&Payload::SecurityStats(pb::SecurityStats {
+            types: vec![pb::SecurityTypeCount {
+                r#type: pb::SecurityEventType::Credentials.into(),
+                events: 3,
+                failed: 1,
+            }],
+            syscalls: vec![
+                pb::SecuritySyscallCount {
+                    syscall: "setuid".into(),
+                    error: "EPERM".into(),
+                    count: 1,
+                },
+                pb::SecuritySyscallCount {
+                    syscall: "setresuid".into(),
+                    error: String::new(),
+                    count: 2,
+                },
+            ],
+            dropped_events: 4,
+            ..Default::default()
+        }));
+        assert_eq!(
+            *find(&points, &SECURITY_EVENTS, "credentials"),
+            Value::Int(3)
+        );
+        assert_eq!(
+            *find(&points, &SECURITY_FAILED, "credentials"),
+            Value::Int(1)
+        );
+        assert_eq!(*find(&points, &SECURITY_CALLS, "EPERM"), Value::Int(1));
+        let ok = points
+            .iter()
+            .find(|p| p.desc == &SECURITY_CALLS && p.labels.iter().any(|(_, v)| v == "setresuid"))
+            .unwrap();
+        assert!(
+            ok.labels
+                .iter()
+                .any(|(k, v)| k.as_ref() == "error.type" && v == "none")
+        );
+        let dropped = points.iter().find(|p| p.desc == &KERNEL_DROPPED).unwrap();
+        assert_eq!(dropped.value, Value::Int(4));
+        assert!(exported(Kind::Security));
     }
 }

@@ -146,13 +146,11 @@ pub fn details(e: &SecurityEvent) -> String {
             }
             let gained = e.caps_gained.len();
             format!(
-                "{} ({} {:o}) {}; euid {}->{}{}",
+                "{} ({} {:o}) {}{}",
                 e.path,
                 why.join("+"),
                 e.file_mode,
                 id_changes(old, new, false),
-                old.euid,
-                new.euid,
                 if gained > 0 {
                     format!(", +{gained} capabilities")
                 } else {
