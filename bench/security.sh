@@ -79,7 +79,6 @@ progs=(--prog coral_sec_enter=sys_enter --prog coral_sec_exit=sys_exit
 	--prog coral_sec_exec=sched_process_exec --max-entries events=67108864)
 
 cat >"$work/peer.bt" <<'BT'
-BEGIN { printf("attached\n"); }
 tracepoint:syscalls:sys_enter_setuid, tracepoint:syscalls:sys_enter_capset { @uid[tid] = uid; }
 tracepoint:syscalls:sys_exit_setuid, tracepoint:syscalls:sys_exit_capset {
 	printf("%s %d %d %s uid %d->%d ret %d\n", probe, pid, curtask->real_parent->tgid, comm,
@@ -101,16 +100,20 @@ start_tracer() {
 	coral) "$bench" attach "$work/coral.o" "${progs[@]}" >"$log" 2>&1 & ;;
 	coral-pid) "$bench" attach "$work/coral.o" "${progs[@]}" --pid "$idle_pid" >"$log" 2>&1 & ;;
 	bpftrace)
-		# Its output is read (and thrown away) as fast as it comes; the
-		# first line says it is attached.
-		awk -v out="$log" 'NR == 1 { print > out; fflush(out) }' "$work/bt.fifo" &
+		# Its output is read (and thrown away) as fast as it comes. It is
+		# block-buffered, so attachment is seen in bpftool, not in it.
+		cat "$work/bt.fifo" >/dev/null &
 		reader_pid=$!
 		bpftrace -o "$work/bt.fifo" "$work/peer.bt" 2>"$work/bpftrace.err" &
 		;;
 	esac
 	tracer_pid=$!
 	for _ in $(seq 300); do
-		grep -q '^attached' "$log" && return 0
+		if [[ $cfg == bpftrace ]]; then
+			(($(bpftool perf list 2>/dev/null | grep -c "pid $tracer_pid .*sys_exit_capset") > 0)) && return 0
+		else
+			grep -q '^attached' "$log" && return 0
+		fi
 		kill -0 "$tracer_pid" 2>/dev/null || die "$cfg did not attach: $(cat "$log" "$work/bpftrace.err" 2>/dev/null)"
 		sleep 0.1
 	done

@@ -1,7 +1,8 @@
 //! A workload whose syscalls the tests know exactly.
 //!
 //! `coral-workload [--name COMM] [--getppid N] [--close-fail M]
-//!  [--file-io DIR --blocks N --block-size B [--fifo PATH --fifo-bytes F]]`
+//!  [--file-io DIR --blocks N --block-size B [--fifo PATH --fifo-bytes F]]
+//!  [--security DIR]`
 //!
 //! Prints `ready <pid>`, waits for a line on stdin, then makes exactly N
 //! `getppid` calls and M `close(-1)` calls (each fails with EBADF), prints
