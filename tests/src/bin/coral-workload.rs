@@ -202,11 +202,8 @@ fn security(dir: &std::path::Path) -> Vec<String> {
     lines.push(result("finit_module", rc));
 
     // SAFETY: no groups: a null list of length 0.
-    assert_eq!(
-        unsafe { libc::setgroups(0, std::ptr::null()) },
-        0,
-        "setgroups"
-    );
+    let rc = unsafe { libc::setgroups(0, std::ptr::null()) };
+    assert_eq!(rc, 0, "setgroups");
     // SAFETY: the three ids; the process drops root for good.
     let rc = unsafe { libc::syscall(libc::SYS_setresgid, 65534, 65534, 65534) };
     assert_eq!(rc, 0, "setresgid");
