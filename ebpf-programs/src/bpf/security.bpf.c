@@ -124,16 +124,21 @@ static __always_inline int changes_creds(long nr)
 
 static __always_inline void read_creds(struct task_struct *task, struct coral_sec_creds *c)
 {
-	const struct cred *cred = BPF_CORE_READ(task, cred);
+	/*
+	 * task is a trusted BTF pointer (bpf_get_current_task_btf): its
+	 * fields, and those of the cred it points to, are plain loads the
+	 * JIT guards (no helper call each), CO-RE relocated.
+	 */
+	const struct cred *cred = task->cred;
 
-	c->uid = BPF_CORE_READ(cred, uid.val);
-	c->gid = BPF_CORE_READ(cred, gid.val);
-	c->suid = BPF_CORE_READ(cred, suid.val);
-	c->sgid = BPF_CORE_READ(cred, sgid.val);
-	c->euid = BPF_CORE_READ(cred, euid.val);
-	c->egid = BPF_CORE_READ(cred, egid.val);
-	c->fsuid = BPF_CORE_READ(cred, fsuid.val);
-	c->fsgid = BPF_CORE_READ(cred, fsgid.val);
+	c->uid = cred->uid.val;
+	c->gid = cred->gid.val;
+	c->suid = cred->suid.val;
+	c->sgid = cred->sgid.val;
+	c->euid = cred->euid.val;
+	c->egid = cred->egid.val;
+	c->fsuid = cred->fsuid.val;
+	c->fsgid = cred->fsgid.val;
 	/*
 	 * kernel_cap_t is one u64 since 6.3 and two u32 before: 8 bytes,
 	 * low word first, either way. Read the bytes, not a field.
