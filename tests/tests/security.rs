@@ -376,3 +376,44 @@ fn the_agents_own_bpf_loads_are_not_events() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// By --container: the workload inside is reported with its container (id,
+/// runtime, cgroup path), the same workload outside is not.
+#[test]
+#[ignore = "needs root and BPF"]
+fn events_name_the_container_and_a_container_filter_keeps_to_it() {
+    require_kernel();
+    let scope = DockerScope::create();
+    let agent = Agent::start(&[]);
+    let (dir, other_dir) = (scratch_dir("inside"), scratch_dir("outside"));
+    let mut inside = workload(&dir);
+    scope.add(inside.pid);
+    let mut outside = workload(&other_dir);
+    let info = agent.start_collector(&["--kind", "security", "--container", &scope.id[..12]]);
+    let id = id_of(&info);
+    go(&mut inside);
+    go(&mut outside);
+    exec_and_wait(&mut outside);
+    exec_and_wait(&mut inside);
+    agent.coral_json(&["tap", "stop", &id]);
+    let (stats, events) = results(&agent, &id);
+    assert_eq!(events.len(), 10, "{events:#?}");
+    for e in &events {
+        assert_eq!(n(&e["pid"]), u64::from(inside.pid), "{e}");
+        assert_eq!(e["container"]["containerId"], scope.id.as_str(), "{e}");
+        assert_eq!(e["container"]["runtime"], "docker", "{e}");
+        assert_eq!(
+            e["container"]["cgroupPath"],
+            scope.relative().as_str(),
+            "{e}"
+        );
+    }
+    let procs = stats["processes"].as_array().unwrap();
+    assert_eq!(
+        procs[0]["container"]["containerId"],
+        scope.id.as_str(),
+        "{stats}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+    let _ = std::fs::remove_dir_all(&other_dir);
+}
