@@ -417,3 +417,53 @@ fn events_name_the_container_and_a_container_filter_keeps_to_it() {
     let _ = std::fs::remove_dir_all(&dir);
     let _ = std::fs::remove_dir_all(&other_dir);
 }
+
+/// A file-capability binary (no setuid bit) exec'd by nobody: the exec is
+/// reported, with the capability it gained and setuid false.
+#[test]
+#[ignore = "needs root and BPF"]
+fn an_exec_of_a_file_capability_binary_is_reported() {
+    require_kernel();
+    let agent = Agent::start(&[]);
+    let dir = scratch_dir("fcap");
+    let fcap = dir.join("fcap-true");
+    std::fs::copy(dir.join("suid-true"), &fcap).unwrap();
+    std::fs::set_permissions(&fcap, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let set = Command::new("setcap")
+        .args(["cap_net_raw+ep", fcap.to_str().unwrap()])
+        .status()
+        .expect("setcap (libcap2-bin)");
+    assert!(set.success(), "setcap: {set}");
+    // The workload's sequence leaves it nobody with no capabilities, then
+    // it execs the file.
+    let mut w = ReadyChild::spawn(Command::new(bin("coral-workload")).args([
+        "--security",
+        dir.to_str().unwrap(),
+        "--exec",
+        "fcap-true",
+    ]));
+    let info = agent.start_collector(&["--kind", "security", "--pid", &w.pid.to_string()]);
+    let id = id_of(&info);
+    go(&mut w);
+    exec_and_wait(&mut w);
+    agent.coral_json(&["tap", "stop", &id]);
+    let (_, events) = results(&agent, &id);
+    let execs: Vec<_> = events
+        .iter()
+        .filter(|e| e["type"] == "SECURITY_EVENT_TYPE_PRIVILEGED_EXEC")
+        .collect();
+    assert_eq!(execs.len(), 1, "{events:#?}");
+    let e = execs[0];
+    assert_eq!(e["path"], fcap.to_str().unwrap(), "{e}");
+    assert_eq!(e["fileCaps"], true, "{e}");
+    assert!(e["setuid"].is_null(), "{e}");
+    assert_eq!(n(&e["newCredentials"]["euid"]), NOBODY, "{e}");
+    assert_eq!(n(&e["oldCredentials"]["capPermitted"]), 0, "{e}");
+    assert_eq!(e["capsGained"], serde_json::json!(["CAP_NET_RAW"]), "{e}");
+    assert_eq!(
+        n(&e["newCredentials"]["capPermitted"]),
+        1 << CAP_NET_RAW,
+        "{e}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

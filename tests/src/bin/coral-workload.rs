@@ -2,7 +2,7 @@
 //!
 //! `coral-workload [--name COMM] [--getppid N] [--close-fail M]
 //!  [--file-io DIR --blocks N --block-size B [--fifo PATH --fifo-bytes F]]
-//!  [--security DIR]`
+//!  [--security DIR [--exec FILE]]`
 //!
 //! Prints `ready <pid>`, waits for a line on stdin, then makes exactly N
 //! `getppid` calls and M `close(-1)` calls (each fails with EBADF), prints
@@ -30,7 +30,8 @@
 //! and chroot("/") (EPERM). It prints one line per call that the tests
 //! check ("capset OLD_EFF NEW_EFF OLD_PERM NEW_PERM", "ptrace CHILD", "NAME
 //! RET ERRNO"), then `done`, and when stdin gets a line (or closes) it execs
-//! `DIR/suid-true` as uid 65534: the exec makes its euid 0.
+//! `DIR/suid-true` as uid 65534: the exec makes its euid 0 (`--exec FILE`:
+//! `DIR/FILE` instead).
 
 use std::io::{BufRead, Write};
 
@@ -84,7 +85,7 @@ fn main() {
     line.clear();
     let _ = stdin.lock().read_line(&mut line);
     if let Some(dir) = &security_dir {
-        exec_setuid(dir);
+        exec_setuid(&dir.join(arg(&args, "--exec").as_deref().unwrap_or("suid-true")));
     }
 }
 
@@ -237,11 +238,12 @@ fn security(dir: &std::path::Path) -> Vec<String> {
     lines
 }
 
-/// Becomes `DIR/suid-true` (setuid root): only returns if exec fails.
-fn exec_setuid(dir: &std::path::Path) {
+/// Becomes `file` (setuid root, or with file capabilities): only returns
+/// if exec fails.
+fn exec_setuid(file: &std::path::Path) {
     use std::os::unix::process::CommandExt;
-    let err = std::process::Command::new(dir.join("suid-true")).exec();
-    panic!("exec suid-true: {err}");
+    let err = std::process::Command::new(file).exec();
+    panic!("exec {}: {err}", file.display());
 }
 
 /// The file-io sequence of the module doc; every call's result is checked.
