@@ -142,6 +142,13 @@ kinds! {
         payloads: [DnsQuery, DnsStats],
         factory: dns::DnsFactory,
     },
+    /// Credential and privilege events: setuid family, capset, setuid execs, ptrace, modules, bpf, mounts.
+    Security {
+        proto: Security,
+        config: Security,
+        payloads: [SecurityEvent, SecurityStats],
+        factory: security::SecurityFactory,
+    },
 }
 
 /// What the kernel side could not hand over (ring buffer or map full), as
@@ -157,12 +164,14 @@ pub fn kernel_losses(payload: &Payload) -> Option<u64> {
         Payload::MemoryStats(s) => Some(s.dropped_events),
         Payload::FileIoStats(s) => Some(s.dropped_events + s.dropped_files),
         Payload::DnsStats(s) => Some(s.dropped_events + s.dropped_inflight),
+        Payload::SecurityStats(s) => Some(s.dropped_events),
         Payload::TcpConnection(_)
         | Payload::HttpRequest(_)
         | Payload::ProcessEvent(_)
         | Payload::OomKill(_)
         | Payload::FileIoEvent(_)
-        | Payload::DnsQuery(_) => None,
+        | Payload::DnsQuery(_)
+        | Payload::SecurityEvent(_) => None,
     }
 }
 

@@ -30,6 +30,8 @@ pub fn run_loop(args: &LoopArgs) -> anyhow::Result<()> {
     let calls = |iters: u64| match args.syscall {
         LoopSyscall::Getppid => getppid_loop(iters),
         LoopSyscall::Write => write_loop(std::os::fd::AsRawFd::as_raw_fd(&devnull), iters),
+        LoopSyscall::Setuid => setuid_loop(iters),
+        LoopSyscall::Capset => capset_loop(iters),
     };
 
     // Warm up: fault in the code and let the CPU settle on its clock.
@@ -343,6 +345,35 @@ fn http_client(sock: i32) -> ! {
     }
     // SAFETY: as above.
     unsafe { libc::_exit(0) }
+}
+
+/// setuid(getuid()): allowed for any uid, and a full credential change in
+/// the kernel (prepare_creds, commit_creds) every time.
+#[inline(never)]
+fn setuid_loop(iters: u64) {
+    // SAFETY: getuid cannot fail.
+    let uid = unsafe { libc::getuid() };
+    for _ in 0..iters {
+        // SAFETY: setting the uid it already has changes nothing.
+        let r = unsafe { libc::syscall(libc::SYS_setuid, uid) };
+        std::hint::black_box(r);
+    }
+}
+
+/// capset with the sets capget returns: allowed, and a credential change.
+#[inline(never)]
+fn capset_loop(iters: u64) {
+    // struct __user_cap_header_struct (version 3) and two data structs.
+    let mut header = [0x2008_0522u32, 0];
+    let mut data = [0u32; 6];
+    // SAFETY: header and data are what capget version 3 reads and writes.
+    let rc = unsafe { libc::syscall(libc::SYS_capget, header.as_mut_ptr(), data.as_mut_ptr()) };
+    assert_eq!(rc, 0, "capget");
+    for _ in 0..iters {
+        // SAFETY: the same sets again: allowed, nothing changes.
+        let r = unsafe { libc::syscall(libc::SYS_capset, header.as_mut_ptr(), data.as_ptr()) };
+        std::hint::black_box(r);
+    }
 }
 
 /// 64-byte writes to `fd` (/dev/null): long enough that a program looking

@@ -132,8 +132,10 @@ struct LoopArgs {
     /// out time spent preempted by other work on a busy machine).
     #[arg(long)]
     wall: bool,
-    /// The syscall made: `getppid` (no arguments, no work), or `write` (64
-    /// bytes to /dev/null: a syscall http-latency's program dispatches on).
+    /// The syscall made: `getppid` (no arguments, no work), `write` (64
+    /// bytes to /dev/null: a syscall http-latency's program dispatches on),
+    /// `setuid` (setuid to the current uid: a credential change the security
+    /// kind reports) or `capset` (the current capability sets again: one too).
     #[arg(long, value_enum, default_value_t = LoopSyscall::Getppid)]
     syscall: LoopSyscall,
 }
@@ -143,6 +145,8 @@ struct LoopArgs {
 enum LoopSyscall {
     Getppid,
     Write,
+    Setuid,
+    Capset,
 }
 
 #[derive(Debug, clap::Args)]

@@ -46,7 +46,7 @@ macro_rules! mirror {
 fn mirrors() -> Vec<Mirror> {
     use crate::{
         cpu_profile as cp, dns, file_io as fio, http_latency as http, memory as mem,
-        process_events as pe, syscall_stats as ss, tcp_metrics as tcp,
+        process_events as pe, security as sec, syscall_stats as ss, tcp_metrics as tcp,
     };
     vec![
         mirror!("coral_sys_stat" => ss::SysStat { count, errors, total_ns, log2 }),
@@ -57,6 +57,14 @@ fn mirrors() -> Vec<Mirror> {
             argv_len, comm,
         }),
         mirror!("coral_proc_exec" => pe::ProcExec { hdr, filename, argv }),
+        mirror!("coral_sec_creds" => sec::Creds {
+            uid, gid, suid, sgid, euid, egid, fsuid, fsgid, cap_inheritable, cap_permitted,
+            cap_effective,
+        }),
+        mirror!("coral_sec_event" => sec::SecEvent {
+            time_ns, cgroup_id, ret, args, old, new, kind = "type", nr, tgid, tid, ppid, flags,
+            mode, pad, comm, pcomm, str0, str1, str2,
+        }),
         mirror!("coral_mem_proc" => mem::Proc { pages, reported, report_ns, memcg_id, events, comm }),
         mirror!("coral_mem_rss_event" => mem::RssEvent { kind = "type", tgid, ts, pages, memcg_id, comm }),
         mirror!("coral_mem_exit_event" => mem::ExitEvent { kind = "type", tgid, ts }),

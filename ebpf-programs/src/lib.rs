@@ -11,6 +11,7 @@ pub mod file_io;
 pub mod http_latency;
 pub mod memory;
 pub mod process_events;
+pub mod security;
 pub mod syscall_stats;
 pub mod tcp_metrics;
 

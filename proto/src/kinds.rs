@@ -18,6 +18,7 @@ impl CollectorKind {
             CollectorKind::Memory => "memory",
             CollectorKind::FileIo => "file-io",
             CollectorKind::Dns => "dns",
+            CollectorKind::Security => "security",
         }
     }
 

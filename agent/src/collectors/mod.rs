@@ -29,6 +29,8 @@ pub mod memory;
 #[cfg(bpf)]
 pub mod process_events;
 #[cfg(bpf)]
+pub mod security;
+#[cfg(bpf)]
 pub mod syscall_stats;
 #[cfg(bpf)]
 pub mod tcp_metrics;

@@ -22,13 +22,15 @@ pub fn is_aggregate(payload: &Payload) -> bool {
         | Payload::ProcessStats(_)
         | Payload::MemoryStats(_)
         | Payload::FileIoStats(_)
-        | Payload::DnsStats(_) => true,
+        | Payload::DnsStats(_)
+        | Payload::SecurityStats(_) => true,
         Payload::HttpRequest(_)
         | Payload::TcpConnection(_)
         | Payload::ProcessEvent(_)
         | Payload::OomKill(_)
         | Payload::FileIoEvent(_)
-        | Payload::DnsQuery(_) => false,
+        | Payload::DnsQuery(_)
+        | Payload::SecurityEvent(_) => false,
     }
 }
 
@@ -41,7 +43,8 @@ pub fn exported(kind: Kind) -> bool {
         | Kind::ProcessEvents
         | Kind::Memory
         | Kind::FileIo
-        | Kind::Dns => true,
+        | Kind::Dns
+        | Kind::Security => true,
         // Stacks are no time series: profiles stay pprof.
         Kind::CpuProfile => false,
     }
@@ -58,13 +61,15 @@ pub fn points(payload: &Payload) -> Vec<Point> {
         Payload::MemoryStats(s) => memory(s, &mut out),
         Payload::FileIoStats(s) => file_io(s, &mut out),
         Payload::DnsStats(s) => dns(s, &mut out),
+        Payload::SecurityStats(s) => security(s, &mut out),
         Payload::CpuProfile(_)
         | Payload::HttpRequest(_)
         | Payload::TcpConnection(_)
         | Payload::ProcessEvent(_)
         | Payload::OomKill(_)
         | Payload::FileIoEvent(_)
-        | Payload::DnsQuery(_) => {}
+        | Payload::DnsQuery(_)
+        | Payload::SecurityEvent(_) => {}
     }
     out
 }
@@ -310,6 +315,22 @@ pub static DNS_LOOKUP_DURATION: Desc = histogram(
     DNS_BOUNDS,
 );
 
+pub static SECURITY_EVENTS: Desc = counter(
+    "coral.security.events",
+    "Credential and privilege events of the collector's targets, per event type.",
+    Unit::Count("{event}"),
+);
+pub static SECURITY_FAILED: Desc = counter(
+    "coral.security.failed",
+    "Security events whose call failed (a denied setuid, mount, ptrace ...), per event type.",
+    Unit::Count("{event}"),
+);
+pub static SECURITY_CALLS: Desc = counter(
+    "coral.security.calls",
+    "Security events per syscall and error (none when the call succeeded), for the 100 most frequent.",
+    Unit::Count("{call}"),
+);
+
 pub static ALL: &[&Desc] = &[
     &KERNEL_DROPPED,
     &SYSCALL_CALLS,
@@ -342,6 +363,9 @@ pub static ALL: &[&Desc] = &[
     &FILE_OPEN_ERRORS,
     &DNS_QUERIES,
     &DNS_LOOKUP_DURATION,
+    &SECURITY_EVENTS,
+    &SECURITY_FAILED,
+    &SECURITY_CALLS,
 ];
 
 fn labels<const N: usize>(pairs: [(&'static str, String); N]) -> Labels {
@@ -551,6 +575,51 @@ fn dns(s: &pb::DnsStats, out: &mut Vec<Point>) {
                 log2_histogram(DNS_BOUNDS, &n.latency_log2, n.latency_sum_ns as f64 / 1e9),
             ));
         }
+    }
+}
+
+/// "credentials" for SECURITY_EVENT_TYPE_CREDENTIALS.
+fn security_type(t: i32) -> String {
+    pb::SecurityEventType::try_from(t)
+        .map(|t| {
+            t.as_str_name()
+                .trim_start_matches("SECURITY_EVENT_TYPE_")
+                .to_ascii_lowercase()
+        })
+        .unwrap_or_else(|_| t.to_string())
+}
+
+fn security(s: &pb::SecurityStats, out: &mut Vec<Point>) {
+    let pb::SecurityStats {
+        elapsed_ns: _,
+        types,
+        syscalls,
+        // Per-process rows would make a series per pid: the events carry them.
+        processes: _,
+        dropped_events,
+        reported_syscalls: _,
+    } = s;
+    kernel_dropped(*dropped_events, out);
+    for t in types {
+        let l = labels([("security.event.type", security_type(t.r#type))]);
+        out.push(Point::new(
+            &SECURITY_EVENTS,
+            l.clone(),
+            Value::Int(t.events),
+        ));
+        out.push(Point::new(&SECURITY_FAILED, l, Value::Int(t.failed)));
+    }
+    for c in syscalls {
+        let error = if c.error.is_empty() {
+            "none".to_string()
+        } else {
+            c.error.clone()
+        };
+        out.push(Point::new(
+            &SECURITY_CALLS,
+            labels([("syscall", c.syscall.clone()), ("error.type", error)]),
+            Value::Int(c.count),
+        ));
     }
 }
 
@@ -894,9 +963,56 @@ mod tests {
             Payload::HttpRequest(Default::default()),
             Payload::CpuProfile(Default::default()),
             Payload::OomKill(Default::default()),
+            Payload::SecurityEvent(Default::default()),
         ] {
             assert!(points(&payload).is_empty());
         }
         assert!(!exported(Kind::CpuProfile));
+    }
+
+    #[test]
+    fn security_stats_count_per_type_and_per_syscall_result() {
+        let points = points(&Payload::SecurityStats(pb::SecurityStats {
+            types: vec![pb::SecurityTypeCount {
+                r#type: pb::SecurityEventType::Credentials.into(),
+                events: 3,
+                failed: 1,
+            }],
+            syscalls: vec![
+                pb::SecuritySyscallCount {
+                    syscall: "setuid".into(),
+                    error: "EPERM".into(),
+                    count: 1,
+                },
+                pb::SecuritySyscallCount {
+                    syscall: "setresuid".into(),
+                    error: String::new(),
+                    count: 2,
+                },
+            ],
+            dropped_events: 4,
+            ..Default::default()
+        }));
+        assert_eq!(
+            *find(&points, &SECURITY_EVENTS, "credentials"),
+            Value::Int(3)
+        );
+        assert_eq!(
+            *find(&points, &SECURITY_FAILED, "credentials"),
+            Value::Int(1)
+        );
+        assert_eq!(*find(&points, &SECURITY_CALLS, "EPERM"), Value::Int(1));
+        let ok = points
+            .iter()
+            .find(|p| p.desc == &SECURITY_CALLS && p.labels.iter().any(|(_, v)| v == "setresuid"))
+            .unwrap();
+        assert!(
+            ok.labels
+                .iter()
+                .any(|(k, v)| k.as_ref() == "error.type" && v == "none")
+        );
+        let dropped = points.iter().find(|p| p.desc == &KERNEL_DROPPED).unwrap();
+        assert_eq!(dropped.value, Value::Int(4));
+        assert!(exported(Kind::Security));
     }
 }

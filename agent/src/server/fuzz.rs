@@ -146,6 +146,26 @@ fn any_config_of(kind: Kind) -> BoxedStrategy<Config> {
                 },
             )
             .boxed(),
+        Kind::Security => (
+            any_u64(),
+            proptest::collection::vec(
+                prop_oneof![
+                    Just("default".to_string()),
+                    Just("none".to_string()),
+                    Just("chroot".to_string()),
+                    Just("setuid".to_string()),
+                    "[a-z_0-9]{0,20}",
+                ],
+                0..4,
+            ),
+        )
+            .prop_map(|(interval_ns, syscalls)| {
+                Config::Security(pb::SecurityConfig {
+                    interval_ns,
+                    syscalls,
+                })
+            })
+            .boxed(),
     }
 }
 

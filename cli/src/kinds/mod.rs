@@ -19,6 +19,7 @@ pub mod file_io;
 pub mod http_latency;
 pub mod memory;
 pub mod process_events;
+pub mod security;
 pub mod syscall_stats;
 pub mod tcp_metrics;
 
@@ -155,6 +156,7 @@ kinds! {
     Memory => memory,
     FileIo => file_io,
     Dns => dns,
+    Security => security,
 }
 
 impl Kind {
@@ -198,6 +200,8 @@ pub fn view(payload: &Payload) -> View<'_> {
         Payload::FileIoStats(s) => View::Aggregate(s),
         Payload::DnsQuery(q) => View::Event(q),
         Payload::DnsStats(s) => View::Aggregate(s),
+        Payload::SecurityEvent(e) => View::Event(e),
+        Payload::SecurityStats(s) => View::Aggregate(s),
     }
 }
 

@@ -266,6 +266,7 @@ fn config(kind: Kind, limits: Option<&pb::Limits>) -> Config {
         Kind::Memory => Config::Memory(Default::default()),
         Kind::FileIo => Config::FileIo(Default::default()),
         Kind::Dns => Config::Dns(Default::default()),
+        Kind::Security => Config::Security(Default::default()),
     }
 }
 
@@ -555,6 +556,12 @@ pub fn evidence(symptom: Symptom, s: &KindSummary, events: &[String]) -> Vec<Str
                     "{} {}: x{}, p50 {}, p99 {}",
                     r.name, r.qtype, r.count, r.p50, r.p99
                 ));
+            }
+        }
+        KindSummary::Security(s) => {
+            out.push(s.headline.clone());
+            for r in s.types.iter().take(3) {
+                out.push(format!("{} x{}", r.what, r.count));
             }
         }
         KindSummary::ProcessEvents(p) => {

@@ -20,6 +20,7 @@ pub fn doc(kind: Kind) -> &'static str {
         Kind::Memory => include_str!("../../../../docs/collectors/memory.md"),
         Kind::FileIo => include_str!("../../../../docs/collectors/file-io.md"),
         Kind::Dns => include_str!("../../../../docs/collectors/dns.md"),
+        Kind::Security => include_str!("../../../../docs/collectors/security.md"),
     }
 }
 

@@ -8,7 +8,8 @@
 //! payload added to the API does not build until it is summarised here.
 
 use crate::kinds::{
-    cpu_profile, dns, file_io, memory, process_events, short_container, tcp_metrics,
+    cpu_profile, dns, file_io, memory, process_events, security, short_container,
+    tcp_metrics,
 };
 use crate::render::{bytes, duration_ns, log2_quantile};
 use coral_proto::text::Cleaned;
@@ -67,6 +68,7 @@ pub enum KindSummary {
     Memory(MemorySummary),
     FileIo(FileIoSummary),
     Dns(DnsSummary),
+    Security(SecuritySummary),
 }
 
 impl KindSummary {
@@ -81,6 +83,7 @@ impl KindSummary {
             KindSummary::Memory(s) => &s.headline,
             KindSummary::FileIo(s) => &s.headline,
             KindSummary::Dns(s) => &s.headline,
+            KindSummary::Security(s) => &s.headline,
         }
     }
 }
@@ -103,6 +106,8 @@ pub fn summarise(payload: &Payload, top: usize) -> Summarised {
         Payload::FileIoStats(s) => Aggregate(KindSummary::FileIo(file_io_stats(s, top))),
         Payload::DnsQuery(q) => Event("dns_query", dns_query(q)),
         Payload::DnsStats(s) => Aggregate(KindSummary::Dns(dns_stats(s, top))),
+        Payload::SecurityEvent(e) => Event("security_event", security_event(e)),
+        Payload::SecurityStats(s) => Aggregate(KindSummary::Security(security_stats(s, top))),
     }
 }
 
@@ -906,6 +911,88 @@ fn dns_query(q: &pb::DnsQuery) -> String {
     clip_line(&line)
 }
 
+// ---------------------------------------------------------------- security
+
+/// security: events per type, per syscall and result, per process.
+#[derive(Clone, Debug, Serialize, JsonSchema)]
+pub struct SecuritySummary {
+    pub headline: String,
+    pub elapsed: String,
+    /// Events per type ("credentials 3 (1 failed)"), most first.
+    pub types: Vec<CountRow>,
+    /// Per (syscall, result), most first.
+    pub syscalls: Vec<CountRow>,
+    /// Per process, most events first.
+    pub processes: Vec<CountRow>,
+    /// Events the kernel could not hand over.
+    pub dropped: u64,
+}
+
+pub fn security_stats(s: &pb::SecurityStats, top: usize) -> SecuritySummary {
+    let (events, failed) = s
+        .types
+        .iter()
+        .fold((0, 0), |(n, f), t| (n + t.events, f + t.failed));
+    SecuritySummary {
+        headline: format!(
+            "{events} security events ({failed} failed) from {} processes over {}",
+            s.processes.len(),
+            duration_ns(s.elapsed_ns)
+        ),
+        elapsed: duration_ns(s.elapsed_ns),
+        types: s
+            .types
+            .iter()
+            .map(|t| CountRow {
+                what: format!("{} ({} failed)", security::type_name(t.r#type), t.failed),
+                count: t.events,
+            })
+            .collect(),
+        syscalls: s
+            .syscalls
+            .iter()
+            .take(top)
+            .map(|c| CountRow {
+                what: clip(&format!(
+                    "{} {}",
+                    c.syscall,
+                    if c.error.is_empty() { "ok" } else { &c.error }
+                )),
+                count: c.count,
+            })
+            .collect(),
+        processes: s
+            .processes
+            .iter()
+            .take(top)
+            .map(|p| CountRow {
+                what: clip(&format!("pid {} ({}), {} failed", p.pid, p.comm, p.failed)),
+                count: p.events,
+            })
+            .collect(),
+        dropped: s.dropped_events,
+    }
+}
+
+fn security_event(e: &pb::SecurityEvent) -> String {
+    let result = if e.errno != 0 {
+        e.error.clone()
+    } else {
+        e.result.to_string()
+    };
+    clip_line(&format!(
+        "{} {} by pid {} ({}, parent {} {}) -> {}: {}",
+        security::type_name(e.r#type),
+        e.syscall,
+        e.pid,
+        e.comm,
+        e.ppid,
+        e.parent_comm,
+        result,
+        security::details(e)
+    ))
+}
+
 // ---------------------------------------------------------------- memory
 
 /// memory: use against limits, growth and time to the limit.
@@ -1108,6 +1195,8 @@ mod tests {
             Payload::FileIoStats(Default::default()),
             Payload::DnsQuery(Default::default()),
             Payload::DnsStats(Default::default()),
+            Payload::SecurityEvent(Default::default()),
+            Payload::SecurityStats(Default::default()),
         ];
         for p in &payloads {
             let is_event = matches!(
@@ -1118,6 +1207,7 @@ mod tests {
                     | Payload::OomKill(_)
                     | Payload::FileIoEvent(_)
                     | Payload::DnsQuery(_)
+                    | Payload::SecurityEvent(_)
             );
             match summarise(p, 5) {
                 Summarised::Aggregate(a) => {

@@ -513,6 +513,7 @@ pub fn kind_config(kind: Kind, o: &TapOptions) -> Result<Config, ToolError> {
                 Kind::Memory,
                 Kind::FileIo,
                 Kind::Dns,
+                Kind::Security,
             ],
         ),
         (
@@ -581,6 +582,10 @@ pub fn kind_config(kind: Kind, o: &TapOptions) -> Result<Config, ToolError> {
             ..Default::default()
         }),
         Kind::Dns => Config::Dns(pb::DnsConfig {
+            interval_ns,
+            ..Default::default()
+        }),
+        Kind::Security => Config::Security(pb::SecurityConfig {
             interval_ns,
             ..Default::default()
         }),
