@@ -8,8 +8,7 @@
 //! payload added to the API does not build until it is summarised here.
 
 use crate::kinds::{
-    cpu_profile, dns, file_io, memory, process_events, security, short_container,
-    tcp_metrics,
+    cpu_profile, dns, file_io, memory, process_events, security, short_container, tcp_metrics,
 };
 use crate::render::{bytes, duration_ns, log2_quantile};
 use coral_proto::text::Cleaned;
