@@ -27,11 +27,18 @@ pub fn run_loop(args: &LoopArgs) -> anyhow::Result<()> {
         .write(true)
         .open("/dev/null")
         .context("opening /dev/null")?;
+    // The file of the open and pread loops, removed when the loop ends.
+    let file = LoopFile::create()?;
+    let path = std::ffi::CString::new(file.0.as_os_str().as_encoded_bytes())
+        .context("the loops' file path")?;
+    let read_fd = std::fs::File::open(&file.0).context("opening the loops' file")?;
     let calls = |iters: u64| match args.syscall {
         LoopSyscall::Getppid => getppid_loop(iters),
         LoopSyscall::Write => write_loop(std::os::fd::AsRawFd::as_raw_fd(&devnull), iters),
         LoopSyscall::Setuid => setuid_loop(iters),
         LoopSyscall::Capset => capset_loop(iters),
+        LoopSyscall::Open => open_loop(&path, iters),
+        LoopSyscall::Pread => pread_loop(std::os::fd::AsRawFd::as_raw_fd(&read_fd), iters),
     };
 
     // Warm up: fault in the code and let the CPU settle on its clock.
@@ -345,6 +352,47 @@ fn http_client(sock: i32) -> ! {
     }
     // SAFETY: as above.
     unsafe { libc::_exit(0) }
+}
+
+/// A 4 KiB file in the temporary directory, removed on drop.
+struct LoopFile(std::path::PathBuf);
+
+impl LoopFile {
+    fn create() -> anyhow::Result<Self> {
+        let path = std::env::temp_dir().join(format!("coral-bench-file-{}", std::process::id()));
+        std::fs::write(&path, [7u8; 4096])
+            .with_context(|| format!("creating {}", path.display()))?;
+        Ok(Self(path))
+    }
+}
+
+impl Drop for LoopFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// openat + close of `path`, read-only.
+#[inline(never)]
+fn open_loop(path: &std::ffi::CStr, iters: u64) {
+    for _ in 0..iters {
+        // SAFETY: path is a NUL-terminated string that outlives the call.
+        let fd = unsafe { libc::openat(libc::AT_FDCWD, path.as_ptr(), libc::O_RDONLY) };
+        assert!(fd >= 0, "openat of the loops' file failed");
+        // SAFETY: fd was just opened by us and is closed once.
+        unsafe { libc::close(fd) };
+    }
+}
+
+/// pread64 of 4 KiB at offset 0 of `fd` (in the page cache after the first).
+#[inline(never)]
+fn pread_loop(fd: i32, iters: u64) {
+    let mut buf = [0u8; 4096];
+    for _ in 0..iters {
+        // SAFETY: buf is valid for buf.len() bytes of writes.
+        let r = unsafe { libc::pread(fd, buf.as_mut_ptr().cast(), buf.len(), 0) };
+        std::hint::black_box(r);
+    }
 }
 
 /// setuid(getuid()): allowed for any uid, and a full credential change in

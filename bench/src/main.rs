@@ -135,7 +135,11 @@ struct LoopArgs {
     /// The syscall made: `getppid` (no arguments, no work), `write` (64
     /// bytes to /dev/null: a syscall http-latency's program dispatches on),
     /// `setuid` (setuid to the current uid: a credential change the security
-    /// kind reports) or `capset` (the current capability sets again: one too).
+    /// kind reports), `capset` (the current capability sets again: one too),
+    /// `open` (openat + close of a 4 KiB temporary file: a call counted as
+    /// one, each an open file-io and opensnoop see) or `pread` (4 KiB from
+    /// offset 0 of that file, opened once before the loop: a read file-io
+    /// counts for its path).
     #[arg(long, value_enum, default_value_t = LoopSyscall::Getppid)]
     syscall: LoopSyscall,
 }
@@ -147,6 +151,8 @@ enum LoopSyscall {
     Write,
     Setuid,
     Capset,
+    Open,
+    Pread,
 }
 
 #[derive(Debug, clap::Args)]
