@@ -154,7 +154,11 @@ fn exact_counts_latency_and_timeouts_of_the_targets_only() {
         ])
         .child,
     );
-    let agent = Agent::start(&[]);
+    // Its log says why TCP is not watched, where it is not.
+    let log = dir.join("agent.log");
+    let socket = socket_path();
+    let addr = format!("unix://{}", socket.display());
+    let agent = Agent::start_with(&addr, &addr, &[], &[], &[], Some(&log));
 
     // dig: DIG_ALPHA queries over UDP, DIG_BETA_TCP and one NXDOMAIN over
     // TCP, in one process (the shell execs dig: the pid stays).
@@ -205,7 +209,21 @@ fn exact_counts_latency_and_timeouts_of_the_targets_only() {
     let id = id_of(&info);
     assert_eq!(info["state"], "COLLECTOR_STATE_RUNNING", "{info}");
     let programs = prog_ids_of(&info);
-    assert_eq!(programs.len(), 4, "{info}");
+    // TCP needs bpf_get_current_pid_tgid in cgroup_skb programs, which
+    // older kernels do not allow (6.1's verifier: "unknown func
+    // bpf_get_current_pid_tgid#14"): the collector then watches UDP only,
+    // and the TCP queries are not counted. Any other reason fails here.
+    let tcp = programs.len() == 4;
+    if !tcp {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        assert!(
+            programs.len() == 2
+                && text.contains("TCP not watched")
+                && text.contains("unknown func bpf_get_current_pid_tgid"),
+            "{info}\n{text}"
+        );
+        eprintln!("this kernel has no bpf_get_current_pid_tgid for cgroup_skb: UDP only");
+    }
 
     go(&mut dig);
     assert!(dig.child.wait().unwrap().success(), "dig failed");
@@ -237,11 +255,15 @@ fn exact_counts_latency_and_timeouts_of_the_targets_only() {
     // Exact counts per (name, rcode): the other process's 4 alpha.test and
     // 2 missing.test are not here, nor its other.test.
     assert_eq!(n(&row(stats, "alpha.test", "NOERROR")["count"]), DIG_ALPHA);
-    assert_eq!(
-        n(&row(stats, "beta.test", "NOERROR")["count"]),
-        DIG_BETA_TCP
-    );
-    assert_eq!(n(&row(stats, "gone.test", "NXDOMAIN")["count"]), 1);
+    // Over TCP: dig's beta.test queries and its one NXDOMAIN.
+    let (tcp_queries, tcp_nx) = if tcp { (DIG_BETA_TCP + 1, 1) } else { (0, 0) };
+    if tcp {
+        assert_eq!(
+            n(&row(stats, "beta.test", "NOERROR")["count"]),
+            DIG_BETA_TCP
+        );
+        assert_eq!(n(&row(stats, "gone.test", "NXDOMAIN")["count"]), 1);
+    }
     assert_eq!(
         n(&row(stats, "missing.test", "NXDOMAIN")["count"]),
         PY_MISSING
@@ -252,16 +274,21 @@ fn exact_counts_latency_and_timeouts_of_the_targets_only() {
         (n(&timeout["count"]), &timeout["timedOut"]),
         (1, &serde_json::json!(true))
     );
-    assert_eq!(stats["names"].as_array().unwrap().len(), 6, "{stats}");
-    let total = DIG_ALPHA + DIG_BETA_TCP + 1 + PY_MISSING + 2;
+    assert_eq!(
+        stats["names"].as_array().unwrap().len(),
+        if tcp { 6 } else { 4 },
+        "{stats}"
+    );
+    let total = DIG_ALPHA + tcp_queries + PY_MISSING + 2;
     assert_eq!(n(&stats["queries"]), total, "{stats}");
     assert_eq!(n(&stats["responses"]), total - 1, "{stats}");
-    assert_eq!(n(&stats["nxdomain"]), PY_MISSING + 1, "{stats}");
+    assert_eq!(n(&stats["nxdomain"]), PY_MISSING + tcp_nx, "{stats}");
     assert_eq!(n(&stats["servfail"]), 0, "{stats}");
     assert_eq!(n(&stats["timeouts"]), 1, "{stats}");
     assert_eq!(n(&stats["inFlight"]), 0, "{stats}");
     assert_eq!(n(&stats["droppedEvents"]), 0, "{stats}");
-    assert_eq!(stats["tcp"], true, "{stats}");
+    // proto3 JSON leaves a false bool out.
+    assert_eq!(stats["tcp"].as_bool().unwrap_or(false), tcp, "{stats}");
 
     // The delayed answer's latency, in the row and in its event.
     let slow_row = row(stats, "slow.test", "NOERROR");
@@ -319,8 +346,9 @@ fn exact_counts_latency_and_timeouts_of_the_targets_only() {
     assert!(out.status.success(), "{text}");
     assert!(
         text.contains(&format!(
-            "{total} queries, {} answered, 4 NXDOMAIN",
-            total - 1
+            "{total} queries, {} answered, {} NXDOMAIN",
+            total - 1,
+            PY_MISSING + tcp_nx
         )),
         "{text}"
     );
