@@ -2,10 +2,12 @@
 //! out of the object, and programs loaded and attached with their owned link.
 
 use super::CollectorError;
+use aya::Btf;
 use aya::Ebpf;
 use aya::maps::{Map, MapError};
+use aya::programs::links::FdLink;
 use aya::programs::raw_trace_point::RawTracePointLink;
-use aya::programs::{Program, ProgramError, RawTracePoint};
+use aya::programs::{BtfTracePoint, Program, ProgramError, RawTracePoint};
 use coral_proto::error_chain;
 
 /// Takes map `name` out of `bpf` as a `T` (e.g. `RingBuf<MapData>`), so the
@@ -110,6 +112,28 @@ pub fn attach_raw_tracepoints(
                 let id = p.attach(hook)?;
                 p.take_link(id)
             })
+        })
+        .collect()
+}
+
+/// Loads and attaches tp_btf programs, each given as (program, tracepoint,
+/// hook as reported), against the kernel's BTF.
+pub fn attach_btf_tracepoints(
+    bpf: &mut Ebpf,
+    programs: &[(&'static str, &'static str, &'static str)],
+    ids: &mut Vec<u32>,
+) -> Result<Vec<FdLink>, CollectorError> {
+    // The loader parsed the kernel's BTF too, but keeps it private.
+    let btf = Btf::from_sys_fs().map_err(|e| CollectorError::Load(error_chain(&e)))?;
+    programs
+        .iter()
+        .map(|&(name, tracepoint, hook)| {
+            attach(bpf, name, hook, ids, |p: &mut BtfTracePoint| {
+                p.load(tracepoint, &btf)?;
+                let id = p.attach()?;
+                p.take_link(id)
+            })
+            .map(FdLink::from)
         })
         .collect()
 }

@@ -32,8 +32,8 @@ use crate::tracepoints::{self, VMLINUX_BTF};
 use aya::maps::{HashMap as BpfHashMap, MapData, PerCpuArray, RingBuf};
 use aya::programs::cgroup_skb::CgroupSkbLink;
 use aya::programs::links::{CgroupAttachMode, FdLink};
-use aya::programs::{BtfTracePoint, CgroupSkb, CgroupSkbAttachType};
-use aya::{Btf, Ebpf, EbpfLoader};
+use aya::programs::{CgroupSkb, CgroupSkbAttachType};
+use aya::{Ebpf, EbpfLoader};
 use coral_ebpf_programs::dns::{DnsEvent, DnsInflight, DnsKey, MAX_PORTS, OBJECT, QUERY, RESPONSE};
 use coral_proto::error_chain;
 use coral_proto::v1::{DnsConfig, DnsOutcome, DnsQuery, DnsStats};
@@ -181,24 +181,8 @@ impl CollectorFactory for DnsFactory {
         let mut bpf = loader
             .load(OBJECT)
             .map_err(|e| CollectorError::Load(error_chain(&e)))?;
-        let btf = Btf::from_sys_fs().map_err(|e| CollectorError::Load(error_chain(&e)))?;
-
         let mut program_ids = Vec::new();
-        let mut links = Vec::new();
-        for (name, tracepoint, hook) in PROGRAMS {
-            let link = bpf::attach(
-                &mut bpf,
-                name,
-                hook,
-                &mut program_ids,
-                |p: &mut BtfTracePoint| {
-                    p.load(tracepoint, &btf)?;
-                    let id = p.attach()?;
-                    p.take_link(id)
-                },
-            )?;
-            links.push(FdLink::from(link));
-        }
+        let links = bpf::attach_btf_tracepoints(&mut bpf, &PROGRAMS, &mut program_ids)?;
         // TCP, where there is a cgroup2 hierarchy to attach to and the
         // agent may load cgroup_skb programs (CAP_NET_ADMIN or
         // CAP_SYS_ADMIN): without them UDP is still seen, and the stats say

@@ -26,9 +26,8 @@ use crate::config::Limits;
 use crate::containers::resolve::{Cgroup, CgroupResolver};
 use crate::domain::{Kind, KindConfig, Payload};
 use aya::maps::{HashMap as BpfHashMap, MapData, PerCpuArray, RingBuf};
-use aya::programs::BtfTracePoint;
 use aya::programs::links::FdLink;
-use aya::{Btf, Ebpf, EbpfLoader};
+use aya::{Ebpf, EbpfLoader};
 use coral_ebpf_programs::file_io::{
     FileEvent, FileKey, FileStat, LOG2_BUCKETS, OBJECT, OP_FSYNC, OP_OPEN, OP_READ, OP_WRITE, c_str,
 };
@@ -124,24 +123,8 @@ impl CollectorFactory for FileIoFactory {
         let mut bpf = loader
             .load(OBJECT)
             .map_err(|e| CollectorError::Load(error_chain(&e)))?;
-        let btf = Btf::from_sys_fs().map_err(|e| CollectorError::Load(error_chain(&e)))?;
-
         let mut program_ids = Vec::new();
-        let mut links = Vec::new();
-        for (name, tracepoint, hook) in PROGRAMS {
-            let link = bpf::attach(
-                &mut bpf,
-                name,
-                hook,
-                &mut program_ids,
-                |p: &mut BtfTracePoint| {
-                    p.load(tracepoint, &btf)?;
-                    let id = p.attach()?;
-                    p.take_link(id)
-                },
-            )?;
-            links.push(FdLink::from(link));
-        }
+        let links = bpf::attach_btf_tracepoints(&mut bpf, &PROGRAMS, &mut program_ids)?;
         Ok(Box::new(FileIoCollector {
             events: take_map(&mut bpf, "events")?,
             files: take_map(&mut bpf, "files")?,

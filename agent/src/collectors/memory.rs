@@ -36,9 +36,8 @@ use crate::config::Limits;
 use crate::domain::{Kind, KindConfig, Payload};
 use crate::tracepoints::{self, VMLINUX_BTF};
 use aya::maps::{HashMap as BpfHashMap, MapData, PerCpuArray, RingBuf};
-use aya::programs::BtfTracePoint;
 use aya::programs::links::FdLink;
-use aya::{Btf, Ebpf, EbpfLoader};
+use aya::{Ebpf, EbpfLoader};
 use cgroupfs::{Hierarchy, Index, Target, Usage, Version};
 use coral_ebpf_programs::memory::{
     ANON, COUNTERS, DROP_SLOTS, EV_EXIT, EV_OOM, EV_RSS, ExitEvent, FILE, OBJECT, OomEvent, Proc,
@@ -79,10 +78,14 @@ pub const MAX_CGROUPS: usize = 32;
 pub const SERIES_POINTS: usize = 600;
 
 /// (program, BTF tracepoint).
-const PROGRAMS: [(&str, &str); 3] = [
-    ("coral_mem_exit", "sched_process_exit"),
-    ("coral_mem_rss", "rss_stat"),
-    ("coral_mem_oom", "mark_victim"),
+const PROGRAMS: [(&str, &str, &str); 3] = [
+    (
+        "coral_mem_exit",
+        "sched_process_exit",
+        "tp_btf/sched_process_exit",
+    ),
+    ("coral_mem_rss", "rss_stat", "tp_btf/rss_stat"),
+    ("coral_mem_oom", "mark_victim", "tp_btf/mark_victim"),
 ];
 
 /// The request's config with defaults filled in.
@@ -176,7 +179,7 @@ impl CollectorFactory for MemoryFactory {
         caps.require_bpf()?;
         caps.require_btf("BTF tracepoints cannot be attached")?;
         caps.require_ringbuf()?;
-        let missing = tracepoints::missing(PROGRAMS.iter().map(|&(_, tp)| tp))?;
+        let missing = tracepoints::missing(PROGRAMS.iter().map(|&(_, tp, _)| tp))?;
         if !missing.is_empty() {
             return Err(format!(
                 "kernel tracepoints missing: {} (no btf_trace_* in {VMLINUX_BTF})",
@@ -251,24 +254,8 @@ impl CollectorFactory for MemoryFactory {
         let mut bpf = loader
             .load(OBJECT)
             .map_err(|e| CollectorError::Load(error_chain(&e)))?;
-        // The loader parsed the kernel's BTF too, but keeps it private.
-        let btf = Btf::from_sys_fs().map_err(|e| CollectorError::Load(error_chain(&e)))?;
         let mut program_ids = Vec::with_capacity(PROGRAMS.len());
-        let mut links: Vec<FdLink> = Vec::with_capacity(PROGRAMS.len());
-        for (name, tp) in PROGRAMS {
-            let link = bpf::attach(
-                &mut bpf,
-                name,
-                tp,
-                &mut program_ids,
-                |p: &mut BtfTracePoint| {
-                    p.load(tp, &btf)?;
-                    let id = p.attach()?;
-                    p.take_link(id)
-                },
-            )?;
-            links.push(link.into());
-        }
+        let links = bpf::attach_btf_tracepoints(&mut bpf, &PROGRAMS, &mut program_ids)?;
 
         let mut index = hierarchy
             .as_ref()

@@ -24,9 +24,8 @@ use crate::config::Limits;
 use crate::containers::resolve::{Cgroup, CgroupResolver};
 use crate::domain::{Kind, KindConfig, Payload};
 use aya::maps::{MapData, PerCpuArray, RingBuf};
-use aya::programs::BtfTracePoint;
 use aya::programs::links::FdLink;
-use aya::{Btf, Ebpf, EbpfLoader};
+use aya::{Ebpf, EbpfLoader};
 use coral_ebpf_programs::file_io::c_str;
 use coral_ebpf_programs::security::{
     self as kernel, Creds, DROP_EVENTS, EXEC_CAPS, EXEC_SETGID, EXEC_SETUID, MAX_NR, OBJECT,
@@ -309,24 +308,8 @@ impl CollectorFactory for SecurityFactory {
         let mut bpf = loader
             .load(OBJECT)
             .map_err(|e| CollectorError::Load(error_chain(&e)))?;
-        let btf = Btf::from_sys_fs().map_err(|e| CollectorError::Load(error_chain(&e)))?;
-
         let mut program_ids = Vec::new();
-        let mut links = Vec::new();
-        for (name, tracepoint, hook) in PROGRAMS {
-            let link = bpf::attach(
-                &mut bpf,
-                name,
-                hook,
-                &mut program_ids,
-                |p: &mut BtfTracePoint| {
-                    p.load(tracepoint, &btf)?;
-                    let id = p.attach()?;
-                    p.take_link(id)
-                },
-            )?;
-            links.push(FdLink::from(link));
-        }
+        let links = bpf::attach_btf_tracepoints(&mut bpf, &PROGRAMS, &mut program_ids)?;
         Ok(Box::new(SecurityCollector {
             events: take_map(&mut bpf, "events")?,
             drops: take_map(&mut bpf, "drops")?,
