@@ -18,6 +18,7 @@
 
 use super::bpf::{self, KtimeClock, read_err, take_map};
 use super::filter::FilterGlobals;
+use super::syscall_stats::syscall_name;
 use super::{Collector, CollectorError, CollectorFactory, StartContext, check_interval};
 use crate::capabilities::HostCapabilities;
 use crate::config::Limits;
@@ -333,13 +334,6 @@ impl CollectorFactory for SecurityFactory {
             _bpf: bpf,
         }))
     }
-}
-
-/// The x86_64 name of syscall `nr`, or `syscall_<nr>`.
-pub fn syscall_name(nr: u32) -> String {
-    Sysno::new(nr as usize)
-        .map(|s| s.name().to_string())
-        .unwrap_or_else(|| format!("syscall_{nr}"))
 }
 
 /// `EPERM` for 1; `errno N` for numbers without a name.

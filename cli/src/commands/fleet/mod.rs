@@ -73,6 +73,20 @@ impl Selection {
     }
 }
 
+/// A member's status as the tables and the MCP answers name it.
+pub fn member_status(s: i32) -> &'static str {
+    use cpb::MemberStatus;
+    match MemberStatus::try_from(s) {
+        Ok(MemberStatus::Collecting) => "collecting",
+        Ok(MemberStatus::Complete) => "complete",
+        Ok(MemberStatus::Unsupported) => "unsupported",
+        Ok(MemberStatus::Unreachable) => "unreachable",
+        Ok(MemberStatus::Refused) => "refused",
+        Ok(MemberStatus::Lost) => "lost",
+        _ => "unknown",
+    }
+}
+
 /// What every colony command gets.
 pub struct Ctx {
     pub client: ColonyClient,

@@ -2,8 +2,8 @@
 //! fleet tap ids; records come from the colony's store, each with its agent
 //! and node.
 
-use super::Ctx;
 use super::records;
+use super::{Ctx, member_status};
 use crate::client::CliError;
 use crate::commands::tap::{Command, view};
 use crate::kinds::ViewOptions;
@@ -24,18 +24,6 @@ pub async fn run(ctx: Ctx, cmd: Command) -> anyhow::Result<()> {
         Command::List(_) => list(ctx).await,
         Command::Stop(a) => stop(ctx, a.id).await,
         Command::Extend(a) => extend(ctx, a).await,
-    }
-}
-
-fn member_status(s: i32) -> &'static str {
-    match MemberStatus::try_from(s) {
-        Ok(MemberStatus::Collecting) => "collecting",
-        Ok(MemberStatus::Complete) => "complete",
-        Ok(MemberStatus::Unsupported) => "unsupported",
-        Ok(MemberStatus::Unreachable) => "unreachable",
-        Ok(MemberStatus::Refused) => "refused",
-        Ok(MemberStatus::Lost) => "lost",
-        _ => "unknown",
     }
 }
 

@@ -9,6 +9,7 @@
 //! (its id, spec, state, deadline) with its members beside it.
 
 use crate::client::{CliError, Client, ColonyClient};
+pub use crate::commands::fleet::member_status;
 use coral_proto::colony::v1::{self as cpb};
 use coral_proto::v1::{self as pb};
 
@@ -177,7 +178,7 @@ impl Backend {
                     .members
                     .iter()
                     .filter(|m| !collecting(m))
-                    .map(|m| format!("node {}: {}: {}", m.node, member_status(m.status), m.error))
+                    .map(member_line)
                     .collect();
                 Ok((fleet(tap), warnings))
             }
@@ -327,16 +328,9 @@ fn one(info: pb::CollectorInfo) -> TapInfo {
     }
 }
 
-pub fn member_status(s: i32) -> &'static str {
-    match cpb::MemberStatus::try_from(s) {
-        Ok(cpb::MemberStatus::Collecting) => "collecting",
-        Ok(cpb::MemberStatus::Complete) => "complete",
-        Ok(cpb::MemberStatus::Unsupported) => "unsupported",
-        Ok(cpb::MemberStatus::Unreachable) => "unreachable",
-        Ok(cpb::MemberStatus::Refused) => "refused",
-        Ok(cpb::MemberStatus::Lost) => "lost",
-        _ => "unknown",
-    }
+/// `node N: refused: <the agent's reason>`.
+fn member_line(m: &cpb::Member) -> String {
+    format!("node {}: {}: {}", m.node, member_status(m.status), m.error)
 }
 
 /// A fleet tap as one collector: running while the colony says so; ended,
@@ -368,7 +362,7 @@ fn fleet(tap: cpb::FleetTap) -> TapInfo {
     let error = if state == S::Failed {
         tap.members
             .iter()
-            .map(|m| format!("node {}: {}: {}", m.node, member_status(m.status), m.error))
+            .map(member_line)
             .collect::<Vec<_>>()
             .join("; ")
     } else {
@@ -403,11 +397,7 @@ fn no_member_started(tap: &cpb::FleetTap, nodes: &[String]) -> CliError {
             )
         });
     }
-    let why: Vec<String> = tap
-        .members
-        .iter()
-        .map(|m| format!("node {}: {}: {}", m.node, member_status(m.status), m.error))
-        .collect();
+    let why: Vec<String> = tap.members.iter().map(member_line).collect();
     CliError::Usage(format!(
         "no agent of the colony started the tap: {}",
         why.join("; ")
