@@ -81,9 +81,17 @@ workers=$(pgrep -P "$master" | tr '\n' ' ')
 agent_pid=$!
 for _ in $(seq 100); do "$coral" --agent "$sock" caps >/dev/null 2>&1 && break; sleep 0.1; done
 
-cpu_ns() { # on-CPU ns of the workers' threads (mawk: %.0f, not %d, past 2^31)
+cpu_ns() { # on-CPU ns of the given processes' threads (mawk: %.0f, not %d, past 2^31)
 	local pid
-	for pid in $workers; do cat /proc/"$pid"/task/*/schedstat; done | awk '{ s += $1 } END { printf "%.0f", s }'
+	for pid in "$@"; do cat /proc/"$pid"/task/*/schedstat; done | awk '{ s += $1 } END { printf "%.0f", s }'
+}
+
+proc_cpu_ns() { # user + system CPU of a process, its exited threads included (/proc/PID/stat ticks)
+	awk -v hz="$(getconf CLK_TCK)" '{ sub(/.*\) /, ""); printf "%.0f", ($12 + $13) * 1e9 / hz }' /proc/"$1"/stat
+}
+
+busy_ns() { # CPU time of the whole machine not spent idle, steal excluded (/proc/stat)
+	awk -v hz="$(getconf CLK_TCK)" '$1 == "cpu" { printf "%.0f", ($2 + $3 + $4 + $7 + $8) * 1e9 / hz }' /proc/stat
 }
 
 counted() { # requests in the last HttpStats of `coral -o json tap events` (the final one)
@@ -101,9 +109,9 @@ secure="https://127.0.0.1:$TLS_PORT/index.html"
 wrk -t1 -c4 -d1s "$plain" >/dev/null # warm up
 wrk -t1 -c4 -d1s "$secure" >/dev/null
 
-declare -A rps lat cpu_us
+declare -A rps lat cpu_us agent_us busy_us
 run() { # $1: config name
-	local id="" before after out bt="" url=$plain
+	local id="" before after abefore aafter bbefore bafter out bt="" url=$plain
 	[[ $1 == tls-* ]] && url=$secure
 	if [[ $1 == floor ]]; then
 		"$work/coral-bench" floor >"$work/floor.log" 2>&1 &
@@ -141,9 +149,15 @@ run() { # $1: config name
 		for pid in $workers; do args+=(--pid "$pid"); done
 		id=$("$coral" --agent "$sock" tap start --kind http-latency "${args[@]}" --duration 10m 2>/dev/null)
 	fi
-	before=$(cpu_ns)
+	# shellcheck disable=SC2086 # one pid per word
+	before=$(cpu_ns $workers)
+	abefore=$(proc_cpu_ns "$agent_pid")
+	bbefore=$(busy_ns)
 	out=$(wrk -t2 -c"$CONNS" -d"${DURATION}s" --latency "$url")
-	after=$(cpu_ns)
+	# shellcheck disable=SC2086
+	after=$(cpu_ns $workers)
+	aafter=$(proc_cpu_ns "$agent_pid")
+	bafter=$(busy_ns)
 	local r l n seen
 	n=$(awk '/requests in/ { print $1 }' <<<"$out")
 	if [[ -n $id ]]; then
@@ -160,8 +174,12 @@ run() { # $1: config name
 	rps[$1]+="$r "
 	lat[$1]+="$l "
 	cpu_us[$1]+="$(awk -v d=$((after - before)) -v n="$n" 'BEGIN { printf "%.3f", d / n / 1000 }') "
-	local c=${cpu_us[$1]% }
-	printf 'round %d  %-9s %10s req/s  %8s avg  %s µs CPU/req%s\n' "$round" "$1" "$r" "$l" "${c##* }" \
+	# The agent's own CPU over the run: draining, parsing, aggregating.
+	agent_us[$1]+="$(awk -v d=$((aafter - abefore)) -v n="$n" 'BEGIN { printf "%.3f", d / n / 1000 }') "
+	# Everything the machine spent per request: nginx, wrk, the agent, the rest.
+	busy_us[$1]+="$(awk -v d=$((bafter - bbefore)) -v n="$n" 'BEGIN { printf "%.3f", d / n / 1000 }') "
+	local c=${cpu_us[$1]% } a=${agent_us[$1]% } b=${busy_us[$1]% }
+	printf 'round %d  %-9s %10s req/s  %8s avg  %s µs CPU/req  agent %s  machine %s µs/req%s\n' "$round" "$1" "$r" "$l" "${c##* }" "${a##* }" "${b##* }" \
 		"${seen:+  (coral counted $seen, wrk $n)}" >&2
 }
 
@@ -171,19 +189,21 @@ for ((round = 1; round <= ROUNDS; round++)); do
 done
 
 median() { tr ' ' '\n' | sed '/^$/d' | sort -g | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
-declare -A R C
+declare -A R C A B
 for cfg in "${configs[@]}"; do
 	R[$cfg]=$(median <<<"${rps[$cfg]}")
 	C[$cfg]=$(median <<<"${cpu_us[$cfg]}")
+	A[$cfg]=$(median <<<"${agent_us[$cfg]}")
+	B[$cfg]=$(median <<<"${busy_us[$cfg]}")
 done
 row() { # label config base
-	printf '%-30s %11.0f %10.3f µs %10.3f µs %8.3f\n' "$1" "${R[$2]}" "${C[$2]}" \
+	printf '%-30s %11.0f %10.3f µs %10.3f µs %8.3f %10.3f µs %10.3f µs\n' "$1" "${R[$2]}" "${C[$2]}" \
 		"$(awk -v a="${C[$2]}" -v b="${C[$3]}" 'BEGIN { print a - b }')" \
-		"$(awk -v a="${R[$2]}" -v b="${R[$3]}" 'BEGIN { print a / b }')"
+		"$(awk -v a="${R[$2]}" -v b="${R[$3]}" 'BEGIN { print a / b }')" "${A[$2]}" "${B[$2]}"
 }
 echo
 echo "nginx 1 worker, wrk -t2 -c$CONNS -d${DURATION}s, $ROUNDS rounds (medians); kernel $(uname -r), $(nproc) CPUs"
-printf '%-30s %11s %13s %13s %8s\n' config "req/s" "CPU/req" "added" "ratio"
+printf '%-30s %11s %13s %13s %8s %13s %13s\n' config "req/s" "CPU/req" "added" "ratio" "agent/req" "machine/req"
 has() { [[ -n ${R[$1]:-} ]]; }
 has none && row "http: no tracing" none none
 has floor && has none && row "http: floor (empty raw_tp pair)" floor none

@@ -300,22 +300,41 @@ fn nginx_count_equals_the_load_generators() {
     let dir = std::env::temp_dir().join(format!("coral-nginx-{}", std::process::id()));
     let port = 18_000 + (std::process::id() % 1000) as u16;
     let mut server = nginx(&dir, port);
-    let id = agent.start_collector(&["--kind", "http-latency", "--comm", "nginx"])["id"]
+    // At most 100 requests a second are recorded one by one.
+    let id = agent.start_collector(&[
+        "--kind",
+        "http-latency",
+        "--comm",
+        "nginx",
+        "--request-records",
+        "100",
+    ])["id"]
         .as_str()
         .unwrap()
         .to_string();
     let url = format!("http://127.0.0.1:{port}/index.html");
+    let began = std::time::Instant::now();
     let keepalive = ab(&["-q", "-k", "-n", "1500", "-c", "4", &url]);
     let fresh = ab(&["-q", "-n", "500", "-c", "4", &url]);
+    let seconds = began.elapsed().as_secs() + 2;
     agent.coral_json(&["tap", "stop", &id]);
     stop_nginx(&mut server);
     let _ = std::fs::remove_dir_all(&dir);
 
-    let (stats, _) = final_http_stats(&agent, &id);
+    let (stats, requests) = final_http_stats(&agent, &id);
     assert_eq!(u64_of(&stats["droppedEvents"]), 0);
     let seen = u64_of(&route(&stats, "GET", "/index.html", 200)["count"]);
     assert_eq!(seen, keepalive + fresh, "{stats}");
     assert_eq!(keepalive + fresh, 2000);
+    // Every request is either a record or counted as not recorded; at most
+    // 100 records for each second the load touched, and a full first second.
+    let recorded = requests.len() as u64;
+    let unrecorded = u64_of(&stats["unrecordedRequests"]);
+    assert_eq!(recorded + unrecorded, 2000, "{recorded} recorded");
+    assert!(
+        (100..=100 * seconds).contains(&recorded),
+        "{recorded} records in at most {seconds} seconds"
+    );
 }
 
 // ---------------------------------------------------------------- HTTPS

@@ -33,6 +33,7 @@ use coral_ebpf_programs::http_latency::{FLAG_CLIENT, FLAG_TLS, HttpEvent, OBJECT
 use coral_proto::error_chain;
 use coral_proto::v1::{HttpLatencyConfig, HttpRequest, HttpRouteStats, HttpStats, HttpTls};
 use hdrhistogram::Histogram;
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::time::Duration;
 use tls::{ProcFilter, TlsTracker};
@@ -40,6 +41,11 @@ use tls::{ProcFilter, TlsTracker};
 pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(1);
 pub const DEFAULT_MAX_ROUTES: u32 = 256;
 pub const MAX_MAX_ROUTES: u32 = 10_000;
+/// Requests recorded one by one per second unless the config says otherwise:
+/// enough to read along or sample from, and a cost that stays small on a
+/// server doing 70 000 a second (docs/benchmarks.md, "http-latency overhead").
+pub const DEFAULT_REQUEST_RECORDS_PER_SEC: u32 = 1000;
+pub const MAX_REQUEST_RECORDS_PER_SEC: u32 = 1_000_000;
 /// How often the ring buffer is drained.
 const DRAIN_EVERY: Duration = Duration::from_millis(100);
 /// The route requests beyond `max_routes` are counted under.
@@ -183,6 +189,11 @@ impl CollectorFactory for HttpLatencyFactory {
         if c.max_routes > MAX_MAX_ROUTES {
             return Err(format!("max_routes must be at most {MAX_MAX_ROUTES}"));
         }
+        if c.max_request_records_per_sec > MAX_REQUEST_RECORDS_PER_SEC {
+            return Err(format!(
+                "max_request_records_per_sec must be at most {MAX_REQUEST_RECORDS_PER_SEC}"
+            ));
+        }
         if HttpTls::try_from(c.tls).is_err() {
             return Err(format!("unknown tls mode {}", c.tls));
         }
@@ -268,6 +279,10 @@ impl CollectorFactory for HttpLatencyFactory {
                 0 => DEFAULT_MAX_ROUTES,
                 n => n,
             }),
+            records: RecordCap::new(match config.max_request_records_per_sec {
+                0 => DEFAULT_REQUEST_RECORDS_PER_SEC,
+                n => n,
+            }),
             cgroups: CgroupResolver::new(ctx.cgroup2_root.clone()),
             clock: KtimeClock::now(),
             bpf,
@@ -284,7 +299,7 @@ fn tls_error(e: &tls::TlsError) -> CollectorError {
 }
 
 /// Method and raw path of a request line's prefix.
-pub fn parse_request(raw: &[u8]) -> Option<(String, String)> {
+pub fn parse_request(raw: &[u8]) -> Option<(&str, Cow<'_, str>)> {
     let raw = raw.split(|&b| b == 0).next().unwrap_or(raw);
     let mut parts = raw.splitn(3, |&b| b == b' ');
     let method = std::str::from_utf8(parts.next()?).ok()?;
@@ -294,10 +309,7 @@ pub fn parse_request(raw: &[u8]) -> Option<(String, String)> {
         .split(|&b| b == b'\r' || b == b'\n')
         .next()
         .unwrap_or(path);
-    Some((
-        method.to_string(),
-        String::from_utf8_lossy(path).into_owned(),
-    ))
+    Some((method, String::from_utf8_lossy(path)))
 }
 
 /// The status code of a response's status line (`HTTP/1.1 200 OK`).
@@ -311,12 +323,13 @@ pub fn parse_status(raw: &[u8]) -> Option<u32> {
 
 fn is_id_segment(seg: &str) -> bool {
     let hex = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_hexdigit());
-    let uuid = {
-        let parts: Vec<&str> = seg.split('-').collect();
-        parts.len() == 5
-            && parts.iter().map(|p| p.len()).eq([8, 4, 4, 4, 12])
-            && parts.iter().all(|p| hex(p))
-    };
+    // 8-4-4-4-12 hex digits; checked without splitting (no allocation per
+    // segment per request).
+    let uuid = seg.len() == 36
+        && seg.bytes().enumerate().all(|(i, b)| match i {
+            8 | 13 | 18 | 23 => b == b'-',
+            _ => b.is_ascii_hexdigit(),
+        });
     (!seg.is_empty() && seg.bytes().all(|b| b.is_ascii_digit()))
         || uuid
         || (seg.len() >= 16 && hex(seg))
@@ -328,6 +341,10 @@ pub fn normalize_route(path: &str) -> String {
     let path = path.split(['?', '#']).next().unwrap_or("");
     if path.is_empty() {
         return "/".into();
+    }
+    // Most paths have no id segment: one copy, no rebuilding.
+    if !path.split('/').any(is_id_segment) {
+        return path.to_string();
     }
     path.split('/')
         .map(|seg| if is_id_segment(seg) { "{id}" } else { seg })
@@ -398,12 +415,19 @@ impl Routes {
         }
     }
 
-    fn record(&mut self, key: RouteKey, latency_ns: u64) {
-        let real = self.groups.len() - usize::from(self.groups.contains_key(&Self::overflow()));
-        let key = if self.groups.contains_key(&key) || real + 1 < self.max as usize {
-            key
+    /// Counts one request of `key`'s group. The key is cloned only when it
+    /// starts a group: per request this is one hash lookup.
+    fn record(&mut self, key: &RouteKey, latency_ns: u64) {
+        if let Some(agg) = self.groups.get_mut(key) {
+            agg.record(latency_ns);
+            return;
+        }
+        let overflow = Self::overflow();
+        let real = self.groups.len() - usize::from(self.groups.contains_key(&overflow));
+        let key = if real + 1 < self.max as usize {
+            key.clone()
         } else {
-            Self::overflow()
+            overflow
         };
         self.groups
             .entry(key)
@@ -441,6 +465,45 @@ impl Routes {
     }
 }
 
+/// At most `per_sec` requests of each second (of the requests' kernel end
+/// time) become HttpRequest records; the rest are only counted. Building,
+/// encoding and retaining a record is most of what a request costs the agent
+/// (0.9 µs of 1 µs), and at tens of thousands a second that CPU is taken from
+/// the server being watched.
+struct RecordCap {
+    per_sec: u32,
+    second: u64,
+    this_second: u32,
+    unrecorded: u64,
+}
+
+impl RecordCap {
+    fn new(per_sec: u32) -> Self {
+        Self {
+            per_sec,
+            second: 0,
+            this_second: 0,
+            unrecorded: 0,
+        }
+    }
+
+    /// Whether a request that ended at `end_ns` (ktime) is recorded.
+    fn admit(&mut self, end_ns: u64) -> bool {
+        let second = end_ns / 1_000_000_000;
+        if second != self.second {
+            self.second = second;
+            self.this_second = 0;
+        }
+        if self.this_second < self.per_sec {
+            self.this_second += 1;
+            true
+        } else {
+            self.unrecorded += 1;
+            false
+        }
+    }
+}
+
 struct HttpLatencyCollector {
     events: RingBuf<MapData>,
     drops: PerCpuArray<MapData, u64>,
@@ -452,6 +515,7 @@ struct HttpLatencyCollector {
     interval: Duration,
     next_stats: Duration,
     routes: Routes,
+    records: RecordCap,
     cgroups: CgroupResolver,
     clock: KtimeClock,
     /// Owns the programs (declared last: dropped after the links, which
@@ -460,28 +524,34 @@ struct HttpLatencyCollector {
 }
 
 impl HttpLatencyCollector {
+    /// Counts one request; its record, unless over the per-second cap.
     fn request(&mut self, e: &HttpEvent) -> Option<HttpRequest> {
         let (method, path) = parse_request(e.request())?;
         let status = parse_status(&e.resp)?;
         let latency_ns = e.end_ns.saturating_sub(e.start_ns);
-        let route = normalize_route(&path);
-        let client = e.flags & FLAG_CLIENT != 0;
-        self.routes.record(
-            RouteKey {
-                method: method.clone(),
-                route: route.clone(),
-                status,
-                client,
-            },
-            latency_ns,
-        );
+        let key = RouteKey {
+            route: normalize_route(&path),
+            method: method.to_string(),
+            status,
+            client: e.flags & FLAG_CLIENT != 0,
+        };
+        self.routes.record(&key, latency_ns);
+        if !self.records.admit(e.end_ns) {
+            return None;
+        }
+        let RouteKey {
+            method,
+            route,
+            client,
+            ..
+        } = key;
         let comm = e.comm.split(|&b| b == 0).next().unwrap_or(&[]);
         Some(HttpRequest {
             start_unix_nano: self.clock.unix(e.start_ns),
             pid: e.tgid,
             comm: String::from_utf8_lossy(comm).into_owned(),
             method,
-            path,
+            path: path.into_owned(),
             route,
             status,
             latency_ns,
@@ -532,6 +602,7 @@ impl Collector for HttpLatencyCollector {
                 elapsed_ns: elapsed.as_nanos() as u64,
                 routes: self.routes.stats(),
                 dropped_events,
+                unrecorded_requests: self.records.unrecorded,
             }));
         }
         Ok(())
@@ -554,14 +625,11 @@ mod tests {
         let mut raw = [0u8; 128];
         let line = b"GET /users/42?x=1 HTTP/1.1\r\nHost: a\r\n";
         raw[..line.len()].copy_from_slice(line);
-        assert_eq!(
-            parse_request(&raw),
-            Some(("GET".into(), "/users/42?x=1".into()))
-        );
+        assert_eq!(parse_request(&raw), Some(("GET", "/users/42?x=1".into())));
         // Cut by the kernel's bounded copy: keep what is there.
         assert_eq!(
             parse_request(b"POST /very/long"),
-            Some(("POST".into(), "/very/long".into()))
+            Some(("POST", "/very/long".into()))
         );
         assert_eq!(parse_request(b"GARBAGE"), None);
     }
@@ -584,6 +652,11 @@ mod tests {
             normalize_route("/o/3b241101-e2bb-4255-8caf-4136c566a962"),
             "/o/{id}"
         );
+        // Dashes out of place: not a UUID (nor all hex).
+        assert_eq!(
+            normalize_route("/o/3b2411-01e2bb-4255-8caf-4136c566a962"),
+            "/o/3b2411-01e2bb-4255-8caf-4136c566a962"
+        );
         assert_eq!(normalize_route("/blob/deadbeefdeadbeef01"), "/blob/{id}");
         assert_eq!(normalize_route("/v1/items"), "/v1/items");
         assert_eq!(normalize_route("/"), "/");
@@ -595,7 +668,7 @@ mod tests {
         let mut routes = Routes::new(2);
         for (i, route) in ["/a", "/b", "/c", "/d"].iter().enumerate() {
             routes.record(
-                RouteKey {
+                &RouteKey {
                     method: "GET".into(),
                     route: route.to_string(),
                     status: 200,
@@ -611,7 +684,7 @@ mod tests {
         assert_eq!(overflow.count, 3);
         let mut one = Routes::new(1);
         one.record(
-            RouteKey {
+            &RouteKey {
                 method: "GET".into(),
                 route: "/a".into(),
                 status: 200,
@@ -669,6 +742,26 @@ mod tests {
         assert_eq!(
             HttpLatencyFactory.validate(Some(&config), &Limits::default()),
             Err("unknown tls mode 7".into())
+        );
+    }
+
+    #[test]
+    fn records_are_capped_per_second_of_kernel_time() {
+        let mut cap = RecordCap::new(2);
+        let s = 1_000_000_000;
+        let admitted: Vec<bool> = [5 * s, 5 * s + 1, 5 * s + 2, 6 * s, 6 * s + 9, 6 * s + 10]
+            .iter()
+            .map(|&t| cap.admit(t))
+            .collect();
+        assert_eq!(admitted, [true, true, false, true, true, false]);
+        assert_eq!(cap.unrecorded, 2);
+        let config = KindConfig::HttpLatency(HttpLatencyConfig {
+            max_request_records_per_sec: MAX_REQUEST_RECORDS_PER_SEC + 1,
+            ..Default::default()
+        });
+        assert_eq!(
+            HttpLatencyFactory.validate(Some(&config), &Limits::default()),
+            Err("max_request_records_per_sec must be at most 1000000".into())
         );
     }
 

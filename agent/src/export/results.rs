@@ -419,6 +419,8 @@ fn http(s: &pb::HttpStats, out: &mut Vec<Point>) {
         elapsed_ns: _,
         routes,
         dropped_events,
+        // Those requests are in the routes: nothing to export apart.
+        unrecorded_requests: _,
     } = s;
     kernel_dropped(*dropped_events, out);
     for r in routes {

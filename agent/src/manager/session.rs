@@ -210,10 +210,7 @@ fn push(entry: &Entry, manager: &Weak<Inner>, batch: Vec<Payload>, last: bool) {
     if let Some(lost) = batch.iter().rev().find_map(crate::kinds::kernel_losses) {
         entry.update(|s| s.kernel_lost = lost);
     }
-    let n = batch.len();
-    for (i, payload) in batch.into_iter().enumerate() {
-        entry.log.push(payload, last && i + 1 == n);
-    }
+    entry.log.push_batch(batch, last);
     if let Some(inner) = manager.upgrade() {
         inner.enforce_retained_bytes();
     }

@@ -42,15 +42,24 @@ fn any_config_of(kind: Kind) -> BoxedStrategy<Config> {
                 })
             })
             .boxed(),
-        Kind::HttpLatency => (any_u64(), any::<bool>(), any::<u32>(), -1i32..4)
-            .prop_map(|(interval_ns, client_side, max_routes, tls)| {
-                Config::HttpLatency(pb::HttpLatencyConfig {
-                    interval_ns,
-                    client_side,
-                    max_routes,
-                    tls,
-                })
-            })
+        Kind::HttpLatency => (
+            any_u64(),
+            any::<bool>(),
+            any::<u32>(),
+            -1i32..4,
+            any::<u32>(),
+        )
+            .prop_map(
+                |(interval_ns, client_side, max_routes, tls, max_request_records_per_sec)| {
+                    Config::HttpLatency(pb::HttpLatencyConfig {
+                        interval_ns,
+                        client_side,
+                        max_routes,
+                        tls,
+                        max_request_records_per_sec,
+                    })
+                },
+            )
             .boxed(),
         Kind::CpuProfile => (any::<u32>(), any::<bool>())
             .prop_map(|(frequency_hz, include_idle)| {

@@ -34,6 +34,11 @@ pub struct Flags {
     /// Sockets only: no uprobes on TLS libraries.
     #[arg(long)]
     pub no_tls: bool,
+
+    /// Requests shown one by one per second, at most (default 1000, at most
+    /// 1000000). Every request is counted in the route table either way.
+    #[arg(long, value_name = "N")]
+    pub request_records: Option<u32>,
 }
 
 pub fn config(flags: &Flags, interval_ns: u64) -> Config {
@@ -47,6 +52,7 @@ pub fn config(flags: &Flags, interval_ns: u64) -> Config {
         client_side: flags.client_side,
         max_routes: flags.max_routes.unwrap_or(0),
         tls: tls.into(),
+        max_request_records_per_sec: flags.request_records.unwrap_or(0),
     })
 }
 
@@ -98,16 +104,22 @@ pub fn report(stats: &HttpStats, limit: usize, by: SortBy) -> String {
         .filter(|r| r.status >= 500)
         .map(|r| r.count)
         .sum();
+    let mut notes = String::new();
+    if stats.dropped_events > 0 {
+        let _ = write!(notes, ", {} lost by the kernel", stats.dropped_events);
+    }
+    if stats.unrecorded_requests > 0 {
+        let _ = write!(
+            notes,
+            ", {} not shown one by one (over --request-records)",
+            stats.unrecorded_requests
+        );
+    }
     let _ = writeln!(
         out,
-        "{total} requests ({errors} 5xx) over {}, {} routes{}",
+        "{total} requests ({errors} 5xx) over {}, {} routes{notes}",
         duration_ns(stats.elapsed_ns),
         stats.routes.len(),
-        if stats.dropped_events > 0 {
-            format!(", {} lost by the kernel", stats.dropped_events)
-        } else {
-            String::new()
-        }
     );
     if stats.routes.is_empty() {
         return out;
@@ -231,6 +243,7 @@ mod tests {
                 },
             ],
             dropped_events: 0,
+            unrecorded_requests: 30,
         }
     }
 

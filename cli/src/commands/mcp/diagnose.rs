@@ -1016,6 +1016,7 @@ mod tests {
                 route("POST", "/orders", 503, 2, 50),
             ],
             dropped_events: 0,
+            unrecorded_requests: 0,
         };
         let s = KindSummary::HttpLatency(super::super::summary::http(&s, 5));
         assert_eq!(
