@@ -39,17 +39,34 @@ pub fn bin(name: &str) -> PathBuf {
 /// Environment variable: how many times longer the harness waits for things
 /// to happen (an agent to serve, a collector to change state, programs to go
 /// away) on a slow machine; tests/kernels/run sets it under QEMU's TCG. It
-/// never scales a test's workload or what a test asserts about a result.
+/// never scales a test's workload or what a test asserts about a result
+/// (that is [`WORKLOAD_SCALE_ENV`]'s job, and assertions never scale).
 pub const TIME_SCALE_ENV: &str = "CORAL_TEST_TIME_SCALE";
 
 /// How long to wait for something that takes `d` on a normal machine.
 pub fn patience(d: Duration) -> Duration {
-    let scale = std::env::var(TIME_SCALE_ENV)
+    d * scale(TIME_SCALE_ENV)
+}
+
+/// A scale factor from the environment: 1 when unset or not a positive integer.
+fn scale(var: &str) -> u32 {
+    std::env::var(var)
         .ok()
         .and_then(|v| v.parse::<u32>().ok())
         .unwrap_or(1)
-        .max(1);
-    d * scale
+        .max(1)
+}
+
+/// Environment variable: how many times more work a workload does where
+/// what the test asserts is a count the workload builds up over time (e.g.
+/// distinct stacks sampled from a CPU burner), so that a slow machine
+/// (QEMU's TCG: tests/kernels/run sets it) reaches the same count. The
+/// assertion itself stays as it is.
+pub const WORKLOAD_SCALE_ENV: &str = "CORAL_TEST_WORKLOAD_SCALE";
+
+/// `n` units of work, scaled by [`WORKLOAD_SCALE_ENV`] (1 by default).
+pub fn scaled_work(n: u64) -> u64 {
+    n * u64::from(scale(WORKLOAD_SCALE_ENV))
 }
 
 /// The running kernel's (major, minor) version, from its release string.
