@@ -422,6 +422,19 @@ static __always_inline struct coral_dns_event *reserve_tcp(__u32 kind, struct __
 	return e;
 }
 
+/*
+ * The current task's comm in a cgroup_skb program. bpf_get_current_comm is
+ * refused there before the kernel made it a base helper (6.12's verifier:
+ * "program of this type cannot use helper bpf_get_current_comm#16"; 6.18
+ * takes it); reading task->comm through bpf_get_current_task works on both.
+ */
+static __always_inline void skb_task_comm(char (*comm)[CORAL_COMM_LEN])
+{
+	struct task_struct *task = (void *)bpf_get_current_task();
+
+	BPF_CORE_READ_STR_INTO(comm, task, comm);
+}
+
 SEC("cgroup_skb/egress")
 int coral_dns_tcp_egress(struct __sk_buff *skb)
 {
@@ -441,7 +454,7 @@ int coral_dns_tcp_egress(struct __sk_buff *skb)
 	q.cgroup_id = bpf_get_current_cgroup_id();
 	q.tgid = tgid;
 	q.tid = (__u32)id;
-	bpf_get_current_comm(q.comm, sizeof(q.comm));
+	skb_task_comm(&q.comm);
 	if (bpf_map_update_elem(&inflight, &t.k, &q, BPF_NOEXIST)) {
 		if (bpf_map_lookup_elem(&inflight, &t.k))
 			return 1;
