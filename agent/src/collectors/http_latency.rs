@@ -467,9 +467,9 @@ impl Routes {
 
 /// At most `per_sec` requests of each second (of the requests' kernel end
 /// time) become HttpRequest records; the rest are only counted. Building,
-/// encoding and retaining a record is most of what a request costs the agent
-/// (0.9 µs of 1 µs), and at tens of thousands a second that CPU is taken from
-/// the server being watched.
+/// encoding and retaining a record was most of what a request cost the agent
+/// (0.9 µs per request without the cap, 0.24 µs with it, under nginx at
+/// 60 000 a second), and that CPU is taken from the server being watched.
 struct RecordCap {
     per_sec: u32,
     second: u64,
