@@ -176,7 +176,7 @@ impl EventLog {
     /// `last`, the batch's final payload is the collector's final record.
     /// Ignored once closed. One lock and one wake-up of live readers per
     /// batch, not per record: a collector draining 60 000 requests a second
-    /// spent a fifth of its CPU notifying readers record by record
+    /// spent an eighth of its CPU notifying readers record by record
     /// (docs/benchmarks.md, "http-latency overhead").
     pub fn push_batch(&self, batch: Vec<Payload>, last: bool) -> Option<u64> {
         let n = batch.len();
