@@ -62,6 +62,12 @@ struct MemCgroup {
 impl MemCgroup {
     fn create(name: &str, limit: u64) -> MemCgroup {
         let (version, mount) = memory_hierarchy();
+        if version == 2 {
+            // A child of a pure cgroup2 root has memory.max only when the
+            // root hands the controller down (systemd does; a bare root,
+            // such as a virtme guest's, does not).
+            let _ = std::fs::write(mount.join("cgroup.subtree_control"), "+memory");
+        }
         let leaf = format!("coral-e2e-{name}-{}", std::process::id());
         let dir = mount.join(&leaf);
         // A leftover of a killed run of this test: take it over.
