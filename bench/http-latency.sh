@@ -94,6 +94,10 @@ busy_ns() { # CPU time of the whole machine not spent idle, steal excluded (/pro
 	awk -v hz="$(getconf CLK_TCK)" '$1 == "cpu" { printf "%.0f", ($2 + $3 + $4 + $7 + $8) * 1e9 / hz }' /proc/stat
 }
 
+per_request() { # $1 ns over $2 requests, in µs
+	awk -v d="$1" -v n="$2" 'BEGIN { printf "%.3f", d / n / 1000 }'
+}
+
 counted() { # requests in the last HttpStats of `coral -o json tap events` (the final one)
 	python3 -c 'import json, sys
 n = 0
@@ -173,11 +177,11 @@ run() { # $1: config name
 	l=$(awk '$1 == "Latency" && NF >= 4 { print $2; exit }' <<<"$out")
 	rps[$1]+="$r "
 	lat[$1]+="$l "
-	cpu_us[$1]+="$(awk -v d=$((after - before)) -v n="$n" 'BEGIN { printf "%.3f", d / n / 1000 }') "
+	cpu_us[$1]+="$(per_request $((after - before)) "$n") "
 	# The agent's own CPU over the run: draining, parsing, aggregating.
-	agent_us[$1]+="$(awk -v d=$((aafter - abefore)) -v n="$n" 'BEGIN { printf "%.3f", d / n / 1000 }') "
+	agent_us[$1]+="$(per_request $((aafter - abefore)) "$n") "
 	# Everything the machine spent per request: nginx, wrk, the agent, the rest.
-	busy_us[$1]+="$(awk -v d=$((bafter - bbefore)) -v n="$n" 'BEGIN { printf "%.3f", d / n / 1000 }') "
+	busy_us[$1]+="$(per_request $((bafter - bbefore)) "$n") "
 	local c=${cpu_us[$1]% } a=${agent_us[$1]% } b=${busy_us[$1]% }
 	printf 'round %d  %-9s %10s req/s  %8s avg  %s µs CPU/req  agent %s  machine %s µs/req%s\n' "$round" "$1" "$r" "$l" "${c##* }" "${a##* }" "${b##* }" \
 		"${seen:+  (coral counted $seen, wrk $n)}" >&2
