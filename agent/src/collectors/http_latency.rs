@@ -29,7 +29,7 @@ use aya::maps::{MapData, PerCpuArray, RingBuf};
 use aya::programs::BtfTracePoint;
 use aya::programs::links::FdLink;
 use aya::{Btf, Ebpf, EbpfLoader};
-use coral_ebpf_programs::http_latency::{FLAG_CLIENT, FLAG_TLS, HttpEvent, OBJECT};
+use coral_ebpf_programs::http_latency::{FLAG_CLIENT, FLAG_TLS, HttpEvent, OBJECT, REQ_LEN};
 use coral_proto::error_chain;
 use coral_proto::v1::{HttpLatencyConfig, HttpRequest, HttpRouteStats, HttpStats, HttpTls};
 use hdrhistogram::Histogram;
@@ -275,6 +275,7 @@ impl CollectorFactory for HttpLatencyFactory {
                 ns => Duration::from_nanos(ns),
             },
             next_stats: Duration::ZERO,
+            prefixes: HashMap::new(),
             routes: Routes::new(match config.max_routes {
                 0 => DEFAULT_MAX_ROUTES,
                 n => n,
@@ -392,17 +393,19 @@ impl RouteAgg {
 /// overflow group included: once `max - 1` groups exist, requests of any new
 /// group are counted in one group, route `{overflow}` (no method, status 0),
 /// so the memory and the records stay within `max` however many routes a
-/// server has.
+/// server has. Groups are never removed, so a group's slot stays valid.
 struct Routes {
     max: u32,
-    groups: HashMap<RouteKey, RouteAgg>,
+    groups: Vec<(RouteKey, RouteAgg)>,
+    slots: HashMap<RouteKey, usize>,
 }
 
 impl Routes {
     fn new(max: u32) -> Self {
         Self {
             max: max.max(1),
-            groups: HashMap::new(),
+            groups: Vec::new(),
+            slots: HashMap::new(),
         }
     }
 
@@ -415,24 +418,35 @@ impl Routes {
         }
     }
 
-    /// Counts one request of `key`'s group. The key is cloned only when it
-    /// starts a group: per request this is one hash lookup.
-    fn record(&mut self, key: &RouteKey, latency_ns: u64) {
-        if let Some(agg) = self.groups.get_mut(key) {
-            agg.record(latency_ns);
-            return;
+    /// The slot of `key`'s group, made if new. The key is cloned only when
+    /// it starts a group.
+    fn slot(&mut self, key: &RouteKey) -> usize {
+        if let Some(&i) = self.slots.get(key) {
+            return i;
         }
         let overflow = Self::overflow();
-        let real = self.groups.len() - usize::from(self.groups.contains_key(&overflow));
+        let real = self.groups.len() - usize::from(self.slots.contains_key(&overflow));
         let key = if real + 1 < self.max as usize {
             key.clone()
+        } else if let Some(&i) = self.slots.get(&overflow) {
+            return i;
         } else {
             overflow
         };
-        self.groups
-            .entry(key)
-            .or_insert_with(RouteAgg::new)
-            .record(latency_ns);
+        self.slots.insert(key.clone(), self.groups.len());
+        self.groups.push((key, RouteAgg::new()));
+        self.groups.len() - 1
+    }
+
+    fn record_at(&mut self, slot: usize, latency_ns: u64) {
+        self.groups[slot].1.record(latency_ns);
+    }
+
+    /// Counts one request of `key`'s group.
+    #[cfg(test)]
+    fn record(&mut self, key: &RouteKey, latency_ns: u64) {
+        let slot = self.slot(key);
+        self.record_at(slot, latency_ns);
     }
 
     fn stats(&self) -> Vec<HttpRouteStats> {
@@ -504,6 +518,33 @@ impl RecordCap {
     }
 }
 
+/// Raw request prefixes already seen, each with its route group's slot, so
+/// a request that is only counted (past the record cap: nearly all of them
+/// under load) costs one lookup instead of parsing, normalizing and two
+/// allocations. Bounded: past `MAX_PREFIXES` (paths full of ids), requests
+/// take the parsing path.
+const MAX_PREFIXES: usize = 4096;
+
+/// What decides a request's group: `method SP path` as `parse_request`
+/// reads it, the status, the side. Written into `buf`; its length.
+fn prefix_key(req: &[u8], status: u32, client: bool, buf: &mut [u8; REQ_LEN + 5]) -> usize {
+    let req = req.split(|&b| b == 0).next().unwrap_or(req);
+    let end = req
+        .iter()
+        .position(|&b| b == b' ')
+        .and_then(|sp| {
+            req[sp + 1..]
+                .iter()
+                .position(|&b| matches!(b, b' ' | b'\r' | b'\n'))
+                .map(|n| sp + 1 + n)
+        })
+        .unwrap_or(req.len());
+    buf[..end].copy_from_slice(&req[..end]);
+    buf[end..end + 4].copy_from_slice(&status.to_le_bytes());
+    buf[end + 4] = u8::from(client);
+    end + 5
+}
+
 struct HttpLatencyCollector {
     events: RingBuf<MapData>,
     drops: PerCpuArray<MapData, u64>,
@@ -515,6 +556,7 @@ struct HttpLatencyCollector {
     interval: Duration,
     next_stats: Duration,
     routes: Routes,
+    prefixes: HashMap<Box<[u8]>, usize>,
     records: RecordCap,
     cgroups: CgroupResolver,
     clock: KtimeClock,
@@ -526,18 +568,34 @@ struct HttpLatencyCollector {
 impl HttpLatencyCollector {
     /// Counts one request; its record, unless over the per-second cap.
     fn request(&mut self, e: &HttpEvent) -> Option<HttpRequest> {
-        let (method, path) = parse_request(e.request())?;
         let status = parse_status(&e.resp)?;
+        let client = e.flags & FLAG_CLIENT != 0;
         let latency_ns = e.end_ns.saturating_sub(e.start_ns);
+        let mut buf = [0; REQ_LEN + 5];
+        let n = prefix_key(e.request(), status, client, &mut buf);
+        let known = self.prefixes.get(&buf[..n]).copied();
+        if let Some(slot) = known {
+            self.routes.record_at(slot, latency_ns);
+            if !self.records.admit(e.end_ns) {
+                return None;
+            }
+        }
+        let (method, path) = parse_request(e.request())?;
         let key = RouteKey {
             route: normalize_route(&path),
             method: method.to_string(),
             status,
-            client: e.flags & FLAG_CLIENT != 0,
+            client,
         };
-        self.routes.record(&key, latency_ns);
-        if !self.records.admit(e.end_ns) {
-            return None;
+        if known.is_none() {
+            let slot = self.routes.slot(&key);
+            self.routes.record_at(slot, latency_ns);
+            if self.prefixes.len() < MAX_PREFIXES {
+                self.prefixes.insert(buf[..n].into(), slot);
+            }
+            if !self.records.admit(e.end_ns) {
+                return None;
+            }
         }
         let RouteKey {
             method,
@@ -743,6 +801,37 @@ mod tests {
             HttpLatencyFactory.validate(Some(&config), &Limits::default()),
             Err("unknown tls mode 7".into())
         );
+    }
+
+    #[test]
+    fn equal_prefix_keys_mean_equal_groups() {
+        let key = |req: &[u8], status, client| {
+            let mut buf = [0; REQ_LEN + 5];
+            let n = prefix_key(req, status, client, &mut buf);
+            buf[..n].to_vec()
+        };
+        // The rest of the request does not matter, as for parse_request...
+        assert_eq!(
+            key(b"GET /a HTTP/1.1\r\nHost: x\r\n", 200, false),
+            key(b"GET /a HTTP/1.0\r\nUser-Agent: y", 200, false)
+        );
+        assert_eq!(
+            key(b"GET /a\r\n", 200, false),
+            key(b"GET /a\0junk", 200, false)
+        );
+        // ...method, path, status and side do.
+        let base = key(b"GET /a HTTP/1.1", 200, false);
+        for other in [
+            key(b"PUT /a HTTP/1.1", 200, false),
+            key(b"GET /ab HTTP/1.1", 200, false),
+            key(b"GET /a HTTP/1.1", 404, false),
+            key(b"GET /a HTTP/1.1", 200, true),
+        ] {
+            assert_ne!(base, other);
+        }
+        // A path cut at the copy's end is a prefix of its own.
+        let long = [b"GET /".as_slice(), &[b'x'; REQ_LEN - 5]].concat();
+        assert_eq!(key(&long, 200, false).len(), REQ_LEN + 5);
     }
 
     #[test]
