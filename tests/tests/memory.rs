@@ -178,6 +178,23 @@ impl Grower {
             .unwrap_or_else(|| panic!("coral-grow said {line:?}, expected {word}"))
     }
 
+    /// [`Grower::expect`], failing after `timeout` instead of waiting on.
+    fn expect_within(&mut self, word: &str, timeout: Duration) -> u64 {
+        use std::os::fd::AsRawFd;
+        if self.stdout.buffer().is_empty() {
+            let mut fds = libc::pollfd {
+                fd: self.stdout.get_ref().as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            };
+            let ms = timeout.as_millis().min(i32::MAX as u128) as i32;
+            // SAFETY: one valid pollfd, for the duration of the call.
+            let ready = unsafe { libc::poll(&mut fds, 1, ms) };
+            assert!(ready > 0, "coral-grow said no {word:?} within {timeout:?}");
+        }
+        self.expect(word)
+    }
+
     /// Waits for it to be killed: the Unix time it was reaped.
     fn killed_at(&self, timeout: Duration) -> u64 {
         let (at, status) = self.exited.recv_timeout(timeout).unwrap_or_else(|_| {
@@ -558,6 +575,8 @@ fn page_cache_growth_alone_predicts_nothing() {
         "96",
         "--file",
         file.0.to_str().unwrap(),
+        "--report-mib",
+        "240",
     ]);
     cg.add(reader.pid);
     let id = start_memory(
@@ -572,8 +591,9 @@ fn page_cache_growth_alone_predicts_nothing() {
         ],
     );
     reader.go();
-    // 2.5 s at 96 MiB/s: 240 MiB read through a 128 MiB limit.
-    std::thread::sleep(Duration::from_millis(2500));
+    // 240 MiB read through a 128 MiB limit: 2.5 s at 96 MiB/s on the host,
+    // longer under TCG, where the reader cannot keep that rate.
+    reader.expect_within("read", patience(Duration::from_secs(30)));
     let records = stop_and_records(&agent, &id);
     let stats = snapshots(&records);
     let rows: Vec<&Value> = stats

@@ -4,7 +4,7 @@
 //! coral-grow grow      --rate-mib R [--tick-ms T] [--max-mib M]
 //! coral-grow plateau   --rate-mib R --plateau-mib P [--tick-ms T]
 //! coral-grow sawtooth  --rate-mib R --saw-mib A [--tick-ms T]
-//! coral-grow pagecache --rate-mib R --file PATH [--tick-ms T]
+//! coral-grow pagecache --rate-mib R --file PATH [--tick-ms T] [--report-mib N]
 //! coral-grow churn     [--chunk-mib C] [--iters N] [--reps R] [--cpu K]
 //! ```
 //!
@@ -19,7 +19,8 @@
 //! - **sawtooth**: grows to A MiB at R MiB/s, frees it all
 //!   (`MADV_DONTNEED`), and again, forever;
 //! - **pagecache**: reads PATH at R MiB/s (then again from the start), so
-//!   only the page cache grows.
+//!   only the page cache grows; prints `read <unix ns>` once N MiB were read
+//!   (a test waits for bytes, not seconds: under TCG the rate is not met).
 //!
 //! It exits when stdin closes (or it is killed).
 //!
@@ -157,6 +158,15 @@ fn main() {
     let tick = Duration::from_secs_f64(num(&args, "--tick-ms").unwrap_or(10.0) / 1000.0);
     let per_tick = (rate * tick.as_secs_f64()) as usize;
 
+    // The read buffer is written here, before `ready`, so its pages are
+    // faulted in before the test moves the process: growing anonymous memory
+    // after `go` (1 MiB at 96 MiB/s) would be the very growth a pagecache
+    // test asserts is not there.
+    let mut pagecache_buf = if mode == "pagecache" {
+        vec![0x5au8; per_tick.max(4096)]
+    } else {
+        Vec::new()
+    };
     say(&format!("ready {}", std::process::id()));
     let stdin = std::io::stdin();
     let mut line = String::new();
@@ -215,15 +225,21 @@ fn main() {
         }
         "pagecache" => {
             let path = arg(&args, "--file").expect("--file PATH");
+            let report = num(&args, "--report-mib").map(|m| m as usize * MIB);
             let mut f = std::fs::File::open(&path).expect("opening --file");
-            let mut buf = vec![0u8; per_tick.max(4096)];
-            let mut k = 1;
+            let mut buf = std::mem::take(&mut pagecache_buf);
+            let (mut total, mut k) = (0, 1);
             loop {
                 wait(k);
                 k += 1;
                 let n = f.read(&mut buf).expect("reading --file");
                 if n == 0 {
                     f.rewind().unwrap();
+                }
+                let before = total;
+                total += n;
+                if report.is_some_and(|r| before < r && total >= r) {
+                    say(&format!("read {}", unix_ns()));
                 }
             }
         }
