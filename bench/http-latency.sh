@@ -229,3 +229,26 @@ if has tls-coral && has tls-floor && has tls-none; then
 	awk -v cc="${C[tls-coral]}" -v cf="${C[tls-floor]}" -v cn="${C[tls-none]}" 'BEGIN {
 		printf "https: the empty uprobes alone add %.3f µs per request: coral is %.2fx that floor\n", cf - cn, (cc - cn) / (cf - cn) }'
 fi
+# Rounds pair the configurations in time: per round, coral against the floor
+# of the same round, so drift between rounds (this VM's steal moves the floor
+# itself by a microsecond) cancels out of the comparison. The CPU target
+# (coral's added CPU at most 1.5x the floor's) is then: coral's excess over
+# the floor at most half of what the floor adds.
+if has coral && has floor && has none; then
+	awk -v cc="${cpu_us[coral]}" -v cf="${cpu_us[floor]}" -v cn="${cpu_us[none]}" \
+		-v rc="${rps[coral]}" -v rf="${rps[floor]}" '
+	function med(a, n,   i, j, t) {
+		for (i = 2; i <= n; i++) for (j = i; j > 1 && a[j - 1] > a[j]; j--) { t = a[j]; a[j] = a[j - 1]; a[j - 1] = t }
+		return (n % 2) ? a[(n + 1) / 2] : (a[n / 2] + a[n / 2 + 1]) / 2
+	}
+	BEGIN {
+		n = split(cc, c, " "); split(cf, f, " "); split(cn, z, " "); split(rc, x, " "); split(rf, y, " ")
+		for (i = 1; i <= n; i++) {
+			e[i] = c[i] - f[i]; a[i] = f[i] - z[i]; r[i] = x[i] / y[i]
+			es = es sprintf(" %+.2f", e[i]); as = as sprintf(" %+.2f", a[i]); rs = rs sprintf(" %.3f", r[i])
+		}
+		printf "paired by round: coral keeps %.3f of the same round'"'"'s floor throughput (median; rounds%s)\n", med(r, n), rs
+		printf "                 the floor adds %+.3f µs of nginx CPU per request over none (median; rounds%s)\n", med(a, n), as
+		printf "                 coral adds %+.3f µs beyond the floor (median; rounds%s)\n", med(e, n), es
+	}'
+fi
