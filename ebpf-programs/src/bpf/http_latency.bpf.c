@@ -255,7 +255,7 @@ static __always_inline void emit(struct coral_http_conn *c, __u32 tgid, const ch
 	}
 	e->start_ns = c->start_ns;
 	e->end_ns = bpf_ktime_get_ns();
-	e->cgroup_id = bpf_get_current_cgroup_id();
+	e->cgroup_id = c->cgroup_id;
 	e->tgid = tgid;
 	e->flags = flags;
 	e->req_len = c->len;
@@ -285,6 +285,7 @@ static __always_inline void start(void *map, void *key, struct coral_http_conn *
 	v->len = n;
 	v->phase = phase;
 	v->start_ns = bpf_ktime_get_ns();
+	v->cgroup_id = bpf_get_current_cgroup_id();
 	bpf_map_update_elem(map, key, v, BPF_ANY);
 	if (map == (void *)&conns)
 		fd_bit_set(((struct coral_http_conn_key *)key)->fd);

@@ -37,6 +37,12 @@ struct coral_http_tls_key {
 
 struct coral_http_conn {
 	__u64 start_ns;
+	/*
+	 * bpf_get_current_cgroup_id() when the connection's first request began:
+	 * read once per connection, not per request (it walks task->cgroups; a
+	 * process that moves cgroup keeps its open connections' old id).
+	 */
+	__u64 cgroup_id;
 	__u32 phase;
 	/* Bytes of req that are the request's (the rest is stale). */
 	__u32 len;
