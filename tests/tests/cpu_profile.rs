@@ -214,7 +214,6 @@ impl Drop for TempDir {
 
 const HZ: u64 = 199;
 
-/// Idle time of all CPUs since boot, from /proc/stat (USER_HZ = 100 ticks/s).
 /// Idle seconds of each CPU so far (`/proc/stat`, USER_HZ = 100).
 fn idle_seconds() -> Vec<f64> {
     let stat = std::fs::read_to_string("/proc/stat").unwrap();
@@ -223,6 +222,26 @@ fn idle_seconds() -> Vec<f64> {
         .filter(|l| l.starts_with("cpu") && !l.starts_with("cpu "))
         .map(|l| l.split_whitespace().nth(4).unwrap().parse::<u64>().unwrap() as f64 / 100.0)
         .collect()
+}
+
+/// Time the hypervisor ran something else while this machine's CPUs had
+/// work, summed over all CPUs (`/proc/stat` "cpu" line, field 8), and the
+/// number of CPUs. A stolen interval still passes on the clock the sampling
+/// timer runs by, but is not CPU time of the task (the scheduler subtracts
+/// steal, PARAVIRT_TIME_ACCOUNTING): on a contended VM, samples per CPU
+/// second rise by 1 / (1 - stolen share). CI once saw 1.64 that way.
+fn steal_seconds() -> (f64, usize) {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap();
+    let total = stat.lines().find(|l| l.starts_with("cpu ")).unwrap();
+    let steal = total
+        .split_whitespace()
+        .nth(8)
+        .map_or(0, |v| v.parse::<u64>().unwrap());
+    let cpus = stat
+        .lines()
+        .filter(|l| l.starts_with("cpu") && !l.starts_with("cpu "))
+        .count();
+    (steal as f64 / 100.0, cpus)
 }
 
 /// Parses a flamegraph as XML (it declares the SVG DTD).
@@ -255,9 +274,13 @@ fn pid_profile_has_the_hot_functions_in_their_ratio_and_every_format_agrees() {
             "30s",
         ],
     );
+    let (steal_before, cpus) = steal_seconds();
+    let window = std::time::Instant::now();
     target.go();
     other.go();
     let cpu = target.burned();
+    let wall = window.elapsed().as_secs_f64();
+    let stolen = ((steal_seconds().0 - steal_before) / (cpus as f64 * wall)).clamp(0.0, 0.9);
     other.burned();
     let p = stop_profile(&agent, &id);
 
@@ -277,8 +300,8 @@ fn pid_profile_has_the_hot_functions_in_their_ratio_and_every_format_agrees() {
     let lost = u64_of(&p["lostSamples"]);
     assert!(lost * 20 <= n + lost, "{lost} samples lost: {p}");
     assert_eq!(p["frequencyHz"], HZ);
-    // About one sample per 1/HZ s of the target's CPU time.
-    let expected = cpu * HZ as f64;
+    // About one sample per 1/HZ s the target ran, stolen time included.
+    let expected = cpu * HZ as f64 / (1.0 - stolen);
     assert_within(
         "samples / (CPU seconds x frequency)",
         n as f64 / expected,
@@ -290,7 +313,8 @@ fn pid_profile_has_the_hot_functions_in_their_ratio_and_every_format_agrees() {
     let alpha = samples_in(&p, "coral_burn::hot_alpha") as f64 / n as f64;
     let beta = samples_in(&p, "coral_burn::hot_beta") as f64 / n as f64;
     eprintln!(
-        "{n} samples for {cpu:.2} CPU seconds at {HZ} Hz ({:.3} of expected); hot_alpha {:.1}%, hot_beta {:.1}%",
+        "{n} samples for {cpu:.2} CPU seconds at {HZ} Hz, {:.1}% stolen ({:.3} of expected); hot_alpha {:.1}%, hot_beta {:.1}%",
+        stolen * 100.0,
         n as f64 / expected,
         alpha * 100.0,
         beta * 100.0
