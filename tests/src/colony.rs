@@ -3,7 +3,7 @@
 //! Debian's `initdb` in a temporary directory and served on a free loopback
 //! port for the life of the test.
 
-use crate::{bin, json_lines};
+use crate::{bin, json_lines, patience};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -204,9 +204,10 @@ impl Colony {
         self.coral_json(&["agents"])
     }
 
-    /// Waits until `n` agents are alive; returns them.
+    /// Waits until `n` agents are alive (at most `timeout`, its [`patience`]);
+    /// returns them.
     pub fn wait_agents(&self, n: usize, timeout: Duration) -> Vec<Value> {
-        let deadline = Instant::now() + timeout;
+        let deadline = Instant::now() + patience(timeout);
         loop {
             let alive: Vec<Value> = self
                 .agents()
@@ -232,7 +233,7 @@ impl Colony {
 
     /// Polls the fleet tap until `done` holds.
     pub fn wait_tap(&self, id: &str, timeout: Duration, done: impl Fn(&Value) -> bool) -> Value {
-        let deadline = Instant::now() + timeout;
+        let deadline = Instant::now() + patience(timeout);
         loop {
             let t = self.tap(id);
             if done(&t) {

@@ -187,9 +187,10 @@ impl Agent {
         unsafe { libc::kill(self.child.id() as i32, signal) };
     }
 
-    /// Waits up to `timeout` for the agent to exit; its status, if it did.
+    /// Waits up to `timeout` (its [`patience`]) for the agent to exit; its
+    /// status, if it did.
     pub fn wait_exit(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
-        let deadline = Instant::now() + timeout;
+        let deadline = Instant::now() + patience(timeout);
         while Instant::now() < deadline {
             if let Some(status) = self.child.try_wait().unwrap() {
                 return Some(status);

@@ -168,7 +168,7 @@ fn fleet_tap_counts_n_everywhere_and_outlives_agents(colony: &mut Colony, s: &Sc
     // The agents reap their ended collectors a second after the end.
     for (agent, m) in agents.iter().zip(members(&done)) {
         let collector = m["collectorId"].as_str().unwrap().to_string();
-        let deadline = Instant::now() + Duration::from_secs(20);
+        let deadline = Instant::now() + patience(Duration::from_secs(20));
         let agent = agents
             .iter()
             .find(|a| agent_id_of(a) == m["agentId"].as_str().unwrap())
@@ -527,7 +527,7 @@ fn the_colony_enforces_retention_per_kind() {
     colony.wait_tap(&tap_id, Duration::from_secs(30), |t| {
         t["state"] == "FLEET_TAP_STATE_ENDED"
     });
-    let deadline = Instant::now() + Duration::from_secs(20);
+    let deadline = Instant::now() + patience(Duration::from_secs(20));
     while !colony.events(&tap_id).0.is_empty() {
         assert!(
             Instant::now() < deadline,
@@ -736,7 +736,7 @@ fn a_restarted_agent_registers_again() {
     let second = agent(&s, &colony, 1, &[]);
     let new = agent_id_of(&second);
     assert_ne!(old, new);
-    let deadline = Instant::now() + Duration::from_secs(30);
+    let deadline = Instant::now() + patience(Duration::from_secs(30));
     loop {
         let agents = colony.agents();
         let status = |id: &str| {
@@ -848,7 +848,7 @@ fn unsupported_and_unreachable_agents_are_reported_per_agent() {
         .spawn()
         .expect("spawning an agent as nobody");
     let _unprivileged = Reaped(unprivileged);
-    let deadline = Instant::now() + Duration::from_secs(30);
+    let deadline = Instant::now() + patience(Duration::from_secs(30));
     while !socket.exists() {
         assert!(
             Instant::now() < deadline,
@@ -858,7 +858,7 @@ fn unsupported_and_unreachable_agents_are_reported_per_agent() {
     }
     let dead = unix(&s.path("nothing-here.sock"));
     let colony = sqlite_colony(&s, &["--agent", &unix(&socket), "--agent", &dead]);
-    let deadline = Instant::now() + Duration::from_secs(30);
+    let deadline = Instant::now() + patience(Duration::from_secs(30));
     loop {
         let agents = colony.agents();
         let static_ok = agents
