@@ -18,7 +18,8 @@ struct Harness {
     client: EbpfServiceClient<Channel>,
     channel: Channel,
     path: PathBuf,
-    _stop: tokio::sync::oneshot::Sender<()>,
+    /// Dropping it shuts the server down.
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
 }
 
 async fn harness(name: &str) -> Harness {
@@ -67,7 +68,15 @@ async fn harness(name: &str) -> Harness {
         client: EbpfServiceClient::new(channel.clone()),
         channel,
         path,
-        _stop: tx,
+        stop: Some(tx),
+    }
+}
+
+// The server task is not awaited when a test ends, so its own clean-up of the
+// socket file may never run; the harness removes it.
+impl Drop for Harness {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
     }
 }
 
@@ -157,8 +166,9 @@ async fn health_watch_follows_the_protocol_and_ends_at_shutdown() {
     assert_eq!(err.code(), Code::NotFound);
 
     // Shutdown ends both watches, so the server can drain and stop.
-    let Harness { _stop, path, .. } = h;
-    drop(_stop);
+    let mut h = h;
+    h.stop.take();
+    let path = h.path.clone();
     for stream in [&mut known, &mut unknown] {
         let end = tokio::time::timeout(Duration::from_secs(5), async {
             while let Ok(Some(_)) = stream.message().await {}
