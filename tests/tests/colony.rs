@@ -9,6 +9,7 @@ use serde_json::Value;
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::{Command, Stdio};
+use std::sync::LazyLock;
 use std::time::{Duration, Instant};
 
 /// getppid calls the workload makes: every agent's final result must count
@@ -19,11 +20,22 @@ fn unix(p: &Path) -> String {
     format!("unix://{}", p.display())
 }
 
-/// Heartbeats every 300 ms, dead after 3 s of silence: tests need not wait long.
-const FAST: [&str; 4] = ["--heartbeat-interval", "300ms", "--agent-timeout", "3s"];
+/// Heartbeats every 300 ms, dead after 3 s of silence (harness patience: under
+/// TCG on 6.1 live agents missed 3 s and were declared dead): tests need not
+/// wait long.
+fn fast() -> [&'static str; 4] {
+    static AGENT_TIMEOUT: LazyLock<String> =
+        LazyLock::new(|| format!("{}s", patience(Duration::from_secs(3)).as_secs()));
+    [
+        "--heartbeat-interval",
+        "300ms",
+        "--agent-timeout",
+        AGENT_TIMEOUT.as_str(),
+    ]
+}
 
 fn sqlite_colony(s: &Scratch, extra: &[&str]) -> Colony {
-    let mut flags: Vec<&str> = FAST.to_vec();
+    let mut flags: Vec<&str> = fast().to_vec();
     flags.extend_from_slice(extra);
     Colony::start(
         &unix(&s.path("colony.sock")),
@@ -261,7 +273,7 @@ fn postgres_fleet_tap_counts_n_on_every_agent_and_survives_reaping_and_restart()
     require_kernel();
     let pg = Postgres::start();
     let s = Scratch::new("colony-pg");
-    let mut flags: Vec<&str> = FAST.to_vec();
+    let mut flags: Vec<&str> = fast().to_vec();
     flags.push("--retention-interval");
     flags.push("1s");
     let mut colony = Colony::start(
@@ -275,7 +287,7 @@ fn postgres_fleet_tap_counts_n_on_every_agent_and_survives_reaping_and_restart()
     let replica = Colony::start(
         &unix(&s.path("replica.sock")),
         &pg.url,
-        &FAST,
+        &fast(),
         &s.path("replica.log"),
     );
     let taps = replica.coral_json(&["tap", "list"]);
@@ -381,6 +393,11 @@ fn a_colony_killed_mid_tap_resumes_without_loss_or_duplicates() {
     let agents: Vec<Agent> = (1..=2).map(|i| agent(&s, &colony, i, &[])).collect();
     colony.wait_agents(2, Duration::from_secs(60));
     let mut w = Workload::spawn(&["--getppid", &N.to_string()]);
+    // The workload runs after the colony's restart, so the collector must
+    // outlast the wait for 5 stored records, the kill and the restart: harness
+    // patience (on 6.1 and 6.12 under TCG an 8 s collector had ended first and
+    // counted no getppid).
+    let duration = patience(Duration::from_secs(8));
     let tap = colony
         .coral_json(&[
             "tap",
@@ -390,7 +407,7 @@ fn a_colony_killed_mid_tap_resumes_without_loss_or_duplicates() {
             "--pid",
             &w.pid.to_string(),
             "--duration",
-            "8s",
+            &format!("{}s", duration.as_secs()),
             "--interval",
             "100ms",
             "--nodes",
@@ -444,6 +461,8 @@ fn records_dropped_before_the_colony_read_them_are_a_recorded_gap() {
     let mut colony = sqlite_colony(&s, &[]);
     let _agent = agent(&s, &colony, 1, &["--max-records", "4"]);
     colony.wait_agents(1, Duration::from_secs(60));
+    // Still running while the colony is down (harness patience: slow under TCG).
+    let duration = patience(Duration::from_secs(5));
     let tap = colony
         .coral_json(&[
             "tap",
@@ -453,7 +472,7 @@ fn records_dropped_before_the_colony_read_them_are_a_recorded_gap() {
             "--pid",
             "1",
             "--duration",
-            "5s",
+            &format!("{}s", duration.as_secs()),
             "--interval",
             "100ms",
             "--nodes",
@@ -614,7 +633,7 @@ fn agent_and_colony_authenticate_each_other_with_tls_and_tokens() {
         .map(String::from)
         .to_vec()
     };
-    let mut flags: Vec<&str> = FAST.to_vec();
+    let mut flags: Vec<&str> = fast().to_vec();
     flags.extend([
         "--tls-cert",
         &cert,

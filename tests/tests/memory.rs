@@ -535,7 +535,17 @@ struct ColdFile(PathBuf);
 
 impl ColdFile {
     fn create(name: &str, size: u64) -> ColdFile {
-        let path = std::env::temp_dir().join(format!("coral-e2e-{name}-{}", std::process::id()));
+        let dir = std::env::temp_dir();
+        // A tmpfs file's pages are shmem, charged to whoever wrote them and
+        // never read in again: reading it charges the reader's cgroup
+        // nothing (virtme-ng's guests have /tmp on tmpfs; the cache peaked
+        // at 256 KiB there).
+        assert!(
+            !is_tmpfs(&dir),
+            "{} is tmpfs, where reading a file adds no page cache: set TMPDIR to a disk-backed directory",
+            dir.display()
+        );
+        let path = dir.join(format!("coral-e2e-{name}-{}", std::process::id()));
         let mut f = std::fs::File::create(&path).unwrap();
         let block = vec![0x5au8; MIB as usize];
         for _ in 0..size / MIB {
@@ -545,6 +555,16 @@ impl ColdFile {
         drop_cache(&path);
         ColdFile(path)
     }
+}
+
+fn is_tmpfs(dir: &Path) -> bool {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(dir.as_os_str().as_bytes()).unwrap();
+    // SAFETY: statfs writes into the zeroed struct it is given; c is NUL-terminated.
+    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+    // SAFETY: as above.
+    let rc = unsafe { libc::statfs(c.as_ptr(), &mut st) };
+    rc == 0 && st.f_type == libc::TMPFS_MAGIC
 }
 
 fn drop_cache(path: &Path) {
