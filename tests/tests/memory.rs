@@ -560,9 +560,9 @@ impl ColdFile {
 fn is_tmpfs(dir: &Path) -> bool {
     use std::os::unix::ffi::OsStrExt;
     let c = std::ffi::CString::new(dir.as_os_str().as_bytes()).unwrap();
-    // SAFETY: statfs writes into the zeroed struct it is given; c is NUL-terminated.
+    // SAFETY: `struct statfs` is plain integers, for which all zeroes is valid.
     let mut st: libc::statfs = unsafe { std::mem::zeroed() };
-    // SAFETY: as above.
+    // SAFETY: `c` is a NUL-terminated path and `st` a writable statfs.
     let rc = unsafe { libc::statfs(c.as_ptr(), &mut st) };
     rc == 0 && st.f_type == libc::TMPFS_MAGIC
 }
