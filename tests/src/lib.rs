@@ -48,6 +48,12 @@ pub fn patience(d: Duration) -> Duration {
     d * scale(TIME_SCALE_ENV)
 }
 
+/// `d` as a whole-second CLI duration (`--duration`, `--agent-timeout`),
+/// for durations built with [`patience`].
+pub fn secs_arg(d: Duration) -> String {
+    format!("{}s", d.as_secs())
+}
+
 /// A scale factor from the environment: 1 when unset or not a positive integer.
 fn scale(var: &str) -> u32 {
     std::env::var(var)

@@ -88,7 +88,7 @@ fn the_cli_in_pipes() {
         "--interval",
         "100ms",
         "-d",
-        &format!("{}s", duration.as_secs()),
+        &secs_arg(duration),
     ]);
     let id = id_of(&info);
 

@@ -25,7 +25,7 @@ fn unix(p: &Path) -> String {
 /// wait long.
 fn fast() -> [&'static str; 4] {
     static AGENT_TIMEOUT: LazyLock<String> =
-        LazyLock::new(|| format!("{}s", patience(Duration::from_secs(3)).as_secs()));
+        LazyLock::new(|| secs_arg(patience(Duration::from_secs(3))));
     [
         "--heartbeat-interval",
         "300ms",
@@ -407,7 +407,7 @@ fn a_colony_killed_mid_tap_resumes_without_loss_or_duplicates() {
             "--pid",
             &w.pid.to_string(),
             "--duration",
-            &format!("{}s", duration.as_secs()),
+            &secs_arg(duration),
             "--interval",
             "100ms",
             "--nodes",
@@ -472,7 +472,7 @@ fn records_dropped_before_the_colony_read_them_are_a_recorded_gap() {
             "--pid",
             "1",
             "--duration",
-            &format!("{}s", duration.as_secs()),
+            &secs_arg(duration),
             "--interval",
             "100ms",
             "--nodes",
