@@ -106,7 +106,9 @@ impl Colony {
             .spawn()
             .expect("spawning coral-colony");
         self.child = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(20);
+        // Under TCG, with two agents collecting beside it, a restarted
+        // colony once took more than 20 s to serve.
+        let deadline = Instant::now() + patience(Duration::from_secs(20));
         loop {
             if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
                 panic!(
@@ -161,7 +163,7 @@ impl Colony {
         if let Some(mut child) = self.child.take() {
             // SAFETY: kill(2) on our own child's pid; the worst case is ESRCH.
             unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-            let deadline = Instant::now() + Duration::from_secs(15);
+            let deadline = Instant::now() + patience(Duration::from_secs(15));
             while Instant::now() < deadline {
                 if let Ok(Some(_)) = child.try_wait() {
                     return;
@@ -364,7 +366,7 @@ impl Postgres {
             url: format!("postgres://coral@127.0.0.1:{port}/postgres"),
             dir,
         };
-        let deadline = Instant::now() + Duration::from_secs(30);
+        let deadline = Instant::now() + patience(Duration::from_secs(30));
         loop {
             if let Some(status) = pg.child.try_wait().unwrap() {
                 panic!(
@@ -394,7 +396,7 @@ impl Drop for Postgres {
         // SIGINT: fast shutdown (clients are disconnected).
         // SAFETY: kill(2) on our own child's pid; the worst case is ESRCH.
         unsafe { libc::kill(self.child.id() as i32, libc::SIGINT) };
-        let deadline = Instant::now() + Duration::from_secs(15);
+        let deadline = Instant::now() + patience(Duration::from_secs(15));
         while Instant::now() < deadline {
             if let Ok(Some(_)) = self.child.try_wait() {
                 return;

@@ -637,8 +637,9 @@ fn clients_that_vanish_leave_nothing_behind() {
         "1",
         "--interval",
         "100ms",
+        // Outlives the test: under TCG its clients took more than 60 s.
         "-d",
-        "60s",
+        &secs_arg(patience(Duration::from_secs(60))),
     ]);
     let id = id_of(&info);
 
@@ -682,7 +683,7 @@ fn clients_that_vanish_leave_nothing_behind() {
         kill(child);
     }
     // Streams are gone with their connections.
-    let deadline = Instant::now() + Duration::from_secs(10);
+    let deadline = Instant::now() + patience(Duration::from_secs(10));
     while u64_of(&agent.get(&id)["streamSubscribers"]) != 0 {
         assert!(Instant::now() < deadline, "streams outlived their clients");
         std::thread::sleep(Duration::from_millis(50));
@@ -691,7 +692,7 @@ fn clients_that_vanish_leave_nothing_behind() {
     assert_eq!(agent.get(&id)["state"], "COLLECTOR_STATE_RUNNING");
     assert!(agent.coral(&["tap", "stop", &id]).status.success());
     // Whatever the killed starts started has expired by itself.
-    let deadline = Instant::now() + Duration::from_secs(15);
+    let deadline = Instant::now() + patience(Duration::from_secs(15));
     loop {
         let live = agent
             .coral_json(&["tap", "list"])
@@ -736,8 +737,9 @@ fn a_full_kernel_map_is_counted_as_drops() {
         "--cgroup",
         &s(&cgroup.path),
         "--per-process",
+        // Outlives the 1200 execs: under TCG they took more than 60 s.
         "-d",
-        "60s",
+        &secs_arg(patience(Duration::from_secs(60))),
     ]);
     let id = id_of(&info);
     {
