@@ -9,6 +9,7 @@ use serde_json::Value;
 use std::io::{BufRead, Write};
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
+use std::time::Duration;
 
 fn id(info: &Value) -> String {
     info["id"].as_str().unwrap().to_string()
@@ -29,6 +30,9 @@ fn every_kind_names_the_container_and_a_prefix_finds_it() {
     let scope = DockerScope::create();
     let agent = Agent::start(&[]);
     let prefix = &scope.id[..12];
+    // The collectors outlive the test: under TCG with one vCPU it took more
+    // than 60 s.
+    let life = secs_arg(patience(Duration::from_secs(60)));
 
     // syscall-stats by --container: the workload inside counts exactly, the
     // one outside not at all.
@@ -42,7 +46,7 @@ fn every_kind_names_the_container_and_a_prefix_finds_it() {
         "--container",
         prefix,
         "-d",
-        "60s",
+        &life,
     ]);
     let filter = &sys["spec"]["filter"];
     assert_eq!(filter["container"], prefix, "{sys}");
@@ -83,7 +87,7 @@ fn every_kind_names_the_container_and_a_prefix_finds_it() {
         "--pid",
         &client.pid.to_string(),
         "-d",
-        "60s",
+        &life,
     ]);
 
     // cpu-profile of a burner inside.
@@ -98,7 +102,7 @@ fn every_kind_names_the_container_and_a_prefix_finds_it() {
         "-F",
         "199",
         "-d",
-        "60s",
+        &life,
     ]);
 
     inside.go();
