@@ -56,7 +56,7 @@ impl Drop for TempDir {
 /// A plain HTTP/1.1 GET on 127.0.0.1: (status, body), or the I/O error.
 fn http_get(port: u16, path: &str, headers: &[(&str, &str)]) -> std::io::Result<(u16, String)> {
     let mut conn = TcpStream::connect(("127.0.0.1", port))?;
-    conn.set_read_timeout(Some(Duration::from_secs(10)))?;
+    conn.set_read_timeout(Some(patience(Duration::from_secs(10))))?;
     let mut req = format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n");
     for (k, v) in headers {
         req.push_str(&format!("{k}: {v}\r\n"));
@@ -96,9 +96,10 @@ fn encode(s: &str) -> String {
         .collect()
 }
 
-/// Polls `f` every 200 ms until it returns `Some`, at most `timeout`.
+/// Polls `f` every 200 ms until it returns `Some`, at most `timeout` (its
+/// [`patience`]).
 fn wait_for<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + timeout;
+    let deadline = Instant::now() + patience(timeout);
     loop {
         if let Some(v) = f() {
             return v;
@@ -243,7 +244,10 @@ fn promtool_check(exposition: &str) {
 fn prometheus_scrapes_the_exact_getppid_count_and_promtool_accepts_the_exposition() {
     require_kernel();
     let (agent, port) = metrics_agent(&[]);
-    let (id, mut workload) = exported_collector(&agent, &[]);
+    // Still running when the last query asks: under TCG Prometheus alone
+    // took more than 30 s to be ready.
+    let life = secs_arg(patience(Duration::from_secs(60)));
+    let (id, mut workload) = exported_collector(&agent, &["--duration", &life]);
     workload.go();
     let prometheus = Prometheus::start(&[port]);
 
@@ -380,7 +384,7 @@ fn otlp_receiver_gets_the_same_exact_value() {
     let (id, mut workload) = exported_collector(&agent, &[]);
     workload.go();
 
-    let deadline = Instant::now() + Duration::from_secs(60);
+    let deadline = Instant::now() + patience(Duration::from_secs(60));
     let mut last_seen = None;
     let resource = loop {
         let remaining = deadline.saturating_duration_since(Instant::now());
@@ -442,7 +446,10 @@ fn otlp_receiver_gets_the_same_exact_value() {
 fn a_reaped_collectors_series_leave_metrics() {
     require_kernel();
     let (agent, port) = metrics_agent(&["--retention", "1s"]);
-    let (id, mut workload) = exported_collector(&agent, &["--duration", "2s"]);
+    // Long enough for a scrape to see it: under TCG on 6.1 a 2 s collector
+    // and its 1 s of retention were gone before the first scrape.
+    let life = secs_arg(patience(Duration::from_secs(2)));
+    let (id, mut workload) = exported_collector(&agent, &["--duration", &life]);
     workload.go();
     wait_for("its series on /metrics", Duration::from_secs(10), || {
         scrape(port)
