@@ -504,6 +504,8 @@ fn container_id_from_a_docker_scope_cgroup() {
     // The cgroup filter, on the slice: its descendants are included.
     let (by_cgroup, _) = start(&agent, &["--cgroup", path_str(&scope.slice)]);
     // syscall-stats' per-process rows carry the container too.
+    // Outlives the test: under TCG on 6.1 it took more than the default 60 s.
+    let life = secs_arg(patience(Duration::from_secs(60)));
     let syscalls = agent.start_collector(&[
         "--kind",
         "syscall-stats",
@@ -512,6 +514,8 @@ fn container_id_from_a_docker_scope_cgroup() {
         &pids[0],
         "--pid",
         &pids[1],
+        "--duration",
+        &life,
     ])["id"]
         .as_str()
         .unwrap()
