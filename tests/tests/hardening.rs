@@ -358,7 +358,10 @@ fn tls_tokens_and_client_certificates_are_enforced() {
     // A good client's start over mutual TLS with a token: audited with both
     // the certificate subject and the token name.
     let started_id = {
-        let info = agent.start_collector(&["--kind", "syscall-stats", "--pid", "1", "-d", "5s"]);
+        // Still running when stopped: under TCG one `coral` call over TLS
+        // took seconds, and a 5 s collector had expired.
+        let life = secs_arg(patience(Duration::from_secs(5)));
+        let info = agent.start_collector(&["--kind", "syscall-stats", "--pid", "1", "-d", &life]);
         let id = id_of(&info);
         assert!(agent.coral(&["tap", "stop", &id]).status.success());
         id

@@ -445,7 +445,10 @@ fn otlp_receiver_gets_the_same_exact_value() {
 #[ignore = "needs root and BPF"]
 fn a_reaped_collectors_series_leave_metrics() {
     require_kernel();
-    let (agent, port) = metrics_agent(&["--retention", "1s"]);
+    // Retention scales too: under TCG a collector kept 1 s was reaped
+    // before a `coral` call saw it expired.
+    let retention = secs_arg(patience(Duration::from_secs(1)));
+    let (agent, port) = metrics_agent(&["--retention", &retention]);
     // Long enough for a scrape to see it: under TCG on 6.1 a 2 s collector
     // and its 1 s of retention were gone before the first scrape.
     let life = secs_arg(patience(Duration::from_secs(2)));
