@@ -101,7 +101,7 @@ fn a_stuck_collector_bounds_stop_and_sigterm() {
     ]);
     let loaded = prog_ids_of(&info);
     let id = id_of(&info);
-    // Its first collect (after 100 ms) now sleeps for 30 s.
+    // Its first collect (after 100 ms) now sleeps for `stuck`.
     std::thread::sleep(patience(Duration::from_millis(500)));
     let asked = Instant::now();
     let out = agent.coral(&["tap", "stop", &id]);
