@@ -66,6 +66,20 @@ static __always_inline int coral_pid_matches(__u32 tgid)
 	return 1;
 }
 
+/*
+ * Inserts a new entry; true when the map is full (-E2BIG), the one failure a
+ * collector reports as a drop (-EEXIST means another CPU inserted the key
+ * first, and the caller's lookup finds it). The comparison is on the low 32
+ * bits: before Linux 6.4 ("bpf: return long from bpf_map_ops funcs") the
+ * verifier turns this helper call into a direct call of the map's update op,
+ * which returned int, so r0 held -E2BIG zero-extended (0xfffffff9) and a
+ * 64-bit `== -7` never matched on 6.1.
+ */
+static __always_inline int coral_insert_full(void *map, const void *key, const void *value)
+{
+	return (int)bpf_map_update_elem(map, key, value, BPF_NOEXIST) == -7 /* E2BIG */;
+}
+
 /* True when the current task is one the collector was asked to trace. */
 static __always_inline int coral_target_matches(__u32 tgid)
 {

@@ -236,7 +236,7 @@ static __always_inline void on_open(__u32 tgid, __u64 upath, __u32 flags, long r
 		__builtin_memset(v->write_log2, 0, sizeof(v->write_log2));
 		bpf_get_current_comm(v->comm, sizeof(v->comm));
 		v->cgroup_id = bpf_get_current_cgroup_id();
-		if (bpf_map_update_elem(&files, &key, v, BPF_NOEXIST) == -7 /* E2BIG */)
+		if (coral_insert_full(&files, &key, v))
 			count(DROP_FILES);
 		s = bpf_map_lookup_elem(&files, &key);
 	}

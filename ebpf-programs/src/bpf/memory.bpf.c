@@ -244,7 +244,7 @@ int BPF_PROG(coral_mem_rss, struct mm_struct *mm, int member)
 
 		if (!task_matches(owner, tgid))
 			return 0;
-		if (bpf_map_update_elem(&procs, &tgid, &zero, BPF_NOEXIST) == -7 /* E2BIG */) {
+		if (coral_insert_full(&procs, &tgid, &zero)) {
 			count_drop(CORAL_MEM_DROP_PROCS);
 			return 0;
 		}

@@ -88,7 +88,7 @@ static __always_inline void add_process_sample(__u32 tgid, __u32 nr, __u64 delta
 		static const struct coral_sys_stat zero;
 		struct coral_sys_proc proc = {};
 
-		if (bpf_map_update_elem(&proc_stats, &key, &zero, BPF_NOEXIST) == -7 /* E2BIG */) {
+		if (coral_insert_full(&proc_stats, &key, &zero)) {
 			__u32 k = 0;
 			__u64 *d = bpf_map_lookup_elem(&drops, &k);
 

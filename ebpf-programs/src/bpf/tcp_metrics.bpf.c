@@ -208,7 +208,7 @@ static __always_inline struct coral_tcp_remote *remote_get(const struct coral_tc
 
 	if (r)
 		return r;
-	if (bpf_map_update_elem(&remotes, key, &zero, BPF_NOEXIST) == -7 /* E2BIG */) {
+	if (coral_insert_full(&remotes, key, &zero)) {
 		count_drop(CORAL_TCP_DROP_REMOTES);
 		return 0;
 	}
