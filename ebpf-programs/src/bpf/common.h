@@ -70,10 +70,10 @@ static __always_inline int coral_pid_matches(__u32 tgid)
  * Inserts a new entry; true when the map is full (-E2BIG), the one failure a
  * collector reports as a drop (-EEXIST means another CPU inserted the key
  * first, and the caller's lookup finds it). The comparison is on the low 32
- * bits: before Linux 6.4 ("bpf: return long from bpf_map_ops funcs") the
- * verifier turns this helper call into a direct call of the map's update op,
- * which returned int, so r0 held -E2BIG zero-extended (0xfffffff9) and a
- * 64-bit `== -7` never matched on 6.1.
+ * bits: the verifier turns this helper call into a direct call of the map's
+ * update op, which returned int until "bpf: return long from bpf_map_ops
+ * funcs" (6.4), so r0 held -E2BIG zero-extended (0xfffffff9) and a 64-bit
+ * `== -7` never matched (measured on Debian's 6.1.0-57).
  */
 static __always_inline int coral_insert_full(void *map, const void *key, const void *value)
 {

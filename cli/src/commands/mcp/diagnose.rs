@@ -802,6 +802,9 @@ pub async fn run(
         let info = tools::wait_end(backend, &info.info.id, wait, None)
             .await
             .map_err(agent_error)?;
+        // Not ended when the wait ran out (a collector still loading on a
+        // slow machine): its missing result says so rather than nothing.
+        let ended = tools::is_terminal(&info);
         let shape = Shape {
             top: 5,
             record_bytes: None,
@@ -841,6 +844,11 @@ pub async fn run(
                 Some(s) => evidence(args.symptom, s, &recent),
                 None => vec![match &error {
                     Some(e) => format!("failed: {e}"),
+                    None if !ended => format!(
+                        "no result: still {} {} after it was due",
+                        out.tap.state,
+                        crate::render::duration(END_GRACE)
+                    ),
                     None => "recorded no result".to_string(),
                 }],
             };

@@ -298,7 +298,7 @@ pub fn tap(t: &TapInfo) -> Tap {
     }
 }
 
-fn is_terminal(t: &TapInfo) -> bool {
+pub(crate) fn is_terminal(t: &TapInfo) -> bool {
     matches!(
         pb::CollectorState::try_from(t.info.state),
         Ok(pb::CollectorState::Expired | pb::CollectorState::Stopped | pb::CollectorState::Failed)
