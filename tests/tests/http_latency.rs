@@ -125,9 +125,13 @@ fn python_server_exact_counts_and_latency() {
 
     // Keep-alive: ten 50 ms requests on one connection.
     let mut keep = connect(server.port);
-    for _ in 0..10 {
-        assert_eq!(request(&mut keep, "GET", "/sleep/50", ""), 200);
-    }
+    let sleeps: Vec<Duration> = (0..10)
+        .map(|_| {
+            let begun = Instant::now();
+            assert_eq!(request(&mut keep, "GET", "/sleep/50", ""), 200);
+            begun.elapsed()
+        })
+        .collect();
     drop(keep);
     // New connections for the rest.
     for i in 0..5 {
@@ -167,10 +171,7 @@ fn python_server_exact_counts_and_latency() {
     assert_eq!(stats["routes"].as_array().unwrap().len(), 4, "{stats}");
 
     let p50 = u64_of(&route(&stats, "GET", "/sleep/{id}", 200)["p50Ns"]) as f64 / 1e6;
-    assert!(
-        (50.0..=60.0).contains(&p50),
-        "p50 of a 50 ms handler: {p50} ms"
-    );
+    assert_p50_of_sleeps(p50, &sleeps);
 
     // One event per request, with the raw path and the server's identity,
     // its cgroup included; plaintext.
@@ -382,7 +383,37 @@ impl Drop for Cert {
 
 /// HTTPS requests made by `https_client.py` (steps `keep|new:N:METHOD:PATH`);
 /// the status of each, in order.
-fn https(port: u16, steps: &[&str]) -> Vec<u32> {
+/// One request as the client saw it: the status and how long it took from
+/// sending the request to the end of the reply.
+#[derive(Debug)]
+struct Reply {
+    status: u32,
+    took: Duration,
+}
+
+fn statuses(replies: &[Reply]) -> Vec<u32> {
+    replies.iter().map(|r| r.status).collect()
+}
+
+/// The p50 Coral gives a handler that sleeps 50 ms lies between those 50 ms
+/// and the client's own median of the same requests, give or take the
+/// histogram's 1%: request by request the server's time (request read to
+/// reply written) is inside the client's (sent to reply read), so their
+/// order statistics are too. On the host the client's median is about
+/// 50.5 ms; under TCG the machine makes it longer, and the bound is what the
+/// client measured, not a wider guess.
+fn assert_p50_of_sleeps(p50_ms: f64, sleeps: &[Duration]) {
+    let mut client: Vec<f64> = sleeps.iter().map(|d| d.as_secs_f64() * 1e3).collect();
+    client.sort_by(f64::total_cmp);
+    // The upper median: hdrhistogram's p50 of n values is the ceil(n/2)-th.
+    let median = client[client.len() / 2];
+    assert!(
+        (49.5..=median * 1.01).contains(&p50_ms),
+        "p50 of a 50 ms handler: {p50_ms} ms, the client's median {median:.2} ms (all {client:.2?})"
+    );
+}
+
+fn https(port: u16, steps: &[&str]) -> Vec<Reply> {
     let out = Command::new("python3")
         .arg(fixtures().join("https_client.py"))
         .arg(port.to_string())
@@ -396,7 +427,13 @@ fn https(port: u16, steps: &[&str]) -> Vec<u32> {
     );
     String::from_utf8_lossy(&out.stdout)
         .lines()
-        .map(|l| l.trim().parse().unwrap())
+        .map(|l| {
+            let (status, secs) = l.trim().split_once(' ').expect("STATUS SECONDS");
+            Reply {
+                status: status.parse().unwrap(),
+                took: Duration::from_secs_f64(secs.parse().unwrap()),
+            }
+        })
         .collect()
 }
 
@@ -456,7 +493,7 @@ fn python_https_exact_counts_and_latency() {
     let attached = links_of(&progs);
     assert_eq!(attached, 8, "links of {progs:?}");
 
-    let statuses = https(
+    let replies = https(
         server.port,
         &[
             "keep:10:GET:/sleep/50",
@@ -465,7 +502,8 @@ fn python_https_exact_counts_and_latency() {
             "keep:4:GET:/fail",
         ],
     );
-    assert_eq!(statuses.len(), 22);
+    assert_eq!(replies.len(), 22);
+    let sleeps: Vec<Duration> = replies[..10].iter().map(|r| r.took).collect();
     agent.coral_json(&["tap", "stop", &id]);
     assert_all_detached(&agent, &progs);
 
@@ -478,10 +516,7 @@ fn python_https_exact_counts_and_latency() {
     assert_eq!(count("GET", "/fail", 500), 4, "{stats}");
     assert_eq!(stats["routes"].as_array().unwrap().len(), 4, "{stats}");
     let p50 = u64_of(&route(&stats, "GET", "/sleep/{id}", 200)["p50Ns"]) as f64 / 1e6;
-    assert!(
-        (50.0..=60.0).contains(&p50),
-        "p50 of a 50 ms handler: {p50} ms"
-    );
+    assert_p50_of_sleeps(p50, &sleeps);
 
     assert_eq!(requests.len(), 22);
     let cgroup = cgroup_of(server.child.id());
@@ -615,8 +650,8 @@ fn https_server_started_later_in_a_container_cgroup() {
         );
         std::thread::sleep(Duration::from_millis(100));
     }
-    let statuses = https(server.port, &["keep:6:GET:/items/7", "new:2:GET:/fail"]);
-    assert_eq!(statuses, vec![200, 200, 200, 200, 200, 200, 500, 500]);
+    let replies = https(server.port, &["keep:6:GET:/items/7", "new:2:GET:/fail"]);
+    assert_eq!(statuses(&replies), [200, 200, 200, 200, 200, 200, 500, 500]);
     agent.coral_json(&["tap", "stop", &id]);
     let (stats, requests) = final_http_stats(&agent, &id);
     assert_eq!(
