@@ -25,8 +25,12 @@ use std::time::Duration;
 /// agent's max_duration when that is lower).
 pub const DEFAULT_DURATION: Duration = Duration::from_secs(10);
 
-/// After the collectors' deadline, how long to wait for their final records.
-const END_GRACE: Duration = Duration::from_secs(30);
+/// After the collectors' deadline, how long to wait at most for their final
+/// records. Generous: a cpu-profile's final read symbolizes (the first parse
+/// of a large binary's DWARF), and with two agents on one slow vCPU (Linux
+/// 6.12 under QEMU's TCG) the fleet tap was still running 33 s after it was
+/// due; the wait ends as soon as they do.
+const END_GRACE: Duration = Duration::from_secs(120);
 
 /// cpu-profile's frequency in diagnose: denser than the kind's default (49
 /// Hz), for short runs; within every agent's default maximum (1000).
@@ -847,7 +851,7 @@ pub async fn run(
                     None if !ended => format!(
                         "no result: still {} {} after it was due",
                         out.tap.state,
-                        crate::render::duration(END_GRACE)
+                        crate::render::duration(wait)
                     ),
                     None => "recorded no result".to_string(),
                 }],
