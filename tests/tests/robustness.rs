@@ -6,6 +6,7 @@
 
 use coral_e2e::*;
 use coral_proto::v1 as pb;
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -141,21 +142,10 @@ fn slow_collectors_do_not_delay_the_api() {
     require_kernel();
     let _serial = serial();
     let socket = socket_path();
-    // Each collect sleeps 2 s (scaled with the harness: under TCG one
-    // GetCapabilities alone took over a second).
-    let slow = patience(Duration::from_secs(2));
-    let agent = Agent::start_at(
-        &socket,
-        &[],
-        &[(
-            "CORAL_TEST_FAULT",
-            &format!("syscall-stats:slow-collect={}ms", slow.as_millis()),
-        )],
-    );
     let rt = tokio::runtime::Runtime::new().unwrap();
-    let calls = |n: usize| {
+    let calls = |socket: &Path, n: usize| {
         rt.block_on(async {
-            let mut client = grpc(&socket).await;
+            let mut client = grpc(socket).await;
             let mut worst = Duration::ZERO;
             for _ in 0..n {
                 let asked = Instant::now();
@@ -169,8 +159,24 @@ fn slow_collectors_do_not_delay_the_api() {
             worst
         })
     };
-    // What the call costs here with nothing slow running.
-    let alone = calls(10);
+    // What the call costs here, on an agent with nothing slow in it.
+    let alone = {
+        let plain = socket_path();
+        let _agent = Agent::start_at(&plain, &[], &[]);
+        calls(&plain, 10)
+    };
+    // Each collect sleeps 2 s, or twenty calls' worth where one call alone
+    // is slow (under TCG on a loaded host one took 2 s): a slow collect must
+    // dwarf the call for the bound below to mean anything.
+    let slow = Duration::from_secs(2).max(alone * 20);
+    let agent = Agent::start_at(
+        &socket,
+        &[],
+        &[(
+            "CORAL_TEST_FAULT",
+            &format!("syscall-stats:slow-collect={}ms", slow.as_millis()),
+        )],
+    );
     // More slow collectors than the agent has async workers (one per CPU).
     let cpus = std::thread::available_parallelism().map_or(2, |n| n.get());
     let ids: Vec<String> = (0..cpus + 1)
@@ -189,7 +195,7 @@ fn slow_collectors_do_not_delay_the_api() {
         .collect();
     // Let every collector get into its slow collect.
     std::thread::sleep(patience(Duration::from_millis(500)));
-    let worst = calls(20);
+    let worst = calls(&socket, 20);
     eprintln!(
         "GetCapabilities took at most {worst:?} ({alone:?} alone) while {} collectors each spent {slow:?} per collect",
         ids.len()
