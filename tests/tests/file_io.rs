@@ -293,3 +293,53 @@ fn io_on_a_dup2ed_fd_counts_for_the_file_opened() {
     assert_eq!(n(&zero["readBytes"]), BLOCKS * BLOCK, "{zero}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A files map too small for the workload: each open of a file that finds
+/// no room is one drop. bash opens each of 12 files once and does no I/O on
+/// them, so only the opens can count: on a kernel where a program misread
+/// the full map's error (6.1: `coral_insert_full` in common.h) this is 0.
+#[test]
+#[ignore = "needs root and BPF"]
+fn opens_that_find_the_files_map_full_are_counted_as_drops() {
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+    require_kernel();
+    const KEPT: u64 = 4;
+    const OPENED: u64 = 12;
+    let agent = Agent::start(&[]);
+    let dir = scratch_dir("full");
+    for i in 0..OPENED {
+        std::fs::write(dir.join(format!("f{i}")), b"").unwrap();
+    }
+    // Brace expansion and `:` are bash's own: no child, no other file.
+    let mut sh = Command::new("bash")
+        .arg("-c")
+        .arg(format!(
+            "read -r _; for i in {{0..{}}}; do : < {}/f$i; done",
+            OPENED - 1,
+            dir.display()
+        ))
+        .stdin(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let info = agent.start_collector(&[
+        "--kind",
+        "file-io",
+        "--pid",
+        &sh.id().to_string(),
+        "--max-files",
+        &KEPT.to_string(),
+    ]);
+    let id = id_of(&info);
+    sh.stdin.take().unwrap().write_all(b"go\n").unwrap();
+    assert!(sh.wait().unwrap().success());
+    agent.coral_json(&["tap", "stop", &id]);
+    let (stats, _) = results(&agent, &id);
+    let files = stats["files"].as_array().unwrap();
+    assert_eq!(files.len() as u64, KEPT, "{stats}");
+    for f in files {
+        assert_eq!(n(&f["opens"]), 1, "{f}");
+    }
+    assert_eq!(n(&stats["droppedFiles"]), OPENED - KEPT, "{stats}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
