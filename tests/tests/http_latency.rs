@@ -381,8 +381,6 @@ impl Drop for Cert {
     }
 }
 
-/// HTTPS requests made by `https_client.py` (steps `keep|new:N:METHOD:PATH`);
-/// the status of each, in order.
 /// One request as the client saw it: the status and how long it took from
 /// sending the request to the end of the reply.
 #[derive(Debug)]
@@ -413,6 +411,8 @@ fn assert_p50_of_sleeps(p50_ms: f64, sleeps: &[Duration]) {
     );
 }
 
+/// HTTPS requests made by `https_client.py` (steps `keep|new:N:METHOD:PATH`);
+/// the reply to each, in order.
 fn https(port: u16, steps: &[&str]) -> Vec<Reply> {
     let out = Command::new("python3")
         .arg(fixtures().join("https_client.py"))
